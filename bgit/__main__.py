@@ -1,0 +1,3 @@
+from bgit.cli.main import main
+
+main()

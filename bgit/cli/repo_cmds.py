@@ -1,0 +1,3 @@
+"""Repository commands: init, add, commit, status, log, show, branch, checkout, tag, fsck, gc."""
+
+COMMANDS = []
