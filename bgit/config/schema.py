@@ -24,8 +24,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
-def _help(text: str, **kwargs) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def _help(text: str, hashed: bool = True, **kwargs) -> Any:
+    # hashed=False: bookkeeping that is not part of the config's meaning (left out of
+    # section_hash and config_to_dict).
+    return field(metadata={"help": text, "hashed": hashed}, **kwargs)
 
 
 @dataclass
@@ -146,7 +148,7 @@ class InputConfig:
     prompt: PromptConfig = _help("PROMPT section.", default_factory=PromptConfig)
     targets: list[TargetConfig] = _help("TARGET (one) or TARGETS (several).", default_factory=list)
     bake: BakeConfig = _help("BAKE section.", default_factory=BakeConfig)
-    source: str = _help("File the config was read from (for messages).", default="input.yml")
+    source: str = _help("File the config was read from (for messages).", hashed=False, default="input.yml")
 
     def target(self, name: str) -> TargetConfig:
         for target in self.targets:

@@ -1,0 +1,67 @@
+"""Config commands: validate."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from bgit.config import ConfigError, InputConfig, config_to_dict, load_config
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _generator_summary(generator) -> str:
+    if generator.type == "hardcoded":
+        return f"hardcoded {_plural(len(generator.stims), 'stim')}"
+    if generator.type == "from_dataset":
+        return f"from_dataset {generator.path} ({'all rows' if generator.numq == 0 else generator.numq})"
+    return f"{generator.type} {generator.numq}"
+
+
+def summary_lines(config: InputConfig) -> list[str]:
+    lines = [f"  model:   {config.model.base}"]
+    for target in config.targets:
+        generators = ", ".join(_generator_summary(g) for g in target.generators)
+        lines.append(f"  target:  {target.name} ({_plural(len(target.generators), 'generator')}: {generators}; "
+                     f"{_plural(target.num_traj_per_stimulus, 'trajectory')} per stim, max_tokens {target.max_tokens})")
+    bake = config.bake
+    weights = ", ".join(f"{d.target} {d.weight:g}" for d in bake.datasets)
+    lines.append(f"  bake:    {bake.name}: {_plural(bake.epochs, 'epoch')}, LoRA r={bake.lora.r} "
+                 f"alpha={bake.lora.lora_alpha:g}, lr {bake.optimizer.learning_rate:g}, loss {bake.loss}, "
+                 f"parent {bake.parent}, datasets: {weights}")
+    return lines
+
+
+@click.command("validate")
+@click.argument("file", default="input.yml", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result (resolved config or errors) as JSON.")
+def validate(file: str, as_json: bool) -> None:
+    """Check an input.yml and show what it would bake.
+
+    Prints FILE: ok and a summary, or one line per problem in the form
+    FILE:LINE: KEY: message, and exits 1.
+
+    Example: bgit validate examples/yoda.yml
+    """
+    try:
+        config = load_config(file)
+    except ConfigError as error:
+        if as_json:
+            issues = [{"file": i.file, "line": i.line, "key": i.key, "message": i.message} for i in error.issues]
+            click.echo(json.dumps({"file": file, "ok": False, "errors": issues}, indent=2, sort_keys=True))
+        else:
+            for issue in error.issues:
+                click.echo(f"Error: {issue}", err=True)
+        click.get_current_context().exit(1)
+    if as_json:
+        click.echo(json.dumps({"file": file, "ok": True, "config": config_to_dict(config)}, indent=2, sort_keys=True))
+        return
+    click.echo(f"{file}: ok")
+    for line in summary_lines(config):
+        click.echo(line)
+
+
+COMMANDS = [validate]

@@ -1,0 +1,198 @@
+"""The input.yml reference (docs/input-yml.md), generated from the schema's field help.
+
+    python -m bgit.config.reference > docs/input-yml.md
+
+A test fails when the file and this generator disagree, or when a schema field has
+no row here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bgit.config.load import DTYPES, GENERATOR_TYPES, LOSSES, PARENTS, ROLES, SCHEDULERS
+from bgit.config.schema import (
+    BakeConfig,
+    DataConfig,
+    DatasetWeight,
+    DeepSpeedConfig,
+    GeneratorConfig,
+    LoraConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PromptConfig,
+    SchedulerConfig,
+    TargetConfig,
+)
+
+# (YAML key, dataclass, field) per section, in the order a user writes them.
+SECTIONS: list[tuple[str, str, list[tuple[str, type, str]]]] = [
+    ("MODEL", "The model to bake into.", [
+        ("MODEL.base", ModelConfig, "base"),
+        ("MODEL.dtype", ModelConfig, "dtype"),
+        ("MODEL.trust_remote_code", ModelConfig, "trust_remote_code"),
+    ]),
+    ("PROMPT", "The teacher prompt (baked in) and the student prompt (what the baked model sees). "
+               f"A message is `{{role, content}}` with role one of {', '.join(ROLES)}; "
+               "`name`, `tool_calls` and `tool_call_id` are passed through.", [
+        ("PROMPT.teacher.messages", PromptConfig, "teacher_messages"),
+        ("PROMPT.teacher.tools", PromptConfig, "teacher_tools"),
+        ("PROMPT.student.messages", PromptConfig, "student_messages"),
+    ]),
+    ("TARGET", "One target (or `TARGETS:`, a list of them; each then needs a `name`).", [
+        ("TARGET.name", TargetConfig, "name"),
+        ("TARGET.generators", TargetConfig, "generators"),
+        ("TARGET.max_tokens", TargetConfig, "max_tokens"),
+        ("TARGET.temperature", TargetConfig, "temperature"),
+        ("TARGET.num_traj_per_stimulus", TargetConfig, "num_traj_per_stimulus"),
+        ("TARGET.top_k", TargetConfig, "top_k"),
+        ("TARGET.prompt", TargetConfig, "prompt"),
+    ]),
+    ("TARGET.generators[]", f"Stim generators; `type` is one of {', '.join(GENERATOR_TYPES)}. "
+                            "A key a type does not use is an error.", [
+        ("type", GeneratorConfig, "type"),
+        ("stims", GeneratorConfig, "stims"),
+        ("path", GeneratorConfig, "path"),
+        ("field", GeneratorConfig, "field"),
+        ("numq", GeneratorConfig, "numq"),
+        ("seed", GeneratorConfig, "seed"),
+        ("template", GeneratorConfig, "template"),
+        ("personas", GeneratorConfig, "personas"),
+        ("model", GeneratorConfig, "model"),
+        ("temperature", GeneratorConfig, "temperature"),
+        ("max_tokens", GeneratorConfig, "max_tokens"),
+    ]),
+    ("BAKE", "Training. Every key is optional.", [
+        ("BAKE.name", BakeConfig, "name"),
+        ("BAKE.datasets", BakeConfig, "datasets"),
+        ("BAKE.datasets[].target", DatasetWeight, "target"),
+        ("BAKE.datasets[].weight", DatasetWeight, "weight"),
+        ("BAKE.epochs", BakeConfig, "epochs"),
+        ("BAKE.micro_batch_size", BakeConfig, "micro_batch_size"),
+        ("BAKE.gradient_accumulation_steps", BakeConfig, "gradient_accumulation_steps"),
+        ("BAKE.total_trajectories", BakeConfig, "total_trajectories"),
+        ("BAKE.seed", BakeConfig, "seed"),
+        ("BAKE.parent", BakeConfig, "parent"),
+        ("BAKE.loss", BakeConfig, "loss"),
+        ("BAKE.model.baked_adapter_config.r", LoraConfig, "r"),
+        ("BAKE.model.baked_adapter_config.lora_alpha", LoraConfig, "lora_alpha"),
+        ("BAKE.model.baked_adapter_config.lora_dropout", LoraConfig, "lora_dropout"),
+        ("BAKE.model.baked_adapter_config.target_modules", LoraConfig, "target_modules"),
+        ("BAKE.optimizer.learning_rate", OptimizerConfig, "learning_rate"),
+        ("BAKE.optimizer.weight_decay", OptimizerConfig, "weight_decay"),
+        ("BAKE.optimizer.betas", OptimizerConfig, "betas"),
+        ("BAKE.scheduler.type", SchedulerConfig, "type"),
+        ("BAKE.scheduler.warmup_ratio", SchedulerConfig, "warmup_ratio"),
+        ("BAKE.scheduler.min_lr_ratio", SchedulerConfig, "min_lr_ratio"),
+        ("BAKE.data.max_length", DataConfig, "max_length"),
+        ("BAKE.data.train_eval_split", DataConfig, "train_eval_split"),
+        ("BAKE.deepspeed.zero_optimization.stage", DeepSpeedConfig, "zero_stage"),
+    ]),
+]
+
+# Fields that are structure, not keys of their own (sections, sub-mappings, derived flags).
+STRUCTURAL = {
+    ("BakeConfig", "lora"), ("BakeConfig", "optimizer"), ("BakeConfig", "scheduler"),
+    ("BakeConfig", "data"), ("BakeConfig", "deepspeed"), ("DeepSpeedConfig", "enabled"),
+}
+
+# Keys the loader insists on although the dataclass has a default.
+REQUIRED = {("GeneratorConfig", "type"), ("DatasetWeight", "target"), ("PromptConfig", "teacher_messages"), ("TargetConfig", "generators")}
+
+_INTRO = """\
+# input.yml reference
+
+<!-- Generated by `python -m bgit.config.reference > docs/input-yml.md`; edit the
+     schema's field help (bgit/config/schema.py), not this file. -->
+
+`input.yml` describes one bake: the prompt to bake in (`PROMPT`), how to generate
+training data for it (`TARGET` or `TARGETS`) and how to train (`BAKE`). The format is
+the one prompt-baking users already write, plus `MODEL`, `TARGETS`, `BAKE.parent` and
+`TARGET.top_k`. Check a file with `bgit validate [FILE]`; see `examples/` for
+commented files (`bgit/config/examples/` in the installed package).
+
+Every problem is reported as `FILE:LINE: KEY: message`, e.g.
+
+    input.yml:21: BAKE.epoch: unknown key (did you mean 'epochs'?)
+    input.yml:20: BAKE.epochs: expected an integer, got 'abc'
+
+Unknown keys and wrong types are errors. Numbers may be written `1e-4` or `0.0001`.
+The loader fills in defaults that depend on other values, so the config saved with
+a bake is explicit: `lora_alpha` = 2*r, `BAKE.datasets` = every target with weight
+1, a generator's `seed` = `BAKE.seed` and `model` = `MODEL.base`, a hardcoded
+generator's `numq` = its number of stims.
+
+"""
+
+_NOTES = f"""\
+## Values
+
+| key | allowed values |
+|---|---|
+| `MODEL.dtype` | {', '.join(DTYPES)} (also fp32, bf16, fp16) |
+| message `role` | {', '.join(ROLES)} |
+| generator `type` | {', '.join(GENERATOR_TYPES)} |
+| `BAKE.parent` | {', '.join(PARENTS)} |
+| `BAKE.loss` | {', '.join(LOSSES)} |
+| `BAKE.scheduler` | {', '.join(SCHEDULERS)}: a name, or a mapping `{{type, warmup_ratio, min_lr_ratio}}` |
+
+## Notes
+
+- A target's own `prompt:` has the shape of `PROMPT`; the parts it leaves out
+  (teacher messages, tools, student messages) come from the top-level `PROMPT`.
+- `oneshot_qs` and `persona` templates are Python `string.Template`s; they must use
+  `${{numq}}` and `${{prompt_u}}` (persona also `${{persona}}`), and no other
+  placeholder (write `$$` for a literal `$`). Without `template`, a built-in one is used.
+- A relative `from_dataset` path is taken from the directory of the input file; it
+  must exist when the file is loaded from disk.
+- The presence of `BAKE.deepspeed` (a mapping, possibly `{{}}`) turns DeepSpeed on.
+- Older configs may call a hardcoded generator's `stims` `questions`.
+"""
+
+
+def _default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        value: Any = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return "required"
+    if dataclasses.is_dataclass(value):
+        return "see below"
+    if value is None:
+        return "—"
+    if value == []:
+        return "`[]`"
+    return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def reference_markdown() -> str:
+    parts = [_INTRO]
+    for title, text, rows in SECTIONS:
+        parts.append(f"## {title}\n\n{text}\n\n| key | type | default | meaning |\n|---|---|---|---|\n")
+        for key, cls, name in rows:
+            field = _fields(cls)[name]
+            default = "required" if (cls.__name__, name) in REQUIRED else _default(field)
+            parts.append(f"| `{key}` | `{_cell(str(field.type))}` | {default} | "
+                         f"{_cell(field.metadata['help'])} |\n")
+        parts.append("\n")
+    parts.append(_NOTES)
+    return "".join(parts)
+
+
+def documented_fields() -> set[tuple[str, str]]:
+    rows = {(cls.__name__, name) for _title, _text, section in SECTIONS for _key, cls, name in section}
+    return rows | STRUCTURAL
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

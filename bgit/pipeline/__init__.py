@@ -1,0 +1,1 @@
+"""The bake pipeline: stim generators, rollout backends, the phase cache and orchestration."""
