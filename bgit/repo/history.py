@@ -1,0 +1,211 @@
+"""Reading history: log entries (with a one-line bake summary), a text graph, show."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pygit2
+import yaml
+from pygit2.enums import SortMode
+
+from bgit.repo.trees import flatten_tree
+
+if TYPE_CHECKING:
+    from bgit.repo.repository import Repository
+
+BAKE_RECORD = "bake.yml"
+
+
+@dataclass
+class LogEntry:
+    id: str
+    parents: list[str]
+    author: str
+    email: str
+    time: int  # unix seconds
+    offset: int  # minutes east of UTC
+    message: str
+    refs: list[str] = field(default_factory=list)
+    bake: dict | None = None  # {"base_model", "targets", "final_kl"} from bake.yml
+
+    @property
+    def summary(self) -> str:
+        return self.message.splitlines()[0] if self.message.strip() else ""
+
+    def date(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.time + 60 * self.offset)) + _tz(self.offset)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "parents": self.parents, "author": self.author, "email": self.email,
+                "time": self.time, "date": self.date(), "message": self.message, "refs": self.refs,
+                "bake": self.bake}
+
+
+def _tz(offset: int) -> str:
+    sign = "+" if offset >= 0 else "-"
+    return f" {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
+
+
+def log(repo: "Repository", ref: str = "HEAD", n: int | None = None) -> list[LogEntry]:
+    start = repo.resolve(ref)
+    decorations = _decorations(repo)
+    out = []
+    for commit in repo.git.walk(start.id, SortMode.TOPOLOGICAL | SortMode.TIME):
+        if n is not None and len(out) >= n:
+            break
+        out.append(_entry(repo, commit, decorations))
+    return out
+
+
+def _entry(repo, commit: pygit2.Commit, decorations) -> LogEntry:
+    return LogEntry(
+        id=str(commit.id), parents=[str(p) for p in commit.parent_ids], author=commit.author.name,
+        email=commit.author.email, time=commit.commit_time, offset=commit.commit_time_offset,
+        message=commit.message, refs=decorations.get(str(commit.id), []), bake=bake_summary(repo, commit),
+    )
+
+
+def _decorations(repo) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    head = repo.head_commit()
+    branch = repo.current_branch()
+    if head is not None and branch is None:
+        out.setdefault(str(head.id), []).append("HEAD")
+    for ref_name in repo.git.references:
+        try:
+            target = str(repo.git.references[ref_name].peel(pygit2.Commit).id)
+        except (ValueError, pygit2.GitError, KeyError):
+            continue
+        short = ref_name.removeprefix("refs/heads/").removeprefix("refs/remotes/")
+        if ref_name.startswith("refs/tags/"):
+            short = "tag: " + ref_name.removeprefix("refs/tags/")
+        if ref_name == f"refs/heads/{branch}":
+            short = f"HEAD -> {branch}"
+        out.setdefault(target, []).append(short)
+    for names in out.values():
+        names.sort(key=lambda s: (not s.startswith("HEAD"), s))
+    return out
+
+
+def bake_summary(repo, commit: pygit2.Commit) -> dict | None:
+    """base model, targets and final KL from the commit's bake.yml; None when it has none.
+    Missing keys are tolerated (older or hand-written records)."""
+    try:
+        entry = commit.tree[BAKE_RECORD]
+    except KeyError:
+        return None
+    try:
+        record = yaml.safe_load(entry.data) if entry.type_str == "blob" else None
+    except yaml.YAMLError:
+        record = None
+    if not isinstance(record, dict):
+        return {"base_model": None, "targets": [], "final_kl": None}
+    base = record.get("base_model")
+    if isinstance(base, dict):
+        base = base.get("name")
+    targets = record.get("targets") or []
+    if isinstance(targets, dict):
+        targets = list(targets)
+    targets = [t.get("name") if isinstance(t, dict) else t for t in targets if t is not None]
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    final_kl = metrics.get("final_eval_kl")
+    if final_kl is None:
+        final_kl = metrics.get("final_train_kl")
+    return {"base_model": None if base is None else str(base), "targets": [str(t) for t in targets],
+            "final_kl": final_kl if isinstance(final_kl, (int, float)) else None}
+
+
+def format_bake(bake: dict) -> str:
+    parts = [f"base {bake['base_model'] or '?'}"]
+    if bake["targets"]:
+        parts.append("targets " + ",".join(bake["targets"]))
+    if bake["final_kl"] is not None:
+        parts.append(f"KL {bake['final_kl']:.4g}")
+    return "bake: " + ", ".join(parts)
+
+
+def graph_lines(entries: list[LogEntry]) -> list[tuple[str, LogEntry | None]]:
+    """A simple ASCII graph: (prefix, entry) rows for commits and (prefix, None) connector
+    rows. ``columns`` holds, left to right, the commit each open line is waiting for."""
+    columns: list[str] = []
+    rows: list[tuple[str, LogEntry | None]] = []
+    for entry in entries:
+        if entry.id not in columns:
+            columns.append(entry.id)
+        col = columns.index(entry.id)
+        # lines that also wait for this commit join its column first
+        joined = [i for i, c in enumerate(columns) if c == entry.id and i != col]
+        if joined:
+            rows.append((_cells(len(columns), {2 * i - 1: "/" for i in joined}, skip=joined), None))
+            columns = [c for i, c in enumerate(columns) if i not in joined]
+        rows.append((_cells(len(columns), {2 * col: "*"}), entry))
+        extra = [p for p in entry.parents[1:] if p not in columns]
+        columns[col:col + 1] = entry.parents[:1]
+        if extra:
+            rows.append((_cells(len(columns), {2 * (col + k) + 1: "\\" for k in range(len(extra))}), None))
+            columns[col + 1:col + 1] = extra
+    return rows
+
+
+def _cells(n: int, marks: dict[int, str], skip: list[int] = ()) -> str:
+    """n column lines ('|'), with ``marks`` placed at character positions (2*column for a
+    column, odd positions between columns)."""
+    chars = [" "] * max(2 * n - 1, max(marks, default=0) + 1)
+    for i in range(n):
+        if i not in skip:
+            chars[2 * i] = "|"
+    for pos, mark in marks.items():
+        chars[pos] = mark
+    return "".join(chars).rstrip()
+
+
+@dataclass
+class FileInfo:
+    path: str
+    size: int
+    mode: int
+    kind: str  # file | safetensors | chunks | blob (the manifest kinds) | link | submodule
+    payload: bool
+    tensors: int | None = None
+    objects: int | None = None
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "size": self.size, "kind": self.kind, "payload": self.payload,
+                "tensors": self.tensors, "objects": self.objects}
+
+
+@dataclass
+class ShowResult:
+    entry: LogEntry
+    files: list[FileInfo]
+
+    def to_json(self) -> dict:
+        return {**self.entry.to_json(), "files": [f.to_json() for f in self.files]}
+
+
+def show(repo: "Repository", ref: str = "HEAD") -> ShowResult:
+    commit = repo.resolve(ref)
+    entry = _entry(repo, commit, _decorations(repo))
+    files = []
+    short = str(commit.id)[:8]
+    for path, e in sorted(flatten_tree(commit.tree).items()):
+        if e.mode == pygit2.enums.FileMode.LINK:
+            files.append(FileInfo(path, repo.git[e.oid].size, e.mode, "link", False))
+            continue
+        if not e.is_file:
+            files.append(FileInfo(path, 0, e.mode, "submodule", False))
+            continue
+        manifest = repo.manifest_of(e.oid, f"{short}:{path}")
+        if manifest is None:
+            files.append(FileInfo(path, repo.git[e.oid].size, e.mode, "file", False))
+        else:
+            tensors = len(manifest.tensors) if manifest.kind == "safetensors" else None
+            files.append(FileInfo(path, manifest.size, e.mode, manifest.kind, True, tensors,
+                                  len(manifest.object_ids())))
+    return ShowResult(entry, files)
+
+
+__all__ = ["LogEntry", "FileInfo", "ShowResult", "log", "show", "graph_lines", "bake_summary",
+           "format_bake"]

@@ -1,0 +1,29 @@
+"""bgit's content-addressed payload store (knows nothing of git, torch or click).
+
+On-disk layout, under ``root`` = ``<repo>/.git/bgit``::
+
+    .git/bgit/
+    ├── objects/
+    │   ├── 3f/
+    │   │   └── a9c0...e1        one object: id = BLAKE3 hex of the uncompressed bytes,
+    │   └── ...                  file = 16-byte header + zstd (or raw) payload, read-only
+    ├── tmp/                     temp files of writes in progress (fsync, then os.replace
+    │                            into objects/); gc removes old leftovers
+    └── lock                     flock'ed by the one writer; holds {"pid", "holder", "since"}
+
+A file enters the store through :meth:`Store.store_file`, which returns a :class:`Manifest`
+(the small text that the git tree holds in the file's place); :meth:`Store.materialise`
+writes the file back byte for byte.
+"""
+
+from .errors import (CorruptObjectError, FileCorruptError, InvalidObjectIdError, LockedError,
+                     ManifestError, ObjectNotFoundError, StoreError, StoreNotFoundError)
+from .maintenance import FsckProblem, FsckReport, GcReport
+from .manifest import Manifest, TensorEntry, is_manifest
+from .objects import hash_bytes
+from .store import Store
+
+__all__ = ["Store", "Manifest", "TensorEntry", "is_manifest", "hash_bytes", "FsckProblem",
+           "FsckReport", "GcReport", "StoreError", "StoreNotFoundError", "InvalidObjectIdError",
+           "ObjectNotFoundError", "CorruptObjectError", "ManifestError", "FileCorruptError",
+           "LockedError"]

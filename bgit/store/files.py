@@ -1,0 +1,163 @@
+"""Whole files in and out of the object store: store_file -> Manifest -> materialise."""
+
+import mmap
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import blake3
+
+from . import chunking, codecs, safetensors_split as st
+from .errors import CorruptObjectError, FileCorruptError
+from .manifest import Manifest, TensorEntry
+from .objects import ObjectStore, fsync_dir
+
+CHUNK_THRESHOLD = 1 << 20     # smaller non-safetensors files are a single object
+WORKERS = max(2, min(8, os.cpu_count() or 2))
+FLUSH_EVERY = 128 << 20
+SYNC_THREADS = 8   # fsync is latency-bound: overlap many
+
+
+class _Job:
+    __slots__ = ("begin", "end", "group", "tensor")
+
+    def __init__(self, begin, end, group=1, tensor=None):
+        self.begin, self.end, self.group, self.tensor = begin, end, group, tensor
+
+
+def store_file(store: ObjectStore, path) -> Manifest:
+    """Store the file at ``path``; returns the manifest that reproduces it byte for byte."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return Manifest("blob", 0, blake3.blake3(b"").hexdigest(), ())
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                return _store_view(store, view, size)
+            finally:
+                view.release()
+
+
+def _store_view(store: ObjectStore, view, size: int) -> Manifest:
+    layout = _safetensors_layout(view, size)
+    if layout is not None:
+        kind, jobs = "safetensors", _safetensors_jobs(layout, size)
+    elif size < CHUNK_THRESHOLD:
+        kind, jobs = "blob", [_Job(0, size)]
+    else:
+        ends = chunking.chunk_boundaries(view)
+        kind, jobs = "chunks", [_Job(b, e) for b, e in zip([0] + ends[:-1], ends)]
+
+    def run(job):
+        data = view[job.begin:job.end]
+        oid = blake3.blake3(data).hexdigest()  # one thread each: the pool already fills the cores
+        written = store._put_encoded(oid, lambda: codecs.encode(data, job.group), False, syncer)
+        sumsq = st.sum_squares(data, layout.tensors[job.tensor].dtype) if job.tensor is not None else None
+        return oid, written, sumsq
+
+    with ThreadPoolExecutor(WORKERS) as pool, ThreadPoolExecutor(SYNC_THREADS) as syncer:
+        whole = pool.submit(lambda: blake3.blake3(view, max_threads=blake3.blake3.AUTO).hexdigest())
+        results = list(pool.map(run, jobs))
+        whole = whole.result()
+        dirs = {written.result() for _, written, _ in results if written is not None}
+    for d in sorted(dirs):
+        fsync_dir(d)
+
+    pieces = tuple((oid, job.end - job.begin) for (oid, _, _), job in zip(results, jobs))
+    tensors = _tensor_entries(layout, jobs, results) if layout is not None else ()
+    return Manifest(kind, size, whole, pieces, tensors, layout.metadata if layout else {})
+
+
+def _safetensors_layout(view, size):
+    if size < 8:
+        return None
+    n = int.from_bytes(view[:8], "little")
+    if n > st.MAX_HEADER or 8 + n > size:
+        return None
+    return st.parse_layout(bytes(view[:8 + n]), size)
+
+
+def _safetensors_jobs(layout: st.Layout, size: int) -> list[_Job]:
+    jobs = [_Job(0, layout.header_size)]
+    pos = layout.header_size
+    for i, t in enumerate(layout.tensors):
+        begin, end = layout.header_size + t.begin, layout.header_size + t.end
+        jobs += [_Job(pos + b, pos + e) for b, e in st.split_pieces(begin - pos, 1)]  # gap bytes
+        width = st.DTYPE_WIDTH[t.dtype]
+        jobs += [_Job(begin + b, begin + e, width, i) for b, e in st.split_pieces(end - begin, width)]
+        pos = max(pos, end)
+    jobs += [_Job(pos + b, pos + e) for b, e in st.split_pieces(size - pos, 1)]
+    return jobs
+
+
+def _tensor_entries(layout, jobs, results) -> tuple[TensorEntry, ...]:
+    oids = [[] for _ in layout.tensors]
+    sums = [0.0 for _ in layout.tensors]
+    for job, (oid, _, sumsq) in zip(jobs, results):
+        if job.tensor is not None:
+            oids[job.tensor].append(oid)
+            sums[job.tensor] = None if sumsq is None or sums[job.tensor] is None else sums[job.tensor] + sumsq
+    entries = []
+    for i, t in enumerate(layout.tensors):
+        total = sums[i] if st.sum_squares(b"", t.dtype) is not None else None
+        entries.append(TensorEntry(t.name, t.dtype, t.shape, st.norm_from_sum(total),
+                                   (t.begin, t.end), tuple(oids[i])))
+    return tuple(entries)
+
+
+def materialise(store: ObjectStore, manifest: Manifest, dest) -> None:
+    """Write the file ``manifest`` describes to ``dest`` atomically, checking its BLAKE3.
+
+    Pieces are decoded in parallel and the whole-file hash covers every byte written, so
+    pieces are not hashed one by one; only on a mismatch are they checked to name the bad one.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.bgit-{uuid.uuid4().hex[:12]}.tmp"
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+    def load(piece):
+        oid, size = piece
+        buf = store.get_buffer(oid, verify=False)
+        if memoryview(buf).nbytes != size:
+            raise CorruptObjectError(oid, "size differs from the manifest")
+        return buf
+
+    try:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(WORKERS) as pool, \
+                ThreadPoolExecutor(1) as flusher:
+            window = 2 * WORKERS  # bounded read-ahead keeps memory at a few pieces
+            pieces = list(manifest.pieces)
+            futures = [pool.submit(load, p) for p in pieces[:window]]
+            flushing, unflushed = None, 0
+            for i in range(len(pieces)):
+                buf = futures[i].result()
+                futures[i] = None
+                if i + window < len(pieces):
+                    futures.append(pool.submit(load, pieces[i + window]))
+                f.write(buf)
+                hasher.update(buf)
+                unflushed += pieces[i][1]
+                if unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
+                    # Start write-back early so the final fsync has little left to do.
+                    flushing, unflushed = flusher.submit(os.fdatasync, f.fileno()), 0
+            if flushing is not None:
+                flushing.result()
+            f.flush()
+            os.fsync(f.fileno())
+        actual = hasher.hexdigest()
+        if actual != manifest.blake3:
+            for oid in dict.fromkeys(oid for oid, _ in manifest.pieces):
+                store.verify(oid)  # raises CorruptObjectError naming the bad object
+            raise FileCorruptError(dest, manifest.blake3, actual)
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(dest.parent)

@@ -1,0 +1,189 @@
+"""The object database: put/get verified, compressed, content-addressed objects."""
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import blake3
+
+from . import codecs
+from .errors import (CorruptObjectError, InvalidObjectIdError, ObjectNotFoundError,
+                     StoreNotFoundError)
+
+OID_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def hash_bytes(data) -> str:
+    """Hex BLAKE3 of a buffer; large buffers hash on several threads."""
+    n = memoryview(data).nbytes
+    threads = blake3.blake3.AUTO if n >= (4 << 20) else 1
+    return blake3.blake3(data, max_threads=threads).hexdigest()
+
+
+def check_oid(oid) -> str:
+    if not isinstance(oid, str) or not OID_RE.match(oid):
+        raise InvalidObjectIdError(oid)
+    return oid
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class ObjectStore:
+    """Objects under ``root/objects``; see the package docstring for the layout."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.objects_dir = self.root / "objects"
+        self.tmp_dir = self.root / "tmp"
+        if not self.objects_dir.is_dir():
+            raise StoreNotFoundError(self.root)
+
+    @classmethod
+    def init(cls, root):
+        root = Path(root)
+        (root / "objects").mkdir(parents=True, exist_ok=True)
+        (root / "tmp").mkdir(exist_ok=True)
+        return cls(root)
+
+    def object_path(self, oid: str) -> Path:
+        check_oid(oid)
+        return self.objects_dir / oid[:2] / oid[2:]
+
+    def has(self, oid: str) -> bool:
+        return self.object_path(oid).is_file()
+
+    def iter_object_ids(self) -> Iterator[str]:
+        for fan in sorted(os.listdir(self.objects_dir)):
+            if len(fan) != 2:
+                continue
+            sub = self.objects_dir / fan
+            if not sub.is_dir():
+                continue
+            for rest in sorted(os.listdir(sub)):
+                oid = fan + rest
+                if OID_RE.match(oid):
+                    yield oid
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put_bytes(self, data, group: int = 1) -> str:
+        """Store ``data`` (any buffer); returns its id. ``group`` = tensor element width."""
+        oid = hash_bytes(data)
+        self._put_encoded(oid, lambda: codecs.encode(data, group), sync_dir=True)
+        return oid
+
+    def put_raw(self, oid: str, raw: bytes) -> None:
+        """Store an object in its on-disk form (from a remote) after checking it decodes to ``oid``."""
+        check_oid(oid)
+        data = codecs.decode(raw, oid)
+        if hash_bytes(data) != oid:
+            raise CorruptObjectError(oid)
+        self._put_encoded(oid, lambda: raw, sync_dir=True)
+
+    def _put_encoded(self, oid: str, make_raw, sync_dir: bool, syncer=None):
+        """Write an object atomically unless present.
+
+        Returns None when the object already existed, else the fan-out dir written into
+        or, with a ``syncer`` executor, a future of it: fsync + rename then run there, so
+        many fsyncs (latency-bound) overlap with each other and with compression.
+        """
+        path = self.object_path(oid)
+        if path.exists():
+            # Refresh the mtime so a concurrent gc's grace period protects a re-used object.
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+            return None
+        raw = make_raw()
+        path.parent.mkdir(exist_ok=True)
+        tmp = self._write_tmp([raw])
+        if syncer is not None:
+            return syncer.submit(self._commit_tmp, tmp, path)
+        self._commit_tmp(tmp, path)
+        if sync_dir:
+            fsync_dir(path.parent)
+        return path.parent
+
+    def write_atomic(self, path: Path, buffers) -> None:
+        """Write buffers to a temp file in tmp/, fsync, rename onto ``path``."""
+        self._commit_tmp(self._write_tmp(buffers), path)
+
+    def _write_tmp(self, buffers) -> Path:
+        self.tmp_dir.mkdir(exist_ok=True)
+        tmp = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                for buf in buffers:
+                    f.write(buf)
+            return tmp
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def _commit_tmp(self, tmp: Path, path: Path) -> Path:
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return path.parent
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_raw(self, oid: str) -> bytes:
+        """The on-disk (compressed) form, unverified; for remotes."""
+        try:
+            with open(self.object_path(oid), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(oid) from None
+
+    def get_buffer(self, oid: str, verify: bool = True):
+        """Decoded content as a buffer (bytes, memoryview or numpy array), hash-verified.
+
+        ``verify=False`` is only for callers that verify a hash over the result themselves
+        (materialise checks the whole file and then names the bad object).
+        """
+        data = codecs.decode(self.read_raw(oid), oid)
+        if verify and blake3.blake3(data).hexdigest() != oid:
+            raise CorruptObjectError(oid)
+        return data
+
+    def get_bytes(self, oid: str) -> bytes:
+        data = self.get_buffer(oid)
+        return data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
+
+    def verify(self, oid: str) -> None:
+        """Raise ObjectNotFoundError / CorruptObjectError unless the object is intact."""
+        self.get_buffer(oid)
+
+    def object_size(self, oid: str) -> int:
+        """Bytes the object takes on disk."""
+        return self.object_path(oid).stat().st_size

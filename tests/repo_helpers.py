@@ -1,0 +1,60 @@
+"""Real repositories, payload files and git cross-checks for the repository tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bgit.repo import Repository
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BGIT = [sys.executable, "-m", "bgit"]
+
+
+def write_adapter(path: Path, seed: int = 0, rows: int = 64) -> dict:
+    """A safetensors file with fp32, bf16, fp16 and int64 tensors (PEFT-like names)."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    tensors = {
+        "base_model.model.layers.0.q_proj.lora_A.weight": torch.randn(16, rows, generator=g),
+        "base_model.model.layers.0.q_proj.lora_B.weight": torch.randn(rows, 16, generator=g).to(torch.bfloat16),
+        "base_model.model.layers.0.v_proj.lora_A.weight": torch.randn(16, rows, generator=g).to(torch.float16),
+        "base_model.model.extra.index": torch.randint(-(2**40), 2**40, (rows,), generator=g, dtype=torch.int64),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return tensors
+
+
+def write_jsonl(path: Path, n: int, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"{seed}-{i}", "text": f"row {i} of seed {seed} " * 4}) + "\n")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+
+
+def bgit_subprocess(cwd: Path, *args: str, env: dict | None = None, timeout: float = 60):
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run([*BGIT, *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def new_repo(tmp_path: Path, name: str = "repo") -> Repository:
+    return Repository.init(tmp_path / name)
+
+
+def store_files(repo: Repository) -> set[str]:
+    return set(repo.store.iter_object_ids())
