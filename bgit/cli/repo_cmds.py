@@ -270,8 +270,12 @@ def checkout_cmd(ref: str | None, new_branch: str | None, force: bool) -> None:
     """
     if ref is None and new_branch is None:
         raise click.UsageError("missing REF (a branch, tag or commit)")
+    from bgit.cli.remote_cmds import TransferBar
+    from bgit.remote import install_fetcher
+
     repo = _open()
     ref = ref or "HEAD"
+    install_fetcher(repo, progress=TransferBar())  # payloads missing here come from the remote's store
     with _Progress() as progress:
         repo.checkout(ref, force=force, new_branch=new_branch, progress=progress)
     if new_branch:

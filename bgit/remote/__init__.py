@@ -1,0 +1,27 @@
+"""Remotes: the commit graph over git (pygit2), payload objects over a store remote
+(a directory or S3), objects always uploaded before refs move.
+
+    from bgit.remote import add_remote, push, fetch, pull, clone, fetch_missing
+
+Layout this package adds under ``.git/bgit/``::
+
+    .git/bgit/remotes/<name>/known   object ids known to be on the remote's store
+"""
+
+from .config import (RemoteConfig, add_remote, get_remote, list_remotes, remove_remote,
+                     store_url_of)
+from .errors import (DivergedError, NoRemoteError, NoStoreError, PushRejectedError, RemoteError,
+                     RemoteObjectCorruptError, RemoteObjectMissingError, RemoteUnreachableError,
+                     UnknownRemoteError)
+from .ops import (FetchResult, PullResult, PushResult, clone, default_remote, fetch,
+                  fetch_missing, fetch_objects, install_fetcher, pull, push)
+from .stores import DirectoryStoreRemote, StoreRemote, open_store_remote
+from .transfer import Progress, TransferResult
+
+__all__ = ["RemoteConfig", "add_remote", "get_remote", "list_remotes", "remove_remote",
+           "store_url_of", "DivergedError", "NoRemoteError", "NoStoreError", "PushRejectedError",
+           "RemoteError", "RemoteObjectCorruptError", "RemoteObjectMissingError",
+           "RemoteUnreachableError", "UnknownRemoteError", "FetchResult", "PullResult",
+           "PushResult", "clone", "default_remote", "fetch", "fetch_missing", "fetch_objects",
+           "install_fetcher", "pull", "push", "DirectoryStoreRemote", "StoreRemote",
+           "open_store_remote", "Progress", "TransferResult"]

@@ -1,0 +1,184 @@
+"""Fixtures for the remote tests and benchmark: bgit repos with adapter-like safetensors
+files and datasets, a git daemon and a moto S3 server on loopback, a store remote that
+counts (and can fail) its transfers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bgit.remote.stores import StoreRemote
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "BF16") -> None:
+    """A real safetensors file; arrays are uint16 bit patterns for BF16 (numpy has no bf16)."""
+    header, offset, blobs = {}, 0, []
+    for name in sorted(tensors):
+        data = np.ascontiguousarray(tensors[name]).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+def bf16_like(rng: np.random.Generator, shape) -> np.ndarray:
+    """Small normal values as bf16 bit patterns (upper half of float32)."""
+    values = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+    return (values.view(np.uint32) >> 16).astype(np.uint16)
+
+
+def adapter_tensors(seed: int, layers: int = 4, dim: int = 512, rank: int = 16) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for layer in range(layers):
+        for module in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            base = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            out[f"{base}.lora_A.weight"] = bf16_like(rng, (rank, dim))
+            out[f"{base}.lora_B.weight"] = bf16_like(rng, (dim * 4, rank))
+    return out
+
+
+def write_rollout(path: Path, rows: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for i in range(rows):
+            ids = rng.integers(0, 49152, 64).tolist()
+            f.write(json.dumps({"stim_id": f"{i:012x}", "traj": 0, "response": f"answer {i}",
+                                "response_ids": ids}) + "\n")
+
+
+def make_bake(root: Path, seed: int, tensors=None, rollout_rows: int = 3000) -> None:
+    """Write adapter/ and targets/x/ files of one bake into a work tree."""
+    (root / "adapter").mkdir(parents=True, exist_ok=True)
+    write_safetensors(root / "adapter" / "adapter_model.safetensors",
+                      tensors if tensors is not None else adapter_tensors(seed))
+    (root / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
+    (root / "targets" / "x").mkdir(parents=True, exist_ok=True)
+    rollout = root / "targets" / "x" / "rollout.jsonl"
+    if not rollout.exists():
+        write_rollout(rollout, rollout_rows)
+    (root / "input.yml").write_text(f"# bake {seed}\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GitDaemon:
+    """``git daemon`` serving ``base`` on 127.0.0.1 with push enabled."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all",
+             "--enable=receive-pack", "--listen=127.0.0.1", f"--port={self.port}", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("git daemon did not start")
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class MotoS3:
+    """moto's S3 server on loopback, with dummy credentials in the environment."""
+
+    def __init__(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "BGIT_S3_ENDPOINT_URL": self.endpoint}
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=name)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class CountingStore(StoreRemote):
+    """Wraps a real store remote; counts calls and bytes, and can fail after N puts."""
+
+    def __init__(self, inner: StoreRemote, fail_after_puts: int | None = None) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.fail_after_puts = fail_after_puts
+        self.puts = self.gets = self.has_calls = 0
+        self.bytes_put = self.bytes_got = 0
+        self.put_oids: list[str] = []
+        self._lock = threading.Lock()
+
+    def check(self):
+        self.inner.check()
+
+    def has_many(self, oids):
+        with self._lock:
+            self.has_calls += 1
+        return self.inner.has_many(oids)
+
+    def put(self, oid, raw):
+        with self._lock:
+            if self.fail_after_puts is not None and self.puts >= self.fail_after_puts:
+                raise ConnectionError("simulated transport failure")
+            self.puts += 1
+            self.bytes_put += len(raw)
+            self.put_oids.append(oid)
+        self.inner.put(oid, raw)
+
+    def get(self, oid):
+        raw = self.inner.get(oid)
+        with self._lock:
+            self.gets += 1
+            self.bytes_got += len(raw)
+        return raw
+
+    def list(self):
+        return self.inner.list()
+
+
+def set_env(monkeypatch, env: dict) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
