@@ -13,6 +13,10 @@ from bgit.errors import BgitError
 # Modules whose COMMANDS list is registered on the top-level group.
 COMMAND_MODULES = [
     "bgit.cli.repo_cmds",
+    "bgit.cli.config_cmds",
+    "bgit.cli.pipeline_cmds",
+    "bgit.cli.remote_cmds",
+    "bgit.cli.use_cmds",
 ]
 
 

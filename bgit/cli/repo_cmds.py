@@ -155,25 +155,43 @@ def log_cmd(ref: str, oneline: bool, graph: bool, n: int | None, as_json: bool) 
     """
     from bgit.repo.history import format_bake, graph_lines
 
-    entries = _open().log(ref, n)
+    repo = _open()
+    entries = repo.log(ref, n)
+    evals = _eval_notes(repo, entries)
     if as_json:
-        _echo_json([e.to_json() for e in entries])
+        _echo_json([{**e.to_json(), "eval": evals.get(e.id)} for e in entries])
         return
     rows = graph_lines(entries) if graph else [("", e) for e in entries]
     for prefix, entry in rows:
         if entry is None:
             click.echo(prefix)
             continue
-        lines = _format_entry(entry, oneline, format_bake)
+        lines = _format_entry(entry, oneline, format_bake, evals.get(entry.id))
         rest = prefix.replace("*", "|" if entry.parents else " ") if graph else ""
         for i, (text, style) in enumerate(lines):
             lead = (prefix if i == 0 else rest) + (" " if graph else "")
             _say((lead + text).rstrip(), style)
 
 
-def _format_entry(entry, oneline: bool, format_bake) -> list[tuple[str, str | None]]:
+def _eval_notes(repo, entries) -> dict:
+    """Eval results kept as git notes by ``bgit eval`` / ``bgit bake``, by commit id."""
+    from bgit.evaluate import read_eval
+
+    found = {}
+    for entry in entries:
+        note = read_eval(repo, entry.id)
+        if note:
+            found[entry.id] = note
+    return found
+
+
+def _format_entry(entry, oneline: bool, format_bake, evaluation=None) -> list[tuple[str, str | None]]:
+    from bgit.evaluate.notes import eval_summary
+
     refs = f" ({', '.join(entry.refs)})" if entry.refs else ""
     bake = format_bake(entry.bake) if entry.bake else ""
+    if evaluation:
+        bake = f"{bake}; {eval_summary(evaluation)}" if bake else eval_summary(evaluation)
     if oneline:
         tail = f"  [{bake}]" if bake else ""
         return [(f"{entry.id[:7]}{refs} {entry.summary}{tail}", None)]
@@ -198,11 +216,13 @@ def show_cmd(ref: str, as_json: bool) -> None:
     """
     from bgit.repo.history import format_bake
 
-    result = _open().show(ref)
+    repo = _open()
+    result = repo.show(ref)
+    evaluation = _eval_notes(repo, [result.entry]).get(result.entry.id)
     if as_json:
-        _echo_json(result.to_json())
+        _echo_json({**result.to_json(), "eval": evaluation})
         return
-    for text, style in _format_entry(result.entry, False, format_bake):
+    for text, style in _format_entry(result.entry, False, format_bake, evaluation):
         _say(text, style)
     headers = ("path", "size", "kind", "tensors")
     rows = [(f.path, human_size(f.size), f.kind, "" if f.tensors is None else str(f.tensors))

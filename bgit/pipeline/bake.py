@@ -8,6 +8,7 @@ and an interrupted bake resumes from the last finished phase and training checkp
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import tempfile
@@ -213,12 +214,13 @@ class Baker:
             raise BakeError(f"target '{target.name}': the generators produced no stims")
         tmp = self.cache.begin(key)
         write_jsonl(tmp / "stim.jsonl", rows)
-        path = self.cache.finish(key, tmp, file_digest(tmp / "stim.jsonl"), count=len(rows))
-        return path, PhaseOutcome("stim", target.name, key.key, False, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        path = self.cache.finish(key, tmp, file_digest(tmp / "stim.jsonl"), count=len(rows), seconds=seconds)
+        return path, PhaseOutcome("stim", target.name, key.key, False, seconds)
 
     def run_rollout(self, target: TargetConfig, stim_dir: Path) -> tuple[Path, PhaseOutcome]:
         from bgit.pipeline.records import read_jsonl, write_jsonl
-        from bgit.pipeline.rollout import run_rollout
+        from bgit.pipeline.rollout import rollout_function, select_backend
 
         key = self.rollout_key(target, self.cache_digest(stim_dir))
         done = self.cache.get(key)
@@ -231,15 +233,18 @@ class Baker:
         total = len(stims) * target.num_traj_per_stimulus * target.max_tokens
         task = self.reporter.task(f"rollout {target.name}", total=total, unit="tok")
         try:
-            rows = run_rollout(model, tokenizer, stims, self.config.prompt_for(target), target,
-                               seed=self.config.bake.seed, backend=self.backend, progress=task)
+            run = rollout_function(select_backend(self.backend))
+            rows = run(model, tokenizer, stims, self.config.prompt_for(target), target,
+                       seed=self.config.bake.seed, progress=task)
         finally:
             task.close()
         tokens = sum(len(row["response_ids"]) for row in rows)
         tmp = self.cache.begin(key)
         write_jsonl(tmp / "rollout.jsonl", rows)
-        path = self.cache.finish(key, tmp, file_digest(tmp / "rollout.jsonl"), count=len(rows), tokens=tokens)
-        return path, PhaseOutcome("rollout", target.name, key.key, False, time.monotonic() - started, tokens)
+        seconds = time.monotonic() - started
+        path = self.cache.finish(key, tmp, file_digest(tmp / "rollout.jsonl"), count=len(rows), tokens=tokens,
+                                 seconds=seconds)
+        return path, PhaseOutcome("rollout", target.name, key.key, False, seconds, tokens)
 
     def cache_digest(self, phase_dir: Path) -> str:
         return self.cache.record_at(phase_dir)["digest"]
@@ -256,7 +261,7 @@ class Baker:
 
         started = time.monotonic()
         bake = self.config.bake
-        targets, train_parts, eval_pairs = {}, {}, []
+        targets, train_parts, eval_pairs, eval_stims = {}, {}, [], {}
         for name, path in rollout_dirs.items():
             target = self.config.target(name)
             prompt = self.config.prompt_for(target)
@@ -266,6 +271,7 @@ class Baker:
             train_rows, eval_rows = split_by_stim(rows, bake.data.train_eval_split, bake.seed)
             train_parts[name] = train_rows
             eval_pairs.extend((name, row) for row in eval_rows)
+            eval_stims[name] = sorted({row["stim_id"] for row in eval_rows})
         mix = compose_mix(train_parts, dataset_weights(bake, list(rollout_dirs)), bake.total_trajectories, bake.seed)
         if not mix:
             raise BakeError("no training trajectories: add stims or raise BAKE.data.train_eval_split")
@@ -280,13 +286,13 @@ class Baker:
             result = train_adapter(model, tokenizer, train, held_out, settings, work, progress=task)
         finally:
             task.close()
-        self._parent = None  # the model now carries LoRA layers; never reuse it
         tmp = self.cache.begin(key)
         shutil.copytree(result.adapter_dir, tmp / "adapter")
         shutil.copy(work / "metrics.jsonl", tmp / "metrics.jsonl")
         path = self.cache.finish(key, tmp, tree_digest(tmp / "adapter"), tokens=result.tokens,
                                  final_train_kl=result.final_train_kl, final_eval_kl=result.final_eval_kl,
                                  train_trajectories=len(train), eval_trajectories=len(held_out),
+                                 eval_stims=eval_stims,
                                  seconds=time.monotonic() - started)
         return path, PhaseOutcome("train", None, key.key, False, time.monotonic() - started, result.tokens)
 
@@ -315,6 +321,9 @@ class Baker:
         return entries
 
     def bake(self, message: str | None = None, force: bool = False) -> BakeResult:
+        from bgit.repo.hooks import run_hook
+
+        run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
         self.cache.clean_temporaries()
         outcomes, stim_dirs, rollout_dirs = [], {}, {}
         for target in self.trained_targets():
@@ -366,19 +375,26 @@ class Baker:
             "hyperparameters": config_to_dict(self.config.bake),
             "seed": self.config.bake.seed,
             "phase_keys": keys,
-            "timings": {o.label: round(o.seconds, 2) for o in outcomes},
+            "timings": {o.label: round(self._phase_seconds(o), 2) for o in outcomes},
             "cached": [o.label for o in outcomes if o.cached],
             "tokens": {"rollout": sum(o.tokens for o in outcomes if o.phase == "rollout"),
                        "train": train_record.get("tokens", 0)},
             "trajectories": {"train": train_record.get("train_trajectories"),
                              "eval": train_record.get("eval_trajectories")},
+            "eval_stims": train_record.get("eval_stims", {}),
             "metrics": {"final_train_kl": train_record.get("final_train_kl"),
                         "final_eval_kl": train_record.get("final_eval_kl")},
-            "versions": {"bgit": __version__, "torch": torch.__version__,
-                         "transformers": transformers.__version__, "peft": peft.__version__,
+            "versions": {"bgit": __version__, "torch": str(torch.__version__),
+                         "transformers": str(transformers.__version__), "peft": str(peft.__version__),
                          "python": platform.python_version()},
             "device": self._device_name(),
         }
+
+    def _phase_seconds(self, outcome: PhaseOutcome) -> float:
+        """Wall time of the run that produced the phase (this one, or the one cached)."""
+        if not outcome.cached:
+            return outcome.seconds
+        return self.cache.record_at(self.cache.root / outcome.phase / outcome.key).get("seconds", 0.0)
 
     @staticmethod
     def _device_name() -> str:
@@ -388,15 +404,16 @@ class Baker:
         return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
     def commit(self, stim_dirs, rollout_dirs, train_dir: Path, record: dict, message: str) -> str:
+        """Stage the bake tree, evaluate it, let post-bake veto it, then commit it."""
+        from bgit.evaluate import StagedBake, evaluate_bake, write_eval
+        from bgit.repo.hooks import run_hook
+
         files: dict[str, Path] = {}
         (self.repo.bgit_dir / "tmp").mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.repo.bgit_dir / "tmp") as staging:
             staging = Path(staging)
-            input_copy = staging / "input.yml"
-            shutil.copy(Path(self.config.source), input_copy)
-            (staging / "bake.yml").write_text(yaml.safe_dump(record, sort_keys=False))
-            files["input.yml"] = input_copy
-            files["bake.yml"] = staging / "bake.yml"
+            shutil.copy(Path(self.config.source), staging / "input.yml")
+            files["input.yml"] = staging / "input.yml"
             for name, path in stim_dirs.items():
                 files[f"targets/{name}/stim.jsonl"] = path / "stim.jsonl"
             for name, path in rollout_dirs.items():
@@ -410,4 +427,21 @@ class Baker:
                 if path.is_file():
                     files[f"adapter/{path.name}"] = path
             files["metrics.jsonl"] = train_dir / "metrics.jsonl"
-            return self.repo.commit_files(files, message, replace_dirs=("targets", "adapter"))
+            (staging / "bake.yml").write_text(yaml.safe_dump(record, sort_keys=False))
+            files["bake.yml"] = staging / "bake.yml"
+
+            results = None
+            if any(record.get("eval_stims", {}).values()):
+                results = evaluate_bake(StagedBake(files, record), reporter=self.reporter)
+                record["metrics"]["eval_closure"] = results["closure"]
+                (staging / "bake.yml").write_text(yaml.safe_dump(record, sort_keys=False))
+                (staging / "eval.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+            run_hook(self.repo, "post-bake", {
+                "BGIT_BAKE_DIR": staging,
+                "BGIT_EVAL_CLOSURE": results["closure"] if results else None,
+                "BGIT_FINAL_EVAL_KL": record["metrics"]["final_eval_kl"],
+            })
+            commit = self.repo.commit_files(files, message, replace_dirs=("targets", "adapter"))
+            if results is not None:
+                write_eval(self.repo, commit, {**results, "commit": commit})
+            return commit

@@ -74,7 +74,7 @@ def to_examples(tokenizer, pairs: list[tuple[str, dict]], targets: dict[str, Tar
                 with_teacher_ids: bool):
     """Trainer examples; contexts are rendered once per (target, stim)."""
     from bgit.models import render_context
-    from bgit.pipeline.records import decode_rollout_row
+    from bgit.pipeline.records import RolloutRecord
     from bgit.train import TrainExample
 
     rendered: dict[tuple[str, str, str], list[int]] = {}
@@ -90,10 +90,10 @@ def to_examples(tokenizer, pairs: list[tuple[str, dict]], targets: dict[str, Tar
     examples = []
     for name, row in pairs:
         target = targets[name]
-        record = decode_rollout_row(row)
+        record = RolloutRecord.from_row(row)
         examples.append(TrainExample(
             student_ids=context(target, "student", row["stim"]),
-            response_ids=list(record.response_ids),
+            response_ids=record.response_ids.tolist(),
             topk_ids=record.topk_ids,
             topk_logprobs=record.topk_logprobs,
             tail_logprob=record.tail_logprob,

@@ -25,6 +25,6 @@ def train_settings(bake: BakeConfig, device: str = "cpu"):
         lora_r=lora.r,
         lora_alpha=lora.lora_alpha if lora.lora_alpha is not None else 2 * lora.r,
         lora_dropout=lora.lora_dropout,
-        lora_target_modules=lora.target_modules,
+        target_modules=lora.target_modules,
         deepspeed_stage=bake.deepspeed.zero_stage if bake.deepspeed.enabled else None,
     )

@@ -154,6 +154,15 @@ def _commit_of(git: pygit2.Repository, ref: str) -> pygit2.Oid:
     return git.references[ref].peel(pygit2.Commit).id
 
 
+def _run_pre_push(repo: Repository, remote, to_update) -> None:
+    """git's pre-push contract: one '<local ref> <local sha> <remote ref> <remote sha>' line per ref."""
+    from bgit.repo.hooks import run_hook
+
+    zero = "0" * 40
+    lines = "".join(f"{ref} {new} {ref} {old or zero}\n" for ref, old, new in to_update)
+    run_hook(repo, "pre-push", {"BGIT_REMOTE": remote.name, "BGIT_REMOTE_URL": remote.url}, stdin=lines)
+
+
 def push(repo: Repository, remote_name: str | None = None, branches=(), all_branches: bool = False,
          tags: bool = False, progress: Progress | None = None,
          store_remote: StoreRemote | None = None) -> PushResult:
@@ -177,6 +186,7 @@ def push(repo: Repository, remote_name: str | None = None, branches=(), all_bran
             to_update.append((ref, old, str(new)))
         if not to_update:
             return result
+        _run_pre_push(repo, remote, to_update)
 
         remote_tips = [o for r, o in heads.items() if r != "HEAD"]
         remote_tips += [str(git.references[r].target) for r in git.references

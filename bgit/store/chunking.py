@@ -44,7 +44,7 @@ def _gear_hash(block: np.ndarray) -> np.ndarray:
     h = GEAR[block]
     w = 1
     while w < WINDOW:
-        h[w:] += h[:-w] << np.uint32(w)  # numpy buffers the overlapping operand
+        h[w:] += h[:-w] << np.uint32(w)  # the shift makes a temporary: the add sees old values
         w *= 2
     return h
 

@@ -1,5 +1,6 @@
 """Whole files in and out of the object store: store_file -> Manifest -> materialise."""
 
+import errno
 import mmap
 import os
 import uuid
@@ -8,14 +9,14 @@ from pathlib import Path
 
 import blake3
 
-from . import chunking, codecs, safetensors_split as st
+from . import chunking, codecs, safetensors_split as st, writers
 from .errors import CorruptObjectError, FileCorruptError
 from .manifest import Manifest, TensorEntry
 from .objects import ObjectStore, fsync_dir
 
 CHUNK_THRESHOLD = 1 << 20     # smaller non-safetensors files are a single object
 WORKERS = max(2, min(8, os.cpu_count() or 2))
-FLUSH_EVERY = 128 << 20
+DIRECT_MIN = 64 << 20       # files this big bypass the page cache (see writers.py)
 SYNC_THREADS = 8   # fsync is latency-bound: overlap many
 
 
@@ -57,6 +58,11 @@ def _store_view(store: ObjectStore, view, size: int) -> Manifest:
         written = store._put_encoded(oid, lambda: codecs.encode(data, job.group), False, syncer)
         sumsq = st.sum_squares(data, layout.tensors[job.tensor].dtype) if job.tensor is not None else None
         return oid, written, sumsq
+
+    if kind == "blob":  # one small object: threads would cost more than they save
+        data = view[:size]
+        oid = store.put_bytes(data)
+        return Manifest(kind, size, oid, ((oid, size),))
 
     with ThreadPoolExecutor(WORKERS) as pool, ThreadPoolExecutor(SYNC_THREADS) as syncer:
         whole = pool.submit(lambda: blake3.blake3(view, max_threads=blake3.blake3.AUTO).hexdigest())
@@ -116,6 +122,16 @@ def materialise(store: ObjectStore, manifest: Manifest, dest) -> None:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if manifest.size >= DIRECT_MIN and writers.O_DIRECT:
+        try:
+            return _materialise(store, manifest, dest, writers.DirectWriter)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, None):
+                raise
+    _materialise(store, manifest, dest, writers.BufferedWriter)
+
+
+def _materialise(store, manifest, dest: Path, writer_class) -> None:
     tmp = dest.parent / f".{dest.name}.bgit-{uuid.uuid4().hex[:12]}.tmp"
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
@@ -127,27 +143,22 @@ def materialise(store: ObjectStore, manifest: Manifest, dest) -> None:
         return buf
 
     try:
-        with open(tmp, "wb") as f, ThreadPoolExecutor(WORKERS) as pool, \
-                ThreadPoolExecutor(1) as flusher:
-            window = 2 * WORKERS  # bounded read-ahead keeps memory at a few pieces
-            pieces = list(manifest.pieces)
-            futures = [pool.submit(load, p) for p in pieces[:window]]
-            flushing, unflushed = None, 0
-            for i in range(len(pieces)):
-                buf = futures[i].result()
-                futures[i] = None
-                if i + window < len(pieces):
-                    futures.append(pool.submit(load, pieces[i + window]))
-                f.write(buf)
-                hasher.update(buf)
-                unflushed += pieces[i][1]
-                if unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
-                    # Start write-back early so the final fsync has little left to do.
-                    flushing, unflushed = flusher.submit(os.fdatasync, f.fileno()), 0
-            if flushing is not None:
-                flushing.result()
-            f.flush()
-            os.fsync(f.fileno())
+        writer = writer_class(tmp)
+        try:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                window = 2 * WORKERS  # bounded read-ahead keeps memory at a few pieces
+                pieces = list(manifest.pieces)
+                futures = [pool.submit(load, p) for p in pieces[:window]]
+                for i in range(len(pieces)):
+                    buf = futures[i].result()
+                    futures[i] = None
+                    if i + window < len(pieces):
+                        futures.append(pool.submit(load, pieces[i + window]))
+                    writer.write(buf)
+                    hasher.update(buf)
+            writer.finish()
+        finally:
+            writer.close()
         actual = hasher.hexdigest()
         if actual != manifest.blake3:
             for oid in dict.fromkeys(oid for oid, _ in manifest.pieces):

@@ -1,5 +1,6 @@
 """The object database: put/get verified, compressed, content-addressed objects."""
 
+import errno
 import os
 import re
 import uuid
@@ -8,11 +9,14 @@ from typing import Iterator
 
 import blake3
 
-from . import codecs
+from . import codecs, writers
 from .errors import (CorruptObjectError, InvalidObjectIdError, ObjectNotFoundError,
                      StoreNotFoundError)
 
 OID_RE = re.compile(r"[0-9a-f]{64}\Z")
+# Objects this big skip the page cache (O_DIRECT): write-back of large files costs more
+# CPU here than compressing them. Small ones stay buffered (O_DIRECT pads to 4 KiB).
+DIRECT_OBJECT_MIN = 1 << 20
 
 
 def hash_bytes(data) -> str:
@@ -55,6 +59,7 @@ class ObjectStore:
         self.root = Path(root)
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
+        self._direct_ok = True
         if not self.objects_dir.is_dir():
             raise StoreNotFoundError(self.root)
 
@@ -132,6 +137,14 @@ class ObjectStore:
     def _write_tmp(self, buffers) -> Path:
         self.tmp_dir.mkdir(exist_ok=True)
         tmp = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+        if len(buffers) == 1 and memoryview(buffers[0]).nbytes >= DIRECT_OBJECT_MIN and self._direct_ok:
+            try:
+                writers.write_new_file_direct(tmp, buffers[0])
+                return tmp
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                self._direct_ok = False  # this filesystem refuses O_DIRECT: stay buffered
         try:
             with open(tmp, "wb") as f:
                 for buf in buffers:

@@ -1,6 +1,5 @@
 """Store: the object database plus whole-file, lock and maintenance operations."""
 
-from pathlib import Path
 from typing import Iterable, Mapping
 
 from . import files, lock, maintenance

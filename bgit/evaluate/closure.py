@@ -1,0 +1,261 @@
+"""KL closure of a bake on held-out stims (per response token, full vocabulary).
+
+For each held-out stim x and a teacher-sampled response y (the rollout's, or sampled
+here from the prompted base model, seeded), with t = teacher prompt, s = student prompt:
+
+    KL(prompted‖base)       = KL(P0(·|t,x,y<i) ‖ P0(·|s,x,y<i))     how far the prompt moves the model
+    KL(prompted‖baked)      = KL(P0(·|t,x,y<i) ‖ Pθ(·|s,x,y<i))     what is left after baking
+    closure                 = 1 − KL(prompted‖baked) / KL(prompted‖base)
+    KL(prompted‖reprompted) = KL(P0(·|t,x,y<i) ‖ Pθ(·|t,x,y<i))     the prompt re-applied to the baked model
+
+averaged over all response tokens. Contexts and responses are aligned on the response
+tokens (logits at position i predict token i+1), as in training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgit.evaluate.bakes import Bake
+from bgit.evaluate.errors import BadStimsFileError, NoEvalStimsError
+from bgit.pipeline.progress import SILENT
+
+DEFAULT_MAX_STIMS = 64
+
+
+@dataclass
+class EvalItem:
+    target: str
+    stim_id: str
+    stim: str
+    teacher_ids: list[int]
+    student_ids: list[int]
+    response_ids: list[int] | None  # None: to be sampled from the prompted base model
+
+
+def read_stims_file(path) -> list[str]:
+    """User messages from a JSONL file (strings or objects with text/stim/content) or plain lines."""
+    path = Path(path)
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as error:
+        raise BadStimsFileError(path, error.strerror or "cannot be read") from None
+    stims = []
+    for number, line in enumerate(lines, 1):
+        if path.suffix.lower() in (".jsonl", ".json") or line.lstrip().startswith(("{", '"')):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                raise BadStimsFileError(path, f"line {number}: not valid JSON") from None
+            if isinstance(value, dict):
+                value = next((value[k] for k in ("text", "stim", "content", "question") if k in value), None)
+            if not isinstance(value, str):
+                raise BadStimsFileError(path, f"line {number}: expected a string or an object with 'text'")
+            stims.append(value)
+        else:
+            stims.append(line.strip())
+    if not stims:
+        raise BadStimsFileError(path, "no stims in the file")
+    return stims
+
+
+def _stim_id(text: str) -> str:
+    import blake3
+
+    return blake3.blake3(text.encode()).hexdigest()[:12]
+
+
+def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
+                   max_stims: int = DEFAULT_MAX_STIMS) -> tuple[list[EvalItem], str, str | None]:
+    """-> (items, source, note). source: 'eval_stims' | 'all_stims' | 'file'."""
+    from bgit.models import render_context
+
+    config = bake.config()
+    if config is None:
+        from bgit.evaluate.errors import NotABakeError
+        raise NotABakeError(bake.ref, "input.yml")
+    names = list(bake.record.get("targets") or bake.targets())
+    eval_stims = bake.record.get("eval_stims")
+    note = None
+    if stims is not None:
+        source = "file"
+    elif isinstance(eval_stims, dict):
+        source = "eval_stims"
+    else:
+        source = "all_stims"
+        note = "bake.yml has no eval_stims: evaluated on every stim of the targets, training stims included"
+    items: list[EvalItem] = []
+    for name in names:
+        prompt = config.prompt_for(config.target(name))
+
+        def item(stim_id, text, response_ids):
+            return EvalItem(name, stim_id, text,
+                            render_context(tokenizer, prompt.teacher_messages, user=text, tools=prompt.teacher_tools),
+                            render_context(tokenizer, prompt.student_messages, user=text),
+                            response_ids)
+
+        if source == "file":
+            items.extend(item(_stim_id(text), text, None) for text in stims[:max_stims])
+            continue
+        wanted = set(eval_stims.get(name) or []) if source == "eval_stims" else None
+        seen: list[str] = []
+        for row in bake.read_jsonl(f"targets/{name}/rollout.jsonl"):
+            stim_id = row.get("stim_id")
+            if wanted is not None and stim_id not in wanted:
+                continue
+            if stim_id not in seen:
+                if len(seen) >= max_stims:
+                    continue
+                seen.append(stim_id)
+            items.append(item(stim_id, row.get("stim", ""), list(row.get("response_ids") or [])))
+    items = [i for i in items if i.response_ids is None or i.response_ids]
+    if not items:
+        raise NoEvalStimsError(f"{bake.ref}: no held-out stims to evaluate on (bake.yml eval_stims is empty); "
+                               "pass --stims FILE")
+    return items, source, note
+
+
+def sample_response(model, tokenizer, context_ids: list[int], max_tokens: int, temperature: float,
+                    seed: int) -> list[int]:
+    """One seeded sample from ``model`` (the prompted base); EOS kept when emitted."""
+    import torch
+
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([context_ids], device=device)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                max_new_tokens=max_tokens, do_sample=temperature > 0,
+                                temperature=temperature if temperature > 0 else None, top_k=0, top_p=1.0,
+                                pad_token_id=tokenizer.pad_token_id)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    response = output[0, len(context_ids):].tolist()
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in response:
+        response = response[: response.index(eos) + 1]
+    return response
+
+
+def response_logits(model, context_ids: list[int], response_ids: list[int]):
+    """Logits [T, V] predicting each response token (float32)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([context_ids + response_ids], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=False).logits[0]
+    start = len(context_ids) - 1
+    return logits[start : start + len(response_ids)].float()
+
+
+def _kl(p_logits, q_logits):
+    from bgit.train.loss import full_kl
+
+    return full_kl(q_logits, p_logits)  # full_kl(student, teacher) = KL(teacher ‖ student)
+
+
+class _Sums:
+    def __init__(self):
+        self.tokens = 0
+        self.stims: set[str] = set()
+        self.sums = {"kl_prompted_base": 0.0, "kl_prompted_baked": 0.0, "kl_prompted_reprompted": 0.0}
+
+    def add(self, stim_id: str, tokens: int, **kls) -> None:
+        self.tokens += tokens
+        self.stims.add(stim_id)
+        for key, value in kls.items():
+            self.sums[key] += value
+
+    def result(self) -> dict:
+        means = {k: (v / self.tokens if self.tokens else None) for k, v in self.sums.items()}
+        base, baked = means["kl_prompted_base"], means["kl_prompted_baked"]
+        means["closure"] = 1 - baked / base if base else None
+        return {**means, "tokens": self.tokens, "stims": len(self.stims)}
+
+
+def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int = DEFAULT_MAX_STIMS,
+                  max_tokens: int | None = None, seed: int = 0, device: str | None = None,
+                  dtype: str = "auto", reporter=SILENT) -> dict:
+    """Eval results of a bake (see module docstring) as a JSON-ready dict."""
+    from bgit import __version__
+    from bgit.evaluate.models import load_base, with_adapter
+
+    started = time.monotonic()
+    base, tokenizer, notes = load_base(bake, device=device, dtype=dtype)
+    items, source, note = held_out_items(bake, tokenizer, stims, max_stims)
+    if note:
+        notes.append(note)
+    config = bake.config()
+    model = with_adapter(base, bake.adapter_dir())
+    totals, per_target = _Sums(), {}
+    task = reporter.task("eval", total=len(items), unit="traj")
+    try:
+        for n, item in enumerate(items):
+            if item.response_ids is None:
+                target = config.target(item.target)
+                with model.disable_adapter():
+                    item.response_ids = sample_response(model, tokenizer, item.teacher_ids,
+                                                        max_tokens or target.max_tokens, target.temperature,
+                                                        seed + n)
+                if not item.response_ids:
+                    continue
+            with model.disable_adapter():
+                teacher = response_logits(model, item.teacher_ids, item.response_ids)
+                base_student = response_logits(model, item.student_ids, item.response_ids)
+            baked = response_logits(model, item.student_ids, item.response_ids)
+            reprompted = response_logits(model, item.teacher_ids, item.response_ids)
+            kls = {"kl_prompted_base": float(_kl(teacher, base_student).sum()),
+                   "kl_prompted_baked": float(_kl(teacher, baked).sum()),
+                   "kl_prompted_reprompted": float(_kl(teacher, reprompted).sum())}
+            tokens = len(item.response_ids)
+            totals.add(item.stim_id, tokens, **kls)
+            per_target.setdefault(item.target, _Sums()).add(item.stim_id, tokens, **kls)
+            task(advance=1)
+    finally:
+        task.close()
+    return {
+        "commit": bake.sha, "base_model": bake.base_model_name, "source": source, "notes": notes,
+        **totals.result(), "targets": {name: sums.result() for name, sums in per_target.items()},
+        "seed": seed, "seconds": round(time.monotonic() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "bgit": __version__,
+    }
+
+
+def behaviour_kl(a: Bake, b: Bake, *, max_stims: int = DEFAULT_MAX_STIMS, device: str | None = None,
+                 dtype: str = "auto") -> dict:
+    """KL(P_A ‖ P_B) per response token between two baked models, student context, on B's held-out
+    rollout rows (A or B without an adapter is the base model)."""
+    from bgit.evaluate.errors import BaseModelMismatchError
+    from bgit.evaluate.models import load_base, with_adapter
+
+    if a.base_model_name and b.base_model_name and a.base_model_name != b.base_model_name \
+            or (a.base_fingerprint and b.base_fingerprint and a.base_fingerprint != b.base_fingerprint):
+        raise BaseModelMismatchError(a.base_model_name or "?", b.base_model_name or "?")
+    base, tokenizer, notes = load_base(b, device=device, dtype=dtype)
+    items, source, note = held_out_items(b, tokenizer, None, max_stims)
+    if note:
+        notes.append(note)
+    model = with_adapter(base, b.adapter_dir(), name="second")
+    has_a = a.has_adapter()
+    if has_a:
+        model.load_adapter(str(a.adapter_dir()), adapter_name="first", is_trainable=False)
+    total, tokens, stims = 0.0, 0, set()
+    for item in items:
+        if has_a:
+            model.set_adapter("first")
+            logits_a = response_logits(model, item.student_ids, item.response_ids)
+        else:
+            with model.disable_adapter():
+                logits_a = response_logits(model, item.student_ids, item.response_ids)
+        model.set_adapter("second")
+        logits_b = response_logits(model, item.student_ids, item.response_ids)
+        total += float(_kl(logits_a, logits_b).sum())
+        tokens += len(item.response_ids)
+        stims.add(item.stim_id)
+    return {"kl_a_b": total / tokens if tokens else None, "tokens": tokens, "stims": len(stims),
+            "source": source, "notes": notes}

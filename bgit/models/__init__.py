@@ -1,0 +1,36 @@
+"""Models: resolve a name or path to a local HF directory, load it, render chat contexts.
+
+    rm = resolve_model("smollm2-135m")      # ResolvedModel(name, path, fingerprint)
+    model, tokenizer = load_model(rm)       # eval mode, no dropout, left-padding tokenizer
+    ids = render_context(tokenizer, messages, user="Hi")   # list[int]
+
+Heavy imports (torch, transformers) happen inside the functions, so importing this
+package is cheap.
+"""
+
+from bgit.models.chat import render_context
+from bgit.models.errors import (
+    ChatTemplateError,
+    EmbeddedModelMissingError,
+    ModelConversionError,
+    ModelError,
+    ModelNotFoundError,
+)
+from bgit.models.loading import load_model, resolve_dtype
+from bgit.models.resolve import EMBEDDED_MODELS, ResolvedModel, cache_root, fingerprint_model_dir, resolve_model
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "ChatTemplateError",
+    "EmbeddedModelMissingError",
+    "ModelConversionError",
+    "ModelError",
+    "ModelNotFoundError",
+    "ResolvedModel",
+    "cache_root",
+    "fingerprint_model_dir",
+    "load_model",
+    "render_context",
+    "resolve_dtype",
+    "resolve_model",
+]

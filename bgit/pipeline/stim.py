@@ -1,0 +1,337 @@
+"""Stim generators: the user messages that provoke the behaviour being baked.
+
+``generate_stims`` runs a target's generators in order and returns rows
+``{"id": <12 hex of blake3(text)>, "text", "generator"}``, deduplicated across
+generators (case and whitespace insensitive; the first occurrence wins).
+
+Generators (``GeneratorConfig.type``):
+
+- ``hardcoded``: ``stims`` as given.
+- ``from_dataset``: a local JSONL/JSON-lines, CSV/TSV, plain text (one per line) file, or a
+  directory saved with ``datasets.Dataset.save_to_disk``; ``numq`` rows sampled with the seed
+  (0 = all), kept in file order.
+- ``oneshot_qs``: a local model writes questions from a ``string.Template`` with
+  ``${numq}`` and ``${prompt_u}`` (the teacher prompt's text); sampled until ``numq``
+  unique questions are parsed, with a bounded number of attempts.
+- ``persona``: like ``oneshot_qs`` once per persona (``${persona}`` in the template),
+  ``numq`` questions each.
+
+``model_loader(name)`` returns ``(model, tokenizer)``; ``name`` is the generator's
+``model`` or None for the bake's base model, so the pipeline can share one loaded model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import string
+from pathlib import Path
+from typing import Callable
+
+from bgit.errors import BgitError
+
+MIN_QUESTION_CHARS = 10
+MAX_QUESTION_CHARS = 300
+QUESTIONS_PER_CALL = 8  # sequences sampled per generate call (one batch)
+
+
+class StimError(BgitError):
+    """A stim generator that cannot produce its stims."""
+
+
+def stim_id(text: str) -> str:
+    import blake3
+
+    return blake3.blake3(text.encode("utf-8")).hexdigest()[:12]
+
+
+def normalise(text: str) -> str:
+    """Dedupe key: case, whitespace and final punctuation do not make a stim new."""
+    return " ".join(text.split()).casefold().rstrip(" .?!")
+
+
+def generate_stims(target, prompt, *, seed: int, model_loader: Callable | None = None, progress=None, base_dir=Path(".")) -> list[dict]:
+    rows: list[dict] = []
+    seen: set[str] = set()
+    for generator in target.generators:
+        gen_seed = generator.seed if generator.seed is not None else seed
+        texts = _run_generator(generator, prompt, gen_seed, model_loader, Path(base_dir), progress)
+        for text in texts:
+            key = normalise(text)
+            if key and key not in seen:
+                seen.add(key)
+                rows.append({"id": stim_id(text), "text": text, "generator": generator.type})
+    if not rows:
+        raise StimError(f"target {target.name!r}: the generators produced no stims")
+    return rows
+
+
+def _run_generator(generator, prompt, seed, model_loader, base_dir, progress) -> list[str]:
+    kind = generator.type
+    if kind == "hardcoded":
+        texts = [t.strip() for t in generator.stims if isinstance(t, str) and t.strip()]
+    elif kind == "from_dataset":
+        texts = from_dataset(generator, seed=seed, base_dir=base_dir)
+    elif kind in ("oneshot_qs", "persona"):
+        if model_loader is None:
+            raise StimError(f"{kind} needs a model to write questions")
+        model, tokenizer = model_loader(generator.model)
+        if kind == "oneshot_qs":
+            texts = oneshot_questions(model, tokenizer, generator, prompt, seed=seed, progress=progress)
+        else:
+            texts = persona_questions(model, tokenizer, generator, prompt, seed=seed, progress=progress)
+        return texts
+    else:
+        raise StimError(f"unknown generator type {kind!r} (hardcoded, from_dataset, oneshot_qs, persona)")
+    if progress is not None:
+        progress(len(texts), None, phase="stim", generator=kind)
+    return texts
+
+
+# --- from_dataset -----------------------------------------------------------------------
+
+
+def from_dataset(generator, *, seed: int, base_dir: Path) -> list[str]:
+    if not generator.path:
+        raise StimError("from_dataset needs a path")
+    path = Path(generator.path).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if path.is_dir():
+        texts = _read_saved_dataset(path, generator.field)
+    elif path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            texts = _read_jsonl_texts(path, generator.field)
+        elif suffix in (".csv", ".tsv"):
+            texts = _read_csv_texts(path, generator.field, "\t" if suffix == ".tsv" else ",")
+        else:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    else:
+        raise StimError(f"from_dataset: no such file or directory: {path}")
+    unique = _dedupe(t for t in texts if t)
+    if generator.numq and generator.numq < len(unique):
+        chosen = sorted(random.Random(seed).sample(range(len(unique)), generator.numq))
+        unique = [unique[i] for i in chosen]
+    return unique
+
+
+def _dedupe(texts) -> list[str]:
+    seen, out = set(), []
+    for text in texts:
+        key = normalise(text)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(" ".join(text.split()) if "\n" not in text else text.strip())
+    return out
+
+
+def _pick(record: dict, field: str | None, where: str) -> str | None:
+    if field is not None:
+        if field not in record:
+            raise StimError(f"{where}: no field {field!r} (fields: {', '.join(map(str, record)) or 'none'})")
+        value = record[field]
+        return value.strip() if isinstance(value, str) else None
+    for value in record.values():
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _read_jsonl_texts(path: Path, field: str | None) -> list[str]:
+    texts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise StimError(f"{path}:{number}: invalid JSON") from None
+        if isinstance(record, str):
+            texts.append(record.strip())
+        elif isinstance(record, dict):
+            texts.append(_pick(record, field, f"{path}:{number}") or "")
+        else:
+            raise StimError(f"{path}:{number}: expected an object or a string")
+    return texts
+
+
+def _read_csv_texts(path: Path, field: str | None, delimiter: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        if field is not None and reader.fieldnames is not None and field not in reader.fieldnames:
+            raise StimError(f"{path}: no column {field!r} (columns: {', '.join(reader.fieldnames)})")
+        column = field or (reader.fieldnames or [None])[0]
+        if column is None:
+            return []
+        return [(row.get(column) or "").strip() for row in reader]
+
+
+def _read_saved_dataset(path: Path, field: str | None) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise StimError(f"from_dataset: {path} is a directory; reading it needs the datasets package (pip install datasets)") from None
+    try:
+        data = datasets.load_from_disk(str(path))
+    except Exception as error:  # datasets raises FileNotFoundError and its own errors
+        raise StimError(f"from_dataset: cannot load {path}: {(str(error).splitlines() or [''])[0]}") from None
+    if isinstance(data, datasets.DatasetDict):
+        data = data["train"] if "train" in data else data[next(iter(data))]
+    return [_pick(record, field, str(path)) or "" for record in data]
+
+
+# --- oneshot_qs and persona --------------------------------------------------------------
+
+
+def default_template(kind: str) -> str:
+    name = "persona_template.txt" if kind == "persona" else "oneshot_qs_template.txt"
+    return (Path(__file__).resolve().parent.parent / "data" / name).read_text(encoding="utf-8")
+
+
+def prompt_text(prompt) -> str:
+    """The teacher prompt as plain text: its system messages (else all messages), joined."""
+    messages = prompt.teacher_messages or []
+    system = [m.get("content") or "" for m in messages if m.get("role") == "system"]
+    return "\n\n".join(system or [m.get("content") or "" for m in messages]).strip()
+
+
+def fill_template(template: str, kind: str, **values) -> str:
+    try:
+        return string.Template(template).substitute(**values)
+    except KeyError as error:
+        known = ", ".join("${" + k + "}" for k in values)
+        raise StimError(f"{kind} template: unknown variable ${{{error.args[0]}}} (known: {known})") from None
+    except ValueError as error:
+        raise StimError(f"{kind} template: {error}") from None
+
+
+def oneshot_questions(model, tokenizer, generator, prompt, *, seed: int, progress=None) -> list[str]:
+    template = generator.template or default_template("oneshot_qs")
+    request = fill_template(template, "oneshot_qs", numq=generator.numq, prompt_u=prompt_text(prompt))
+    return sample_questions(model, tokenizer, request, generator, seed=seed, kind="oneshot_qs", progress=progress)
+
+
+def persona_questions(model, tokenizer, generator, prompt, *, seed: int, progress=None) -> list[str]:
+    if not generator.personas:
+        raise StimError("persona generator needs a non-empty personas list")
+    template = generator.template or default_template("persona")
+    questions: list[str] = []
+    for number, persona in enumerate(generator.personas):
+        request = fill_template(template, "persona", numq=generator.numq, prompt_u=prompt_text(prompt), persona=persona)
+        questions += sample_questions(
+            model, tokenizer, request, generator, seed=seed * 7919 + number, kind="persona", progress=progress
+        )
+    return questions
+
+
+def max_attempts(numq: int) -> int:
+    return max(8, 2 * numq)
+
+
+def sample_questions(model, tokenizer, request: str, generator, *, seed: int, kind: str, progress=None) -> list[str]:
+    """Sample completions of ``request`` until ``numq`` unique questions are parsed."""
+    import torch
+    from transformers import GenerationConfig
+
+    from bgit.models import render_context
+    from bgit.pipeline.rollout import eos_ids, left_pad
+
+    numq = generator.numq
+    if numq < 1:
+        raise StimError(f"{kind}: numq must be >= 1, got {numq}")
+    context = render_context(tokenizer, [], user=request)
+    eos = eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    greedy = generator.temperature <= 0
+    config = GenerationConfig(
+        max_new_tokens=generator.max_tokens,
+        do_sample=not greedy,
+        temperature=None if greedy else float(generator.temperature),
+        top_k=None if greedy else 0,
+        top_p=None if greedy else 1.0,
+        eos_token_id=eos,
+        pad_token_id=pad_id,
+    )
+    attempts_allowed = 1 if greedy else max_attempts(numq)  # greedy repeats itself
+    found: list[str] = []
+    seen = {normalise(q) for q in parse_questions(request)}  # never echo the template's examples
+    attempts = 0
+    while len(found) < numq and attempts < attempts_allowed:
+        rows = min(QUESTIONS_PER_CALL, attempts_allowed - attempts)
+        torch.manual_seed(seed * 1_000_003 + attempts)
+        input_ids, mask, _ = left_pad([context] * rows, pad_id, model.device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+        attempts += rows
+        for sequence in out[:, input_ids.shape[1] :].tolist():
+            for question in parse_questions(tokenizer.decode(sequence, skip_special_tokens=True)):
+                key = normalise(question)
+                if key not in seen and len(found) < numq:
+                    seen.add(key)
+                    found.append(question)
+        if progress is not None:
+            progress(0, numq, phase="stim", generator=kind, found=len(found))
+    if len(found) < numq:
+        raise StimError(f"{kind} produced {len(found)} of {numq} questions after {attempts} attempts")
+    if progress is not None:
+        progress(numq, numq, phase="stim", generator=kind, found=len(found))
+    return found
+
+
+_LIST_MARKER = re.compile(
+    r"""^(?:
+        [-*\u2022+>]+                                  # bullets, quote marks
+      | \(?\d{1,3}\s*[.):\]]                           # 1.  1)  (1)  1:
+      | \d{1,3}\s+(?=(?:q|question)\s*\d*\s*[:.])         # "5 Q: ..." 
+      | \(?[a-zA-Z][.)]\s                              # a)  b.
+      | (?:q|a|question|user|prompt|message)\s*\d*\s*[:.)-]   # Q:  Question 3:  User:
+      | \#+                                            # markdown headings
+    )\s*""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Requests without a question mark must start like one ("Explain ...", "Please ...").
+_REQUEST_START = re.compile(
+    r"^(?:explain|describe|write|tell|give|list|name|compare|summari[sz]e|suggest|recommend|help|show"
+    r"|create|make|find|define|imagine|share|translate|calculate|convert|draft|compose|plan|teach|outline|discuss"
+    r"|please|i need|i want|i'd like|i would like|let's|walk me)\b",
+    re.IGNORECASE,
+)
+_QUOTES = "\"'\u201c\u201d\u2018\u2019`"
+
+
+def parse_questions(text: str) -> list[str]:
+    """Questions/requests found in a model's list-like output, in order, deduplicated."""
+    found, seen = [], set()
+    for line in text.splitlines():
+        question = _clean_line(line)
+        if question is None:
+            continue
+        key = normalise(question)
+        if key not in seen:
+            seen.add(key)
+            found.append(question)
+    return found
+
+
+def _clean_line(line: str) -> str | None:
+    text = line.strip()
+    for _ in range(3):  # '"1. - Q: ...' has stacked markers
+        stripped = _LIST_MARKER.sub("", text.lstrip(_QUOTES + "*"), count=1).strip()
+        if stripped == text:
+            break
+        text = stripped
+    text = text.replace("**", "").replace("__", "").strip()
+    while len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    text = text.strip(_QUOTES).strip()
+    text = " ".join(text.split())
+    if not (MIN_QUESTION_CHARS <= len(text) <= MAX_QUESTION_CHARS) or len(text.split()) < 3:
+        return None
+    if text.endswith(":"):  # "Here are 10 questions:"
+        return None
+    if text.endswith("?") or (_REQUEST_START.match(text) and text[-1] not in ",;-"):
+        return text
+    return None

@@ -1,0 +1,33 @@
+"""The KL trainer: bake a prompt into a LoRA adapter (DESIGN §2).
+
+Public API (docs/contracts.md §train)::
+
+    from bgit.train import TrainSettings, TrainExample, train_adapter, topk_kl, full_kl
+    result = train_adapter(model, tokenizer, train, eval, settings, work_dir, progress=None)
+    concat_adapters([adapter1_dir, adapter2_dir], out_dir)   # a bake chain as one adapter
+
+torch/transformers/peft are imported lazily so that ``bgit --help`` stays fast.
+"""
+
+from bgit.train.data import TrainExample
+from bgit.train.errors import TrainError
+from bgit.train.settings import TrainSettings
+
+__all__ = ["TrainExample", "TrainSettings", "TrainError", "TrainResult", "train_adapter",
+           "topk_kl", "full_kl", "concat_adapters"]
+
+
+def __getattr__(name):
+    if name in ("train_adapter", "TrainResult"):
+        from bgit.train import loop
+
+        return getattr(loop, name)
+    if name in ("topk_kl", "full_kl"):
+        from bgit.train import loss
+
+        return getattr(loss, name)
+    if name == "concat_adapters":
+        from bgit.train.lora import concat_adapters
+
+        return concat_adapters
+    raise AttributeError(name)

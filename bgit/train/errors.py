@@ -1,0 +1,44 @@
+"""Errors of the trainer; every one is a one-line :class:`BgitError`."""
+
+from bgit.errors import BgitError
+
+
+class TrainError(BgitError):
+    """Base of every training failure the user can act on."""
+
+
+class TrainSettingsError(TrainError):
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"training setting {field}: {reason}")
+
+
+class EmptyTrainingSetError(TrainError):
+    def __init__(self):
+        super().__init__("no training examples: the rollout produced no trajectories to bake")
+
+
+class InvalidExampleError(TrainError):
+    def __init__(self, index: int, reason: str):
+        self.index, self.reason = index, reason
+        super().__init__(f"training example {index}: {reason}")
+
+
+class CheckpointMismatchError(TrainError):
+    def __init__(self, path):
+        self.path = path
+        super().__init__(
+            f"checkpoint {path} was made with other training data or settings; remove it to start over"
+        )
+
+
+class AdapterConcatError(TrainError):
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot concatenate adapter {path}: {reason}")
+
+
+class DeepSpeedUnavailableError(TrainError):
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"DeepSpeed training is unavailable: {reason}")

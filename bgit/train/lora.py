@@ -1,0 +1,155 @@
+"""PEFT LoRA set-up for baking, adapter saving, and rank concatenation of bake chains."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from bgit.train.errors import AdapterConcatError, TrainError
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def attach_lora(model, settings):
+    """Wrap the frozen parent model with a fresh trainable LoRA adapter, dropout off."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel) or hasattr(model, "peft_config"):
+        raise TrainError("the parent model already carries a LoRA adapter; merge it (merge_and_unload) before baking")
+    targets = settings.target_modules
+    config = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    set_baking_mode(peft_model)
+    return peft_model
+
+
+def set_baking_mode(peft_model) -> None:
+    """Eval mode everywhere (no base dropout), except LoRA's own dropout when configured."""
+    peft_model.eval()
+    for name, module in peft_model.named_modules():
+        if "lora_dropout" in name.split(".")[:-1]:  # lora_dropout.<adapter name>
+            module.train()
+
+
+def detach_lora(peft_model) -> None:
+    """Remove the injected LoRA layers so the caller's model is the plain parent again."""
+    peft_model.base_model.unload()
+
+
+def save_adapter(peft_model, out_dir: Path) -> Path:
+    """save_pretrained into a temp dir, then rename: a half-written adapter is never visible."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    peft_model.save_pretrained(str(tmp), safe_serialization=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+# ------------------------------------------------------------------ sequential baking
+
+
+def _scaling(config: dict) -> float:
+    r, alpha = config["r"], config["lora_alpha"]
+    return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+
+
+def _read_adapter(path: Path):
+    from safetensors.torch import load_file
+
+    cfg_file, weights_file = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
+    if not cfg_file.is_file() or not weights_file.is_file():
+        raise AdapterConcatError(path, f"expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
+    config = json.loads(cfg_file.read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise AdapterConcatError(path, f"peft_type {config.get('peft_type')} is not LORA")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if config.get(key):
+            raise AdapterConcatError(path, f"{key} is not supported")
+    if config.get("use_dora") or config.get("modules_to_save") or config.get("bias", "none") != "none":
+        raise AdapterConcatError(path, "DoRA, modules_to_save and LoRA biases are not supported")
+    weights = load_file(str(weights_file))
+    for name in weights:
+        if not (name.endswith(".lora_A.weight") or name.endswith(".lora_B.weight")):
+            raise AdapterConcatError(path, f"unsupported tensor {name}")
+    return config, weights
+
+
+def _modules(weights: dict) -> set[str]:
+    return {name.rsplit(".lora_", 1)[0] for name in weights}
+
+
+def concat_adapters(adapter_dirs: list[Path], out_dir: Path) -> Path:
+    """One PEFT adapter equal to a chain base -> bake1 -> bake2 -> ... exactly.
+
+    Bake i was trained on the base with bakes 1..i-1 merged, so the chain's weight delta is
+    sum_i s_i B_i A_i = s [B_1 s_1/s, B_2 s_2/s, ...] [A_1; A_2; ...]. The output uses
+    r = sum r_i and lora_alpha = r (s = 1); a module missing from a bake gets zero blocks.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    if not adapter_dirs:
+        raise AdapterConcatError("(none)", "no adapters given")
+    adapters = [_read_adapter(Path(p)) for p in adapter_dirs]
+    ranks = [cfg["r"] for cfg, _ in adapters]
+    r_total = sum(ranks)
+    modules = sorted(set().union(*(_modules(w) for _, w in adapters)))
+    shapes = {}  # module -> (in_features, out_features, dtype)
+    for path, (_, weights) in zip(adapter_dirs, adapters):
+        for m in _modules(weights):
+            a, b = weights[f"{m}.lora_A.weight"], weights[f"{m}.lora_B.weight"]
+            shape = (a.shape[1], b.shape[0])
+            if shapes.setdefault(m, shape) != shape:
+                raise AdapterConcatError(path, f"module {m} has shape {shape}, earlier adapters {shapes[m]}")
+    out = {}
+    for m in modules:
+        n_in, n_out = shapes[m]
+        a_blocks, b_blocks = [], []
+        for (cfg, weights), r in zip(adapters, ranks):
+            a = weights.get(f"{m}.lora_A.weight")
+            if a is None:
+                a_blocks.append(torch.zeros(r, n_in, dtype=torch.float32))
+                b_blocks.append(torch.zeros(n_out, r, dtype=torch.float32))
+                continue
+            a_blocks.append(a.float())
+            b_blocks.append(weights[f"{m}.lora_B.weight"].float() * _scaling(cfg))  # s = 1
+        out[f"{m}.lora_A.weight"] = torch.cat(a_blocks, 0).contiguous()
+        out[f"{m}.lora_B.weight"] = torch.cat(b_blocks, 1).contiguous()
+    config = dict(adapters[-1][0])
+    targets = set()
+    for cfg, _ in adapters:
+        t = cfg.get("target_modules")
+        targets |= {t} if isinstance(t, str) else set(t or [])
+    config.update(
+        r=r_total,
+        lora_alpha=r_total,
+        use_rslora=False,
+        target_modules=sorted(targets),
+        lora_dropout=0.0,
+        init_lora_weights=True,  # modules named but absent from every bake start at zero
+        layers_to_transform=None,
+        layers_pattern=None,
+    )
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(out, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir

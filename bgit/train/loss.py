@@ -1,0 +1,81 @@
+"""The baking objective: forward KL(P_teacher || P_student) per response token (DESIGN §2).
+
+Both functions return the true KL per token (0 means the student equals the teacher), in
+float32 whatever the logits' dtype. ``batch_kl`` runs the student (and, for loss="full",
+the teacher = the same model with the adapter disabled) on a collated batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+# Masked logits use a large finite value, not -inf: a row whose every entry is masked
+# (K = vocabulary size) would otherwise give NaN gradients through logsumexp.
+_MASKED = -1e30
+
+
+def _plogp_minus(p: torch.Tensor, logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """p * (log p - log q) with 0 * log 0 = 0, safe for gradients."""
+    present = p > 0
+    logp = torch.where(present, logp, torch.zeros_like(logp))
+    logq = torch.where(present, logq, torch.zeros_like(logq))
+    return torch.where(present, p * (logp - logq), torch.zeros_like(p))
+
+
+def topk_kl(
+    student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor, tail_logprob: torch.Tensor
+) -> torch.Tensor:
+    """KL over the teacher's K tokens plus one tail bucket holding the rest of the vocabulary.
+
+    student_logits [N, V]; topk_ids/topk_logprobs [N, K]; tail_logprob [N] -> KL [N].
+    log q_tail = logsumexp(logits outside top-K) - logsumexp(all logits), which stays exact
+    when the top-K tokens hold nearly all of the student's mass (1 - sum q would cancel).
+    """
+    logits = student_logits.float()
+    lse = torch.logsumexp(logits, dim=-1)
+    ids = topk_ids.long()
+    logq_k = logits.gather(-1, ids) - lse.unsqueeze(-1)
+    outside = logits.scatter(-1, ids, _MASKED)
+    logq_tail = torch.logsumexp(outside, dim=-1) - lse
+    logp_k, logp_tail = topk_logprobs.float(), tail_logprob.float()
+    kl = _plogp_minus(logp_k.exp(), logp_k, logq_k).sum(-1)
+    return kl + _plogp_minus(logp_tail.exp(), logp_tail, logq_tail)
+
+
+def full_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL over the whole vocabulary: [N, V] x [N, V] -> [N]."""
+    logq = torch.log_softmax(student_logits.float(), dim=-1)
+    logp = torch.log_softmax(teacher_logits.float(), dim=-1)
+    return _plogp_minus(logp.exp(), logp, logq).sum(-1)
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def response_logits(model, input_ids, attention_mask, rows, cols) -> torch.Tensor:
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return logits[rows, cols]
+
+
+def batch_kl(model, batch, loss: str, autocast: bool = False) -> torch.Tensor:
+    """Per-response-token KL [N] of a collated batch; differentiable w.r.t. the adapter."""
+    device = batch.input_ids.device
+    with autocast_context(device, autocast):
+        student = response_logits(model, batch.input_ids, batch.attention_mask, batch.rows, batch.cols)
+        if loss == "topk":
+            return topk_kl(student, batch.topk_ids, batch.topk_logprobs, batch.tail_logprob)
+        with torch.no_grad(), _unwrap(model).disable_adapter():
+            teacher = response_logits(
+                model, batch.teacher_input_ids, batch.teacher_attention_mask, batch.rows, batch.teacher_cols
+            )
+        return full_kl(student, teacher)
+
+
+def _unwrap(model):
+    """The PeftModel behind a DeepSpeed engine (or the model itself)."""
+    return getattr(model, "module", model)

@@ -1,0 +1,348 @@
+"""bgit.evaluate on real bake commits (tiny random Llama, real PEFT adapters, real repos)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import pytest
+import torch
+
+from evaluate_helpers import (
+    HELD_OUT_STIMS,
+    SYSTEM,
+    adapter_tensors,
+    build_history,
+    commit_bake,
+    make_adapter,
+    png_ok,
+    rollout_rows,
+)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    return build_history(tmp_path_factory.mktemp("evaluate"))
+
+
+def _dense_deltas(adapter_dir):
+    from bgit.evaluate.lora import factors_from_tensors
+
+    tensors, config = adapter_tensors(adapter_dir)
+    factors = factors_from_tensors(tensors, config)
+    return {m: f.scale * (f.b @ f.a) for m, f in factors.items()}, factors
+
+
+# -- LoRA algebra ---------------------------------------------------------------------------
+
+def test_inner_product_without_forming_delta_matches_dense():
+    from bgit.evaluate.lora import Factor, dense_delta, inner, norm
+    from bgit.evaluate.weights import compare_factors
+
+    gen = torch.Generator().manual_seed(0)
+    f1 = Factor("m", torch.randn(3, 7, generator=gen, dtype=torch.float64),
+                torch.randn(5, 3, generator=gen, dtype=torch.float64), 2.0)
+    f2 = Factor("m", torch.randn(6, 7, generator=gen, dtype=torch.float64),  # different rank
+                torch.randn(5, 6, generator=gen, dtype=torch.float64), 0.5)
+    d1, d2 = dense_delta(f1), dense_delta(f2)
+    assert inner(f1, f2) == pytest.approx(float((d1 * d2).sum()), rel=1e-10)
+    assert norm(f1) == pytest.approx(float(d1.norm()), rel=1e-10)
+    (delta,) = compare_factors({"m": f1}, {"m": f2})
+    assert delta.relative == pytest.approx(float((d2 - d1).norm() / d1.norm()), rel=1e-10)
+    assert delta.cosine == pytest.approx(float((d1 * d2).sum() / (d1.norm() * d2.norm())), rel=1e-10)
+    (only_b,) = compare_factors({}, {"m": f2})
+    assert only_b.relative is None and only_b.cosine is None and only_b.norm_b == pytest.approx(float(d2.norm()))
+
+
+def test_scale_honours_rslora_and_alpha_pattern():
+    from bgit.evaluate.lora import module_scale
+
+    assert module_scale({"r": 16, "lora_alpha": 32}, "layers.0.self_attn.q_proj", 16) == 2.0
+    assert module_scale({"r": 16, "lora_alpha": 32, "use_rslora": True}, "x.q_proj", 16) == 8.0
+    config = {"r": 4, "lora_alpha": 8, "alpha_pattern": {"v_proj": 2}, "rank_pattern": {"v_proj": 2}}
+    assert module_scale(config, "model.layers.1.self_attn.v_proj", 2) == 1.0
+    assert module_scale(config, "model.layers.1.self_attn.q_proj", 4) == 2.0
+
+
+def test_weight_diff_of_commits_matches_dense_computation(history):
+    from bgit.evaluate import diff_bakes
+
+    repo, _, adapters, _ = history
+    dense_a, _ = _dense_deltas(adapters["a"])
+    dense_b, _ = _dense_deltas(adapters["b"])
+    weights = diff_bakes(repo, "HEAD~1", "HEAD")["weights"]
+    assert len(weights["modules"]) == len(dense_a) == 8
+    for module in weights["modules"]:
+        da, db = dense_a[module["module"]], dense_b[module["module"]]
+        assert module["norm_a"] == pytest.approx(float(da.norm()), rel=1e-6)
+        assert module["relative"] == pytest.approx(float((db - da).norm() / da.norm()), rel=1e-6, abs=1e-9)
+        assert module["cosine"] == pytest.approx(float((da * db).sum() / (da.norm() * db.norm())), rel=1e-6)
+        changed = "q_proj" in module["module"] or "layers.1.mlp" in module["module"]
+        assert module["changed"] is changed
+        if not changed:
+            assert module["relative"] == 0.0
+    # per layer: each layer's modules as one concatenated vector
+    for layer in weights["layers"]:
+        keys = [m for m in dense_a if f"layers.{layer['layer']}." in m]
+        va = torch.cat([dense_a[k].flatten() for k in keys])
+        vb = torch.cat([dense_b[k].flatten() for k in keys])
+        assert layer["relative"] == pytest.approx(float((vb - va).norm() / va.norm()), rel=1e-6)
+        assert layer["cosine"] == pytest.approx(float(va @ vb / (va.norm() * vb.norm())), rel=1e-6)
+    assert weights["total"]["changed"] == 3 and weights["total"]["modules"] == 8
+
+
+def test_config_and_dataset_changes(history):
+    from bgit.evaluate import diff_bakes
+
+    repo, _, _, _ = history
+    result = diff_bakes(repo, "HEAD~1", "HEAD")
+    changes = {c["key"]: c for c in result["config"]}
+    assert changes["BAKE.optimizer.learning_rate"]["old"] == "1e-3"
+    assert changes["BAKE.optimizer.learning_rate"]["new"] == "5e-4"
+    assert changes["TARGET.generators[0].stims[6]"] == {"key": "TARGET.generators[0].stims[6]", "old": None,
+                                                        "new": "new one", "change": "added"}
+    (dataset,) = result["datasets"]
+    assert [s["text"] for s in dataset["stims_added"]] == ["new one"] and dataset["stims_removed"] == []
+    assert dataset["rollout_rows"] == {"a": 6, "b": 7}
+    assert dataset["rollout_tokens"] == {"a": 30, "b": 35}
+    same = diff_bakes(repo, "HEAD", "HEAD")
+    assert same["config"] == [] and same["weights"]["total"]["relative"] == 0.0
+    assert same["weights"]["total"]["cosine"] == pytest.approx(1.0)
+
+
+def test_heatmap_png(history, tmp_path):
+    from bgit.evaluate import diff_bakes
+    from bgit.evaluate.plots import heatmap_grid, plot_weight_heatmap
+
+    repo, _, _, _ = history
+    modules = diff_bakes(repo, "HEAD~1", "HEAD")["weights"]["modules"]
+    layers, kinds, grid = heatmap_grid(modules)
+    assert layers == ["0", "1"] and kinds == ["down_proj", "o_proj", "q_proj", "v_proj"]
+    assert grid[0][kinds.index("v_proj")] == 0.0 and grid[1][kinds.index("down_proj")] > 0
+    assert png_ok(plot_weight_heatmap(modules, tmp_path / "heat.png"))
+
+
+# -- eval -------------------------------------------------------------------------------------
+
+def _independent_kl_prompted_base(base_dir, rows):
+    """KL(prompted‖base) per response token with plain transformers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    total, tokens = 0.0, 0
+    for row in rows:
+        response = row["response_ids"]
+        teacher = tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM},
+                                                 {"role": "user", "content": row["stim"]}],
+                                                add_generation_prompt=True, tokenize=False)
+        student = tokenizer.apply_chat_template([{"role": "user", "content": row["stim"]}],
+                                                add_generation_prompt=True, tokenize=False)
+        logps = []
+        for text in (teacher, student):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids + response])).logits[0]
+            logps.append(torch.log_softmax(logits[len(ids) - 1: len(ids) - 1 + len(response)], -1))
+        p, q = logps
+        total += float((p.exp() * (p - q)).sum())
+        tokens += len(response)
+    return total / tokens
+
+
+def test_eval_on_held_out_stims_matches_independent_kl(history):
+    from bgit.evaluate import evaluate_bake, open_bake
+
+    repo, base_dir, _, _ = history
+    bake = open_bake(repo, "HEAD")
+    results = evaluate_bake(bake)
+    held_out_rows = [r for r in bake.read_jsonl("targets/terse/rollout.jsonl") if r["stim"] in HELD_OUT_STIMS]
+    assert results["source"] == "eval_stims" and results["stims"] == 2
+    assert results["tokens"] == sum(len(r["response_ids"]) for r in held_out_rows)
+    expected = _independent_kl_prompted_base(base_dir, held_out_rows)
+    assert results["kl_prompted_base"] == pytest.approx(expected, rel=1e-4)
+    assert results["closure"] == pytest.approx(1 - results["kl_prompted_baked"] / results["kl_prompted_base"])
+    assert results["kl_prompted_baked"] != pytest.approx(results["kl_prompted_base"])
+    assert results["kl_prompted_reprompted"] > 0
+    json.dumps(results)
+
+
+def test_zero_adapter_has_zero_closure_and_fallback_without_eval_stims(tmp_path, history):
+    from bgit.evaluate import evaluate_bake, open_bake
+    from bgit.repo import Repository
+
+    _, base_dir, _, _ = history
+    repo = Repository.init(tmp_path / "repo")
+    zero = make_adapter(base_dir, tmp_path / "zero", seed=3, zero=True)
+    commit_bake(repo, base_dir, zero, tmp_path / "work", "zero bake", with_eval_stims=False,
+                rows=rollout_rows(base_dir, ["hi", "sky"], length=3))
+    results = evaluate_bake(open_bake(repo, "HEAD"))
+    assert results["source"] == "all_stims" and results["stims"] == 2
+    assert any("no eval_stims" in note for note in results["notes"])
+    assert results["closure"] == pytest.approx(0.0, abs=1e-6)
+    assert results["kl_prompted_reprompted"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_eval_with_stims_file_samples_seeded_responses(history, tmp_path):
+    from bgit.evaluate import evaluate_bake, open_bake, read_stims_file
+
+    repo, _, _, _ = history
+    path = tmp_path / "stims.jsonl"
+    path.write_text('{"text": "why so?"}\n"and then"\n')
+    stims = read_stims_file(path)
+    assert stims == ["why so?", "and then"]
+    first = evaluate_bake(open_bake(repo, "HEAD"), stims, max_tokens=4, seed=7)
+    again = evaluate_bake(open_bake(repo, "HEAD"), stims, max_tokens=4, seed=7)
+    assert first["source"] == "file" and first["stims"] == 2 and 2 <= first["tokens"] <= 8
+    assert first["kl_prompted_baked"] == again["kl_prompted_baked"]
+
+
+def test_stims_file_errors(tmp_path):
+    from bgit.evaluate import BadStimsFileError, read_stims_file
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{broken\n')
+    with pytest.raises(BadStimsFileError, match=r"bad.jsonl: line 2: not valid JSON$"):
+        read_stims_file(bad)
+    with pytest.raises(BadStimsFileError, match="cannot be read|No such file"):
+        read_stims_file(tmp_path / "missing.txt")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("one\n\ntwo\n")
+    assert read_stims_file(plain) == ["one", "two"]
+
+
+def test_eval_note_round_trip_and_git_log_shows_it(history):
+    from bgit.evaluate import read_eval, write_eval
+
+    repo, _, _, shas = history
+    assert read_eval(repo, shas["a"]) is None
+    write_eval(repo, shas["a"], {"closure": 0.75, "kl_prompted_baked": 0.1})
+    write_eval(repo, repo.resolve("HEAD~1"), {"closure": 0.8})  # replaces, by commit object
+    assert read_eval(repo, "HEAD~1") == {"closure": 0.8}
+    assert read_eval(repo, shas["b"]) is None
+    log = subprocess.run(["git", "log", "--notes=bgit-eval", "-1", shas["a"]], cwd=repo.root,
+                         capture_output=True, text=True, check=True).stdout
+    assert '"closure": 0.8' in log
+    assert str(repo.resolve("HEAD").id) == shas["b"]  # history untouched
+
+
+def test_behaviour_kl(history):
+    from bgit.evaluate import behaviour_kl, open_bake
+
+    repo, _, _, _ = history
+    b = open_bake(repo, "HEAD")
+    assert behaviour_kl(b, b)["kl_a_b"] == pytest.approx(0.0, abs=1e-6)
+    result = behaviour_kl(open_bake(repo, "HEAD~1"), b)
+    assert result["kl_a_b"] > 1e-4 and result["stims"] == 2
+
+
+# -- models: scaling, export ------------------------------------------------------------------
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0]
+
+
+def test_scale_zero_is_base_and_scale_one_is_the_bake(history):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from bgit.evaluate import open_bake
+    from bgit.evaluate.models import load_baked
+
+    repo, base_dir, adapters, _ = history
+    ids = [256, 84, 82, 68, 81, 198, 71, 72]
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    base_logits = _logits(base, ids)
+    reference = PeftModel.from_pretrained(base, str(adapters["b"])).eval()
+    baked_logits = _logits(reference, ids)
+    assert not torch.allclose(base_logits, baked_logits, atol=1e-3)
+    bake = open_bake(repo, "HEAD")
+    zero, _, _ = load_baked(bake, scale=0.0, device="cpu")
+    torch.testing.assert_close(_logits(zero, ids), base_logits, atol=1e-5, rtol=0)
+    one, _, _ = load_baked(bake, scale=1.0, device="cpu")
+    torch.testing.assert_close(_logits(one, ids), baked_logits, atol=1e-5, rtol=0)
+    half, _, _ = load_baked(bake, scale=0.5, device="cpu")
+    half_logits = _logits(half, ids)
+    assert (half_logits - base_logits).abs().max() < (baked_logits - base_logits).abs().max()
+    assert not torch.allclose(half_logits, base_logits, atol=1e-4)
+
+
+def test_export_merged_equals_base_plus_adapter_and_peft_export(history, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bgit.evaluate import ExportError, export_bake, open_bake
+
+    repo, base_dir, adapters, _ = history
+    bake = open_bake(repo, "HEAD")
+    merged_dir = export_bake(bake, tmp_path / "merged", "merged")
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
+    assert AutoTokenizer.from_pretrained(str(merged_dir)).chat_template
+    assert list(merged_dir.glob("*.safetensors"))
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    reference = PeftModel.from_pretrained(base, str(adapters["b"])).eval()
+    ids = [256, 84, 82, 68, 81, 198, 71, 72, 257]
+    torch.testing.assert_close(_logits(merged, ids), _logits(reference, ids), atol=1e-4, rtol=0)
+
+    peft_dir = export_bake(bake, tmp_path / "peft", "peft")
+    assert (peft_dir / "adapter_model.safetensors").read_bytes() == \
+        (adapters["b"] / "adapter_model.safetensors").read_bytes()
+    readme = (peft_dir / "README.md").read_text()
+    assert bake.base_fingerprint in readme and str(base_dir) in readme
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), str(peft_dir)).eval()
+    torch.testing.assert_close(_logits(loaded, ids), _logits(reference, ids), atol=1e-5, rtol=0)
+
+    with pytest.raises(ExportError, match=r"peft exists and is not empty$"):
+        export_bake(bake, peft_dir, "peft")
+    (tmp_path / "empty").mkdir()
+    assert export_bake(bake, tmp_path / "empty", "peft").is_dir()
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+def test_metrics_chart_and_png(history, tmp_path):
+    from bgit.evaluate import open_bake
+    from bgit.evaluate.metrics import plot_metrics, read_metrics, render_chart, sparkline
+
+    repo, _, _, _ = history
+    data = read_metrics(open_bake(repo, "HEAD"))
+    assert [s for s, _ in data["train"]] == list(range(1, 9))
+    assert [(s, e) for s, e, _ in data["eval"]] == [(4, 0), (8, 1)]
+    chart = render_chart(data)
+    assert chart.splitlines()[0] == "train_kl  █▄▃▂▂▁▁▁"  # 2/step rounded to 8 levels between .25 and 2
+    assert "epoch 1: 0.35" in chart
+    assert sparkline([1.0, 1.0]) == "▅▅" and sparkline([]) == ""
+    assert len(sparkline(list(map(float, range(500))), width=40)) == 40
+    assert png_ok(plot_metrics(data, tmp_path / "kl.png"))
+    assert math.isclose(data["train"][-1][1], 0.25)
+
+
+def test_staged_bake_evaluates_like_its_commit(history):
+    """The lead evaluates a bake before committing it (for the post-bake hook)."""
+    from bgit.evaluate import StagedBake, evaluate_bake, open_bake
+
+    repo, _, adapters, _ = history
+    committed = open_bake(repo, "HEAD")
+    staging = repo.root.parent / "staging"
+    staging.mkdir(exist_ok=True)
+    files = {}
+    for path in ("input.yml", "targets/terse/rollout.jsonl", "targets/terse/stim.jsonl"):
+        (staging / path.replace("/", "_")).write_bytes(committed.read(path))
+        files[path] = staging / path.replace("/", "_")
+    files["adapter/adapter_config.json"] = adapters["b"] / "adapter_config.json"
+    files["adapter/adapter_model.safetensors"] = adapters["b"] / "adapter_model.safetensors"
+    staged = evaluate_bake(StagedBake(files, committed.record))
+    from_commit = evaluate_bake(committed)
+    assert staged["commit"] is None
+    for key in ("kl_prompted_base", "kl_prompted_baked", "closure", "tokens", "stims"):
+        assert staged[key] == from_commit[key]
+
+
+def test_eval_summary_line():
+    from bgit.evaluate import eval_summary
+
+    line = eval_summary({"closure": 0.8312, "kl_prompted_base": 0.41, "kl_prompted_baked": 0.0693, "stims": 8})
+    assert line == "eval: closure 0.831 (KL 0.41 -> 0.0693, 8 stims)"
+    assert eval_summary({}) == "eval: closure - (KL - -> -, ? stims)"

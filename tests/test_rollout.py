@@ -1,0 +1,208 @@
+"""Rollout backends: teacher top-K rows agree with a fresh forward pass, determinism, truncation."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from bgit.config.schema import PromptConfig, TargetConfig
+from bgit.errors import BgitError
+from bgit.models import render_context
+from bgit.pipeline.records import RolloutRecord, decode_array, encode_array, read_jsonl, write_jsonl
+from bgit.pipeline.rollout import TAIL_FLOOR, rollout_function, select_backend, topk_with_tail
+from bgit.pipeline.stim import stim_id
+from rollout_helpers import char_tokenizer, one_thread, tiny_llama
+
+PROMPT = PromptConfig(teacher_messages=[{"role": "system", "content": "You are a pirate."}])
+TEXTS = ["Hello there", "What is the capital of France? Tell me please.", "x"]
+STIMS = [{"id": stim_id(t), "text": t, "generator": "hardcoded"} for t in TEXTS]
+
+EOS_SCALE = 2.0  # measured: stops 5 of 12 trajectories early with seed 3
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def _cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+BACKENDS = [
+    "hf",
+    pytest.param(
+        "vllm", marks=[pytest.mark.cuda, pytest.mark.skipif(not (HAS_VLLM and _cuda()), reason="needs CUDA + vllm")]
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tokenizer = char_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    model = tiny_llama(len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    with one_thread():
+        yield model, tokenizer, directory
+
+
+_LLMS = {}  # one vLLM engine per model directory: engines do not give their GPU memory back
+
+
+def run(backend, tiny, target, seed=1, batch_size=4, stims=STIMS, progress=None):
+    model, tokenizer, directory = tiny
+    engine = model
+    if backend == "vllm":
+        from bgit.pipeline.rollout_vllm import make_llm
+
+        engine = _LLMS.get(directory) or _LLMS.setdefault(directory, make_llm(directory, max_logprobs=20))
+    return rollout_function(backend)(
+        engine, tokenizer, stims, PROMPT, target, seed=seed, batch_size=batch_size, progress=progress
+    )
+
+
+def reference_logprobs(model, tokenizer, row):
+    """Log-probs of every response position from one unpadded forward pass."""
+    import torch
+
+    context = render_context(tokenizer, PROMPT.teacher_messages, user=row["stim"])
+    ids = torch.tensor([context + row["response_ids"]])
+    with torch.no_grad():
+        logits = model(ids).logits[0].float()
+    start = len(context) - 1  # logits at position p predict token p + 1
+    return torch.log_softmax(logits, -1)[start : start + len(row["response_ids"])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_teacher_topk_matches_a_fresh_forward_pass(backend, tiny):
+    model, tokenizer, _ = tiny
+    rows = run(backend, tiny, TargetConfig(max_tokens=12, temperature=1.0, num_traj_per_stimulus=2, top_k=5))
+    assert [(r["stim_id"], r["traj"]) for r in rows] == [(s["id"], t) for s in STIMS for t in (0, 1)]
+    for row in rows:
+        record = RolloutRecord.from_row(row)
+        assert 1 <= len(record.response_ids) <= 12 and record.k == 5
+        reference = reference_logprobs(model, tokenizer, row)
+        top_values, top_ids = reference.topk(5, dim=-1)
+        np.testing.assert_allclose(record.topk_logprobs, top_values.numpy(), atol=1e-4)
+        gathered = reference.gather(1, __import__("torch").from_numpy(record.topk_ids).long()).numpy()
+        np.testing.assert_allclose(gathered, record.topk_logprobs, atol=1e-4)  # ids and values belong together
+        total = np.logaddexp.reduce(np.concatenate([record.topk_logprobs, record.tail_logprob[:, None]], 1), axis=1)
+        np.testing.assert_allclose(total, 0.0, atol=1e-4)
+        assert np.all(np.isfinite(record.tail_logprob)) and np.all(record.tail_logprob >= TAIL_FLOOR)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_rows_other_seed_other_samples(backend, tiny):
+    target = TargetConfig(max_tokens=10, temperature=1.0, num_traj_per_stimulus=2, top_k=3)
+    first = run(backend, tiny, target, seed=7)
+    assert run(backend, tiny, target, seed=7) == first
+    other = run(backend, tiny, target, seed=8)
+    assert [r["response_ids"] for r in other] != [r["response_ids"] for r in first]
+    assert len({tuple(r["response_ids"]) for r in first}) > 1  # trajectories of one stim differ too
+
+
+def eos_prone(tokenizer):
+    """A tiny model whose EOS logit follows the average hidden state, so it often stops."""
+    import torch
+
+    model = tiny_llama(len(tokenizer), seed=5, eos_token_id=tokenizer.eos_token_id)
+    ids = torch.tensor([render_context(tokenizer, PROMPT.teacher_messages, user=t) for t in TEXTS[:1]])
+    with torch.no_grad():
+        hidden = model.model(ids).last_hidden_state[0].mean(0)
+        model.lm_head.weight[tokenizer.eos_token_id] = hidden / hidden.norm() * EOS_SCALE
+    return model
+
+
+def test_responses_stop_after_eos_and_hold_no_padding(tiny):
+    _, tokenizer, _ = tiny
+    model = eos_prone(tokenizer)
+    rows = run("hf", (model, tokenizer, None), TargetConfig(max_tokens=40, num_traj_per_stimulus=4, top_k=2), seed=3)
+    eos = tokenizer.eos_token_id
+    stopped = 0
+    for row in rows:
+        ids = row["response_ids"]
+        assert eos not in ids[:-1]
+        assert ids[-1] == eos or len(ids) == 40
+        stopped += ids[-1] == eos
+        assert row["response"] == tokenizer.decode(ids, skip_special_tokens=True)
+    assert 0 < stopped < len(rows), "expected some trajectories to stop early and some to run out"
+    assert len({len(row["response_ids"]) for row in rows}) > 1
+
+
+def test_greedy_rollout_is_independent_of_batch_size(tiny):
+    target = TargetConfig(max_tokens=8, temperature=0.0, num_traj_per_stimulus=2, top_k=4)
+    batched = run("hf", tiny, target, batch_size=6)
+    single = run("hf", tiny, target, batch_size=1)
+    assert [r["response_ids"] for r in batched] == [r["response_ids"] for r in single]
+    assert batched[0]["response_ids"] == batched[1]["response_ids"]  # greedy trajectories agree
+    for a, b in zip(batched, single):
+        np.testing.assert_allclose(
+            RolloutRecord.from_row(a).topk_logprobs, RolloutRecord.from_row(b).topk_logprobs, atol=1e-4
+        )
+
+
+def test_progress_advances_to_the_announced_total(tiny):
+    calls = []
+    run("hf", tiny, TargetConfig(max_tokens=6, num_traj_per_stimulus=1, top_k=2), batch_size=2,
+        progress=lambda advance, total, **info: calls.append((advance, total, info)))
+    assert calls and all(total == 3 * 6 and info["phase"] == "rollout" for _, total, info in calls)
+    assert sum(advance for advance, _, _ in calls) == 3 * 6
+
+
+def test_tail_is_finite_when_top_k_covers_the_vocabulary():
+    import torch
+
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 50.0]])
+    ids, logprobs, tail = topk_with_tail(logits, 5)
+    assert ids.shape == (2, 3) and np.all(tail == TAIL_FLOOR)
+    ids, logprobs, tail = topk_with_tail(logits, 1)
+    # Exact: log(sum of the non-top probabilities); naive log1p(-p_top) would give -inf for row 2.
+    expected = [np.log(np.exp(1.0) + np.exp(0.0)) - np.log(np.exp(2.0) + np.exp(1.0) + 1.0), np.log(2.0) - 50.0]
+    np.testing.assert_allclose(tail, expected, rtol=1e-5)
+
+
+def test_records_round_trip(tmp_path):
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    assert np.array_equal(decode_array(encode_array(arr), np.float32, (3, 4)), arr)
+    big_endian = arr.astype(">f4")
+    assert encode_array(big_endian) == encode_array(arr)  # always little-endian on disk
+    with pytest.raises(BgitError, match="does not fit shape"):
+        decode_array(encode_array(arr), np.float32, (5, 4))
+    rows = [{"a": 1, "text": "héllo"}, {"a": 2}]
+    path = write_jsonl(tmp_path / "d" / "x.jsonl", rows)
+    assert read_jsonl(path) == rows
+    assert [p.name for p in path.parent.iterdir()] == ["x.jsonl"]
+    path.write_text('{"a": 1}\nnot json\n')
+    with pytest.raises(BgitError, match=r"x.jsonl:2: invalid JSON"):
+        read_jsonl(path)
+
+
+def test_backend_selection():
+    assert select_backend("hf") == "hf"
+    if not (HAS_VLLM and _cuda()):
+        assert select_backend(None) == "hf"
+        with pytest.raises(BgitError) as caught:
+            select_backend("vllm")
+        assert str(caught.value) == "backend vllm needs a CUDA GPU and the vllm package (pip install 'bgit[vllm]')"
+    with pytest.raises(BgitError, match="unknown rollout backend 'tpu'"):
+        select_backend("tpu")
+
+
+@pytest.mark.slow
+def test_embedded_model_rollout_matches_fresh_forward_pass():
+    from bgit.models import load_model, resolve_model
+
+    model, tokenizer = load_model(resolve_model("smollm2-135m"))
+    stims = STIMS[:2]
+    with one_thread():
+        rows = run("hf", (model, tokenizer, None), TargetConfig(max_tokens=16, top_k=20), stims=stims)
+        for row in rows:
+            record = RolloutRecord.from_row(row)
+            reference = reference_logprobs(model, tokenizer, row)
+            np.testing.assert_allclose(record.topk_logprobs, reference.topk(20, dim=-1).values.numpy(), atol=1e-4)
+            total = np.logaddexp.reduce(np.concatenate([record.topk_logprobs, record.tail_logprob[:, None]], 1), axis=1)
+            np.testing.assert_allclose(total, 0.0, atol=1e-4)
+    assert all(row["response"] for row in rows)

@@ -1,0 +1,305 @@
+"""The KL trainer on tiny random Llamas: objective maths, loop, resume, adapters."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bgit.train import TrainExample, TrainSettings, full_kl, topk_kl, train_adapter
+from bgit.train.data import collate, prepare_examples
+from bgit.train.errors import CheckpointMismatchError, InvalidExampleError, TrainError, TrainSettingsError
+from bgit.train.lora import attach_lora, detach_lora
+from bgit.train.loop import TorchStepper, backward_group, evaluate_kl
+from bgit.train.loss import batch_kl
+from train_helpers import VOCAB, baking_examples, teacher_logprobs, tiny_llama, topk_arrays
+
+
+def fast_settings(**kw) -> TrainSettings:
+    base = dict(epochs=2, micro_batch_size=4, learning_rate=1e-2, lora_r=8, warmup_ratio=0.0,
+                scheduler="constant", autocast="off")
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def randomise_lora(peft_model, seed=0):
+    """LoRA B starts at zero; give every LoRA tensor values so A and B both get gradients."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def lora_grads(peft_model) -> dict:
+    return {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+# ------------------------------------------------------------------------ the maths
+
+
+def test_topk_kl_matches_hand_computed_two_token_case():
+    # V = 4, K = 2. Token 1: teacher p = [0.5, 0.3 | tail 0.2] on ids [2, 0];
+    # token 2: teacher p = [0.9, 0.1 | tail 0] on ids [1, 3] (0 * log 0 = 0).
+    logits = torch.tensor([[1.0, 0.0, 2.0, -1.0], [0.0, 3.0, 0.0, 1.0]])
+    ids = torch.tensor([[2, 0], [1, 3]])
+    p = np.array([[0.5, 0.3], [0.9, 0.1]])
+    p_tail = np.array([0.2, 0.0])
+    # Student q by hand: softmax rows.
+    e1 = np.exp([1.0, 0.0, 2.0, -1.0]); q1 = e1 / e1.sum()
+    e2 = np.exp([0.0, 3.0, 0.0, 1.0]); q2 = e2 / e2.sum()
+    kl1 = 0.5 * math.log(0.5 / q1[2]) + 0.3 * math.log(0.3 / q1[0]) + 0.2 * math.log(0.2 / (q1[1] + q1[3]))
+    kl2 = 0.9 * math.log(0.9 / q2[1]) + 0.1 * math.log(0.1 / q2[3])
+    with np.errstate(divide="ignore"):
+        tail = torch.tensor(np.log(p_tail), dtype=torch.float32)
+    got = topk_kl(logits, ids, torch.tensor(np.log(p), dtype=torch.float32), tail)
+    assert got.tolist() == pytest.approx([kl1, kl2], abs=1e-6)
+    # Written out: q1 = [0.23688, 0.08714, 0.64391, 0.03206], q2[1] = 0.80977, q2[3] = 0.10959.
+    assert (kl1, kl2) == pytest.approx((0.04790, 0.08591), abs=2e-4)
+
+
+def test_topk_with_k_equal_vocab_equals_full_mode_value_and_gradients():
+    model = tiny_llama(seed=3)
+    examples = baking_examples(model, 4, k=VOCAB, seed=3)
+    items = prepare_examples(examples, 512, need_topk=True, need_teacher=True)
+    peft_model = attach_lora(model, fast_settings())
+    try:
+        randomise_lora(peft_model)
+        batch = collate(items, 0, torch.device("cpu"))
+        results = {}
+        for mode in ("topk", "full"):
+            peft_model.zero_grad()
+            kl = batch_kl(peft_model, batch, mode)
+            kl.sum().backward()
+            results[mode] = (kl.detach(), lora_grads(peft_model))
+    finally:
+        detach_lora(peft_model)
+    (kl_t, g_t), (kl_f, g_f) = results["topk"], results["full"]
+    assert kl_f.min() > 1e-3  # teacher (with prefix) and student genuinely differ
+    assert torch.allclose(kl_t, kl_f, atol=1e-5)
+    assert g_t.keys() == g_f.keys() and len(g_t) > 0
+    for name in g_t:
+        assert torch.allclose(g_t[name], g_f[name], atol=1e-5), name
+        assert g_t[name].abs().max() > 0, name
+
+
+def test_full_kl_is_zero_for_identical_distributions_and_positive_otherwise():
+    logits = torch.randn(3, 7)
+    assert full_kl(logits, logits).abs().max() < 1e-6
+    assert (full_kl(logits, logits.flip(-1)) > 0).all()
+
+
+def test_first_response_token_is_trained():
+    model = tiny_llama(seed=4)
+    context, response = [5, 17, 42], [99]
+    lps = teacher_logprobs(model, [7, 8, 9] + context, response)  # prompted teacher
+    ids, vals, tail = topk_arrays(lps, 8)
+    example = TrainExample(context, response, ids, vals, tail)
+    # By hand: the student's distribution for response token 0 is the logits at the last context position.
+    with torch.no_grad():
+        student = model(input_ids=torch.tensor([context])).logits[0, -1:]
+    expected = topk_kl(student, torch.tensor(ids), torch.tensor(vals), torch.tensor(tail))
+    items = prepare_examples([example], 64, True, False)
+    assert items[0].input_ids == context  # the single response token is predicted, not fed
+    peft_model = attach_lora(model, fast_settings())
+    try:
+        randomise_lora(peft_model)
+        with peft_model.disable_adapter():
+            base_kl = batch_kl(peft_model, collate(items, 0, torch.device("cpu")), "topk")
+        kl = batch_kl(peft_model, collate(items, 0, torch.device("cpu")), "topk")
+        kl.sum().backward()
+        grads = lora_grads(peft_model)
+    finally:
+        detach_lora(peft_model)
+    assert base_kl.shape == (1,) and float(expected[0]) > 1e-3
+    assert torch.allclose(base_kl, expected, atol=1e-6)
+    assert sum(float(g.abs().sum()) for g in grads.values()) > 0
+
+
+def test_gradients_equal_across_micro_batch_splits():
+    model = tiny_llama(seed=5)
+    examples = baking_examples(model, 4, seed=5)
+    examples[1].weight, examples[2].weight = 2.0, 0.5
+    assert len({len(e.response_ids) for e in examples}) > 1  # unequal lengths make normalisation matter
+    grads = []
+    for mbs, gas in ((4, 1), (1, 4), (2, 2)):
+        settings = fast_settings(micro_batch_size=mbs, gradient_accumulation_steps=gas)
+        items = prepare_examples(examples, 512, True, False)
+        torch.manual_seed(0)
+        peft_model = attach_lora(model, settings)
+        try:
+            randomise_lora(peft_model)
+            stepper = TorchStepper(peft_model, [p for p in peft_model.parameters() if p.requires_grad], settings, 1)
+            backward_group(stepper, items, [0, 1, 2, 3], settings, 0, torch.device("cpu"), False)
+            grads.append(lora_grads(peft_model))
+        finally:
+            detach_lora(peft_model)
+    for other in grads[1:]:
+        for name, g in grads[0].items():
+            assert torch.allclose(g, other[name], atol=1e-6), name
+
+
+# ------------------------------------------------------------------------ the loop
+
+
+def test_training_kl_falls_by_ninety_percent(tmp_path):
+    model = tiny_llama(seed=0)
+    examples = baking_examples(model, 16, seed=1)
+    progress_calls = []
+    result = train_adapter(model, None, examples, examples, fast_settings(epochs=10), tmp_path,
+                           progress=lambda n, total, **info: progress_calls.append((n, total, info)))
+    evals = [r["eval_kl"] for r in result.metrics if "eval_kl" in r]
+    assert evals[0] > 0.5
+    assert evals[-1] <= 0.1 * evals[0], evals
+    assert result.final_eval_kl == evals[-1]
+    assert len(progress_calls) == 40 and progress_calls[0][1] == 40 and "kl" in progress_calls[0][2]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows == json.loads(json.dumps(result.metrics))
+    step_rows = [r for r in rows if "train_kl" in r]
+    assert {"step", "epoch", "lr", "train_kl", "tokens", "tokens_per_s"} <= step_rows[0].keys()
+    assert result.tokens == sum(len(e.response_ids) for e in examples) * 10
+
+
+def test_saved_adapter_reloads_with_peft_and_parent_model_is_unchanged(tmp_path):
+    from peft import PeftModel
+
+    model = tiny_llama(seed=1)
+    examples = baking_examples(model, 8, seed=2)
+    probe = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        before = model(input_ids=probe).logits
+    result = train_adapter(model, None, examples, examples, fast_settings(epochs=2), tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=probe).logits, before)  # LoRA removed again
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    reloaded = PeftModel.from_pretrained(model, str(result.adapter_dir))
+    try:
+        items = prepare_examples(examples, 1024, True, False)
+        kl = evaluate_kl(reloaded, items, fast_settings(), 0, torch.device("cpu"), False)
+        with torch.no_grad():
+            assert not torch.allclose(reloaded(input_ids=probe).logits, before)
+    finally:
+        reloaded.unload()
+    assert kl == pytest.approx(result.final_eval_kl, abs=1e-6)
+    assert kl < [r["eval_kl"] for r in result.metrics if "eval_kl" in r][0]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    model = tiny_llama(seed=2)
+    examples = baking_examples(model, 8, seed=3)
+    settings = fast_settings(epochs=3, micro_batch_size=2, gradient_accumulation_steps=2,
+                             scheduler="cosine", warmup_ratio=0.2, lora_dropout=0.1)
+    whole = train_adapter(model, None, examples, examples[:3], settings, tmp_path / "whole")
+
+    calls = []
+
+    def crash_in_epoch_two(n, total, **info):
+        calls.append(n)
+        if len(calls) == 3:  # 2 steps per epoch: the first step of epoch 2 has run
+            raise Crash()
+
+    with pytest.raises(Crash):
+        train_adapter(model, None, examples, examples[:3], settings, tmp_path / "crashed", progress=crash_in_epoch_two)
+    assert (tmp_path / "crashed" / "checkpoints" / "epoch-0001" / "state.json").is_file()
+    resumed_progress = []
+    again = train_adapter(model, None, examples, examples[:3], settings, tmp_path / "crashed",
+                          progress=lambda n, total, **info: resumed_progress.append((n, info)))
+    assert again.resumed_from is not None and whole.resumed_from is None
+    assert resumed_progress[0] == (2, {"resumed": True})
+    a = load_file(str(whole.adapter_dir / "adapter_model.safetensors"))
+    b = load_file(str(again.adapter_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+    for r1, r2 in zip(strip(whole.metrics), strip(again.metrics), strict=True):
+        assert r1.keys() == r2.keys()
+        for k in r1:
+            assert r1[k] == pytest.approx(r2[k], abs=1e-6), k
+    assert again.final_eval_kl == pytest.approx(whole.final_eval_kl, abs=1e-6)
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    model = tiny_llama(seed=2)
+    examples = baking_examples(model, 4, seed=3)
+
+    def crash_after_first_epoch(n, total, **info):
+        if n == 1 and info.get("kl") is not None and crash_after_first_epoch.calls == 1:
+            raise Crash()
+        crash_after_first_epoch.calls += 1
+
+    crash_after_first_epoch.calls = 0
+    with pytest.raises(Crash):
+        train_adapter(model, None, examples, [], fast_settings(epochs=2), tmp_path, progress=crash_after_first_epoch)
+    with pytest.raises(CheckpointMismatchError) as err:
+        train_adapter(model, None, examples, [], fast_settings(epochs=2, learning_rate=5e-3), tmp_path)
+    assert str(err.value) == (
+        f"checkpoint {tmp_path / 'checkpoints' / 'epoch-0001'} was made with other training data or settings;"
+        " remove it to start over"
+    )
+
+
+def test_no_dropout_while_baking(tmp_path):
+    model = tiny_llama(seed=6, dropout=0.5)
+    peft_model = attach_lora(model, fast_settings())
+    try:
+        randomise_lora(peft_model)
+        probe = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+        first, second = peft_model(input_ids=probe).logits, peft_model(input_ids=probe).logits
+        assert torch.equal(first, second)
+        assert not any(m.training for n, m in peft_model.named_modules() if "lora_dropout" not in n)
+    finally:
+        detach_lora(peft_model)
+    configured = attach_lora(model, fast_settings(lora_dropout=0.1))  # LoRA's own dropout stays as asked
+    try:
+        lora_dropouts = [m for n, m in configured.named_modules() if n.endswith("lora_dropout.default")]
+        assert lora_dropouts and all(m.training for m in lora_dropouts)
+        assert not configured.base_model.model.model.layers[0].self_attn.training
+    finally:
+        detach_lora(configured)
+
+
+def test_truncation_keeps_context_and_cuts_response_tail():
+    ids, vals, tail = np.zeros((6, 2), np.int32), np.zeros((6, 2), np.float32), np.zeros(6, np.float32)
+    example = TrainExample([1, 2, 3, 4], [10, 11, 12, 13, 14, 15], ids, vals, tail)
+    item = prepare_examples([example], 7, True, False)[0]
+    assert item.n_response == 3 and item.input_ids == [1, 2, 3, 4, 10, 11]
+    assert item.topk_ids.shape == (3, 2)
+    with pytest.raises(InvalidExampleError) as err:
+        prepare_examples([example], 4, True, False)
+    assert str(err.value) == "training example 0: student context has 4 tokens, max_length is 4; raise BAKE.data.max_length"
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path):
+    with pytest.raises(TrainSettingsError) as err:
+        TrainSettings(scheduler="step")
+    assert str(err.value) == "training setting scheduler: must be one of constant, linear, cosine, got 'step'"
+    with pytest.raises(TrainError) as err:
+        train_adapter(tiny_llama(), None, [], [], fast_settings(), tmp_path)
+    assert str(err.value) == "no training examples: the rollout produced no trajectories to bake"
+    bad = TrainExample([1, 2], [3, 4], np.zeros((1, 2), np.int32), np.zeros((1, 2), np.float32), np.zeros(1, np.float32))
+    with pytest.raises(InvalidExampleError) as err:
+        prepare_examples([bad], 64, True, False)
+    assert str(err.value) == "training example 0: top-K arrays have shapes (1, 2)/(1, 2), expected [2, K]"
+    with pytest.raises(TrainSettingsError) as err:
+        TrainSettings(deepspeed_stage=3)
+    assert str(err.value) == "training setting deepspeed_stage: must be 0, 1 or 2 (ZeRO-3 is not supported), got 3"
+
+
+def test_full_mode_loop_recomputes_the_teacher_and_lowers_kl(tmp_path):
+    model = tiny_llama(seed=7)
+    examples = baking_examples(model, 4, seed=7)
+    for ex in examples:  # full mode needs no cached top-K
+        ex.topk_ids = ex.topk_logprobs = ex.tail_logprob = None
+    result = train_adapter(model, None, examples, examples, fast_settings(epochs=4, loss="full"), tmp_path)
+    evals = [r["eval_kl"] for r in result.metrics if "eval_kl" in r]
+    assert evals[-1] < 0.7 * evals[0], evals
