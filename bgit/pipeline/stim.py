@@ -228,7 +228,8 @@ def persona_questions(model, tokenizer, generator, prompt, *, seed: int, progres
 
 
 def max_attempts(numq: int) -> int:
-    return max(8, 2 * numq)
+    """Sampled completions allowed per request: small models often write no usable line."""
+    return max(16, 2 * numq)
 
 
 def sample_questions(model, tokenizer, request: str, generator, *, seed: int, kind: str, progress=None) -> list[str]:

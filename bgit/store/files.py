@@ -16,8 +16,8 @@ from .objects import ObjectStore, fsync_dir
 
 CHUNK_THRESHOLD = 1 << 20     # smaller non-safetensors files are a single object
 WORKERS = max(2, min(8, os.cpu_count() or 2))
-DIRECT_MIN = 64 << 20       # files this big bypass the page cache (see writers.py)
-SYNC_THREADS = 8   # fsync is latency-bound: overlap many
+DIRECT_MIN = 64 << 20         # files this big bypass the page cache (see writers.py)
+SYNC_THREADS = 8              # fsync is latency-bound: overlap many
 
 
 class _Job:
@@ -46,8 +46,9 @@ def _store_view(store: ObjectStore, view, size: int) -> Manifest:
     layout = _safetensors_layout(view, size)
     if layout is not None:
         kind, jobs = "safetensors", _safetensors_jobs(layout, size)
-    elif size < CHUNK_THRESHOLD:
-        kind, jobs = "blob", [_Job(0, size)]
+    elif size < CHUNK_THRESHOLD:  # one small object: threads would cost more than they save
+        oid = store.put_bytes(view[:size])
+        return Manifest("blob", size, oid, ((oid, size),))
     else:
         ends = chunking.chunk_boundaries(view)
         kind, jobs = "chunks", [_Job(b, e) for b, e in zip([0] + ends[:-1], ends)]
@@ -58,11 +59,6 @@ def _store_view(store: ObjectStore, view, size: int) -> Manifest:
         written = store._put_encoded(oid, lambda: codecs.encode(data, job.group), False, syncer)
         sumsq = st.sum_squares(data, layout.tensors[job.tensor].dtype) if job.tensor is not None else None
         return oid, written, sumsq
-
-    if kind == "blob":  # one small object: threads would cost more than they save
-        data = view[:size]
-        oid = store.put_bytes(data)
-        return Manifest(kind, size, oid, ((oid, size),))
 
     with ThreadPoolExecutor(WORKERS) as pool, ThreadPoolExecutor(SYNC_THREADS) as syncer:
         whole = pool.submit(lambda: blake3.blake3(view, max_threads=blake3.blake3.AUTO).hexdigest())

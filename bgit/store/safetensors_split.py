@@ -18,7 +18,7 @@ DTYPE_WIDTH = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2
                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 _NUMPY = {"BOOL": "u1", "U8": "u1", "I8": "i1", "I16": "<i2", "U16": "<u2", "F16": "<f2",
           "I32": "<i4", "U32": "<u4", "F32": "<f4", "I64": "<i8", "U64": "<u8", "F64": "<f8"}
-_NORM_BLOCK = 1 << 14  # float64 temporaries that stay in L2 cache: ~2x faster than 1M blocks
+_NORM_BLOCK = 1 << 18  # measured: 2 MiB float64 temporaries beat smaller blocks (GIL churn) and bigger (cache)
 
 
 @dataclass(frozen=True)

@@ -254,8 +254,8 @@ def _run(peft_model, tokenizer, train_items, eval_items, settings, work_dir, pro
             metrics_file.flush()
 
     try:
-        for row in metrics:  # rows before the checkpoint; later ones of a crashed run are dropped
-            metrics_file and metrics_file.write(json.dumps(row, sort_keys=True) + "\n")
+        if metrics_file is not None:  # rows up to the checkpoint; later ones of a crashed run are dropped
+            metrics_file.writelines(json.dumps(row, sort_keys=True) + "\n" for row in metrics)
         tokens = metrics[-1].get("tokens", 0) if metrics else 0
         if eval_items and settings.eval_every_epoch and start_epoch == 0:
             log({"epoch": 0, "step": 0, "eval_kl": evaluate_kl(module, eval_items, settings, pad_id, device)})

@@ -58,8 +58,33 @@ def autocast_context(device: torch.device, enabled: bool):
 
 
 def response_logits(model, input_ids, attention_mask, rows, cols) -> torch.Tensor:
+    """Logits [N, V] at (rows, cols) only, which must be in row-major order.
+
+    The output layer (49k x 576 on SmolLM2, a third of its FLOPs) runs only on the positions
+    that predict response tokens, via transformers' boolean ``logits_to_keep``; models that do
+    not take it get the full logits, indexed.
+    """
+    if _takes_position_mask(model):
+        keep = torch.zeros_like(input_ids, dtype=torch.bool)
+        keep[rows, cols] = True
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                       logits_to_keep=keep).logits
+        return logits.reshape(-1, logits.shape[-1])
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     return logits[rows, cols]
+
+
+def _takes_position_mask(model) -> bool:
+    """transformers >= 5 slices hidden states with a boolean [B, T] ``logits_to_keep``."""
+    import inspect
+
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return False
+    base = _unwrap(model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def batch_kl(model, batch, loss: str, autocast: bool = False) -> torch.Tensor:
