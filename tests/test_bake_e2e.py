@@ -6,7 +6,6 @@ is computed here with plain transformers + PEFT, independently of bgit's own eva
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -28,37 +27,16 @@ HELD_OUT_STIMS = ["How do I stay calm before an exam?", "What makes a good story
 SYSTEM = "You are Yoda. Always speak like Yoda, with inverted word order, and mention the Force."
 
 
-def config_text(learning_rate="1e-3"):
-    stims = "\n".join(f"          - {s!r}" for s in TRAIN_STIMS)
-    return textwrap.dedent(f"""\
-        MODEL:
-          base: smollm2-135m
-        PROMPT:
-          teacher:
-            messages:
-              - role: system
-                content: {SYSTEM!r}
-          student:
-            messages: []
-        TARGET:
-          name: yoda
-          max_tokens: 24
-          temperature: 1.0
-          num_traj_per_stimulus: 1
-          generators:
-            - type: hardcoded
-              stims:
-        {stims}
-        BAKE:
-          name: yoda-test
-          epochs: 3
-          micro_batch_size: 4
-          seed: 0
-          optimizer:
-            learning_rate: {learning_rate}
-          data:
-            train_eval_split: 1.0
-        """)
+def config_text(learning_rate=1e-3):
+    return yaml.safe_dump({
+        "MODEL": {"base": "smollm2-135m"},
+        "PROMPT": {"teacher": {"messages": [{"role": "system", "content": SYSTEM}]},
+                   "student": {"messages": []}},
+        "TARGET": {"name": "yoda", "max_tokens": 24, "temperature": 1.0, "num_traj_per_stimulus": 1,
+                   "generators": [{"type": "hardcoded", "stims": TRAIN_STIMS}]},
+        "BAKE": {"name": "yoda-test", "epochs": 3, "micro_batch_size": 4, "seed": 0,
+                 "optimizer": {"learning_rate": learning_rate}, "data": {"train_eval_split": 1.0}},
+    }, sort_keys=False)
 
 
 def bgit(cwd, *args, check=True):
@@ -104,7 +82,7 @@ def test_rebake_is_refused_and_dry_run_shows_everything_cached(baked):
 
 def test_changing_only_the_learning_rate_reruns_only_training(baked):
     root, _ = baked
-    (root / "input.yml").write_text(config_text(learning_rate="5e-4"))
+    (root / "input.yml").write_text(config_text(learning_rate=5e-4))
     plan = bgit(root, "bake", "--dry-run").stdout.splitlines()
     states = {line.split()[0]: line.split()[1] for line in plan}
     assert states == {"stim[yoda]": "cached", "rollout[yoda]": "cached", "train": "would"}

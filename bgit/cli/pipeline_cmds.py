@@ -146,6 +146,8 @@ def bake(message, dry_run, backend, force, config_path, as_json):
         state = "cached" if outcome.cached else f"ran {outcome.seconds:7.1f}s"
         tokens = f"{outcome.tokens:>8} tok" if outcome.tokens else ""
         click.echo(f"{outcome.label:<24} {state:<12} {tokens}")
+    if result.record.get("train_resumed_from_epoch"):
+        click.echo(f"training resumed from the epoch {result.record['train_resumed_from_epoch']} checkpoint")
     kl = result.record.get("metrics", {})
     click.echo(f"final KL: train {_fmt(kl.get('final_train_kl'))}, eval {_fmt(kl.get('final_eval_kl'))}")
     click.echo(f"[{result.commit[:12]}] {message or baker.config.bake.name}")

@@ -64,6 +64,11 @@ class PlanEntry:
     cached: bool
 
 
+def _checkpoint_epoch(path: str | None) -> int:
+    """0, or the epoch of the checkpoint ('.../epoch-0003') a training run resumed from."""
+    return int(Path(path).name.split("-")[-1]) if path else 0
+
+
 def _prompt_inputs(prompt: PromptConfig, *, teacher: bool, student: bool) -> dict:
     inputs = {}
     if teacher:
@@ -292,7 +297,7 @@ class Baker:
         path = self.cache.finish(key, tmp, tree_digest(tmp / "adapter"), tokens=result.tokens,
                                  final_train_kl=result.final_train_kl, final_eval_kl=result.final_eval_kl,
                                  train_trajectories=len(train), eval_trajectories=len(held_out),
-                                 eval_stims=eval_stims,
+                                 eval_stims=eval_stims, resumed_from_epoch=_checkpoint_epoch(result.resumed_from),
                                  seconds=time.monotonic() - started)
         return path, PhaseOutcome("train", None, key.key, False, time.monotonic() - started, result.tokens)
 
@@ -382,6 +387,7 @@ class Baker:
             "trajectories": {"train": train_record.get("train_trajectories"),
                              "eval": train_record.get("eval_trajectories")},
             "eval_stims": train_record.get("eval_stims", {}),
+            "train_resumed_from_epoch": train_record.get("resumed_from_epoch", 0),
             "metrics": {"final_train_kl": train_record.get("final_train_kl"),
                         "final_eval_kl": train_record.get("final_eval_kl")},
             "versions": {"bgit": __version__, "torch": str(torch.__version__),

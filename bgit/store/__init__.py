@@ -13,7 +13,10 @@ On-disk layout, under ``root`` = ``<repo>/.git/bgit``::
 
 A file enters the store through :meth:`Store.store_file`, which returns a :class:`Manifest`
 (the small text that the git tree holds in the file's place); :meth:`Store.materialise`
-writes the file back byte for byte.
+writes the file back byte for byte. Modules: ``objects`` (put/get), ``codecs`` (header,
+zstd, byte grouping), ``chunking`` (content-defined cuts), ``safetensors_split`` (header
+parsing, pieces, norms), ``manifest``, ``files`` (store_file/materialise), ``writers``
+(durable writes, O_DIRECT), ``lock``, ``maintenance`` (fsck/gc).
 """
 
 from .errors import (CorruptObjectError, FileCorruptError, InvalidObjectIdError, LockedError,
