@@ -40,13 +40,15 @@ def test_every_example_validates_from_the_repository_and_the_package(name):
     assert example_text(name) == (TOP_EXAMPLES / f"{name}.yml").read_text()
 
 
-def test_yoda_example_is_small_and_has_an_empty_student_prompt():
+def test_yoda_example_is_cpu_sized_and_has_an_empty_student_prompt():
     cfg = load_config(TOP_EXAMPLES / "yoda.yml")
     assert cfg.prompt.student_messages == []
     assert "Yoda" in cfg.prompt.teacher_messages[0]["content"]
     (target,) = cfg.targets
-    stims = sum(len(g.stims) for g in target.generators)
-    assert 16 <= stims <= 32 and target.max_tokens <= 64 and target.num_traj_per_stimulus == 1
+    (generator,) = target.generators
+    rows = (TOP_EXAMPLES / generator.path).read_text().splitlines()
+    assert generator.type == "from_dataset" and generator.numq == 0 and 100 <= len(rows) <= 200
+    assert target.max_tokens <= 64 and target.num_traj_per_stimulus <= 2
     assert 2 <= cfg.bake.epochs <= 3 and cfg.bake.lora.r == 16 and cfg.bake.micro_batch_size == 4
 
 
@@ -113,6 +115,7 @@ def test_validate_defaults_to_input_yml_in_the_current_directory(tmp_path, monke
 
 def test_validate_errors_one_line_each_exit_1(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    write_example("yoda", tmp_path)  # with the dataset it reads
     text = example_text("yoda").replace("  epochs: 3", "  epochs: -3\n  epoch: 3").replace("top_k: 20", "top_k: lots")
     Path("input.yml").write_text(text)
     lines = text.splitlines()

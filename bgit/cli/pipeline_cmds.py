@@ -138,6 +138,8 @@ def bake(message, dry_run, backend, force, config_path, as_json):
             click.echo(f"{label:<24} {state:<10} {key}")
         return
     result = baker.bake(message=message, force=force)
+    if result.commit is None:  # a rank > 0 of a multi-GPU bake: rank 0 commits
+        return
     if as_json:
         echo_json({"commit": result.commit, "phases": [vars(o) for o in result.outcomes],
                    "final_train_kl": result.final_train_kl, "final_eval_kl": result.final_eval_kl})

@@ -22,6 +22,7 @@ from pathlib import Path
 from bgit.evaluate.bakes import Bake
 from bgit.evaluate.errors import BadStimsFileError, NoEvalStimsError
 from bgit.pipeline.progress import SILENT
+from bgit.pipeline.stim import stim_id
 
 DEFAULT_MAX_STIMS = 64
 
@@ -62,12 +63,6 @@ def read_stims_file(path) -> list[str]:
     return stims
 
 
-def _stim_id(text: str) -> str:
-    import blake3
-
-    return blake3.blake3(text.encode()).hexdigest()[:12]
-
-
 def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
                    max_stims: int = DEFAULT_MAX_STIMS) -> tuple[list[EvalItem], str, str | None]:
     """-> (items, source, note). source: 'eval_stims' | 'all_stims' | 'file'."""
@@ -98,7 +93,7 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
                             response_ids)
 
         if source == "file":
-            items.extend(item(_stim_id(text), text, None) for text in stims[:max_stims])
+            items.extend(item(stim_id(text), text, None) for text in stims[:max_stims])
             continue
         wanted = set(eval_stims.get(name) or []) if source == "eval_stims" else None
         seen: list[str] = []

@@ -9,6 +9,7 @@ and an interrupted bake resumes from the last finished phase and training checkp
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -62,6 +63,11 @@ class PlanEntry:
     target: str | None
     key: str | None     # None: not computable yet (an upstream phase must run first)
     cached: bool
+
+
+def process_rank() -> int:
+    """This process's rank under a distributed launcher (deepspeed/torchrun); 0 alone."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _checkpoint_epoch(path: str | None) -> int:
@@ -203,12 +209,21 @@ class Baker:
         names = list(dataset_weights(self.config.bake, [t.name for t in self.config.targets]))
         return [self.config.target(name) for name in names]
 
+    def _wait_for_rank_zero(self, key: PhaseKey, timeout: float = 6 * 3600) -> Path:
+        """Ranks > 0 of a multi-GPU bake never sample: they wait for rank 0 to seal the phase."""
+        deadline = time.monotonic() + timeout
+        while (done := self.cache.get(key)) is None:
+            if time.monotonic() > deadline:
+                raise BakeError(f"rank {process_rank()}: gave up waiting for rank 0's {key.phase} phase")
+            time.sleep(2)
+        return done
+
     def run_stim(self, target: TargetConfig) -> tuple[Path, PhaseOutcome]:
         from bgit.pipeline.records import write_jsonl
         from bgit.pipeline.stim import generate_stims
 
         key = self.stim_key(target)
-        done = self.cache.get(key)
+        done = self.cache.get(key) or (self._wait_for_rank_zero(key) if process_rank() else None)
         if done:
             return done, PhaseOutcome("stim", target.name, key.key, cached=True)
         started = time.monotonic()
@@ -228,7 +243,7 @@ class Baker:
         from bgit.pipeline.rollout import rollout_function, select_backend
 
         key = self.rollout_key(target, self.cache_digest(stim_dir))
-        done = self.cache.get(key)
+        done = self.cache.get(key) or (self._wait_for_rank_zero(key) if process_rank() else None)
         if done:
             return done, PhaseOutcome("rollout", target.name, key.key, cached=True,
                                       tokens=self.cache.record_at(done).get("tokens", 0))
@@ -291,6 +306,8 @@ class Baker:
             result = train_adapter(model, tokenizer, train, held_out, settings, work, progress=task)
         finally:
             task.close()
+        if process_rank():
+            return work, PhaseOutcome("train", None, key.key, False, time.monotonic() - started, result.tokens)
         tmp = self.cache.begin(key)
         shutil.copytree(result.adapter_dir, tmp / "adapter")
         shutil.copy(work / "metrics.jsonl", tmp / "metrics.jsonl")
@@ -341,6 +358,8 @@ class Baker:
         self._refuse_rebake(train_key, force)
         train_dir, outcome = self.run_train(rollout_dirs)
         outcomes.append(outcome)
+        if process_rank():  # rank 0 alone evaluates and commits
+            return BakeResult(None, outcomes)
         train_record = self.cache.record_at(train_dir)
         record = self.bake_record(outcomes, train_record)
         commit = self.commit(stim_dirs, rollout_dirs, train_dir, record, message or self.config.bake.name)
@@ -409,6 +428,18 @@ class Baker:
             return torch.cuda.get_device_name(0)
         return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
+    def _dataset_files(self) -> dict[str, Path]:
+        """from_dataset files inside the work tree: inputs of the bake, committed with it."""
+        found = {}
+        for target in self.trained_targets():
+            for generator in target.generators:
+                if generator.type != "from_dataset" or not generator.path:
+                    continue
+                path = self._resolve_data_path(generator.path).resolve()
+                if path.is_file() and path.is_relative_to(self.repo.root.resolve()):
+                    found[path.relative_to(self.repo.root.resolve()).as_posix()] = path
+        return found
+
     def commit(self, stim_dirs, rollout_dirs, train_dir: Path, record: dict, message: str) -> str:
         """Stage the bake tree, evaluate it, let post-bake veto it, then commit it."""
         from bgit.evaluate import StagedBake, evaluate_bake, write_eval
@@ -420,6 +451,7 @@ class Baker:
             staging = Path(staging)
             shutil.copy(Path(self.config.source), staging / "input.yml")
             files["input.yml"] = staging / "input.yml"
+            files.update(self._dataset_files())
             for name, path in stim_dirs.items():
                 files[f"targets/{name}/stim.jsonl"] = path / "stim.jsonl"
             for name, path in rollout_dirs.items():
