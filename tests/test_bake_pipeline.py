@@ -80,8 +80,8 @@ def test_changing_the_teacher_prompt_reruns_rollout_but_not_stim(tmp_path, base_
     bgit(root, "bake")
     write_config(root, base_model, system="Answer in French.")
     states = {line.split()[0]: line.split()[1] for line in bgit(root, "bake", "--dry-run").stdout.splitlines()}
-    assert states["rollout[caps]"] == "would" and states["train"] == "would"
-    # the stim key includes the teacher prompt only through model-written generators; hardcoded stims stay
+    # hardcoded stims do not read the teacher prompt (model-written ones do): they stay cached
+    assert states == {"stim[caps]": "cached", "rollout[caps]": "would", "train": "would"}
     write_config(root, base_model, lr=1e-2)
     states = {line.split()[0]: line.split()[1] for line in bgit(root, "bake", "--dry-run").stdout.splitlines()}
     assert states == {"stim[caps]": "cached", "rollout[caps]": "cached", "train": "would"}
@@ -154,3 +154,23 @@ def test_post_bake_gate_blocks_the_commit(tmp_path, base_model):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: post-bake hook failed (exit 1)")
     assert subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, capture_output=True).returncode != 0
+
+
+def test_stim_key_reads_the_teacher_prompt_only_for_model_written_stims(tmp_path, base_model):
+    from bgit.config import parse_config
+    from bgit.pipeline.bake import Baker
+    from bgit.repo import Repository
+
+    repo = Repository.init(tmp_path / "keys", example={})
+
+    def key(system, generator):
+        text = yaml.safe_dump({"MODEL": {"base": str(base_model)},
+                               "PROMPT": {"teacher": {"messages": [{"role": "system", "content": system}]}},
+                               "TARGET": {"name": "t", "generators": [generator]}})
+        config = parse_config(text, str(tmp_path / "input.yml"))
+        return Baker(repo, config).stim_key(config.targets[0]).key
+
+    hardcoded = {"type": "hardcoded", "stims": ["a", "b"]}
+    written = {"type": "oneshot_qs", "numq": 2}
+    assert key("Be brief.", hardcoded) == key("Be loud.", hardcoded)
+    assert key("Be brief.", written) != key("Be loud.", written)

@@ -39,6 +39,7 @@ DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 ROLES = ["system", "user", "assistant", "tool"]
 GENERATOR_TYPES = ["hardcoded", "from_dataset", "oneshot_qs", "persona"]
 SCHEDULERS = ["constant", "linear", "cosine"]
+AUTOCASTS = ("auto", "bf16", "off")
 LOSSES = ["topk", "full"]
 PARENTS = ["base", "head"]
 TEMPLATE_VARIABLES = {"oneshot_qs": ["numq", "prompt_u"], "persona": ["numq", "prompt_u", "persona"]}
@@ -364,8 +365,8 @@ class _Loader:
     def bake(self, entry: Entry | None, targets: list[TargetConfig]) -> BakeConfig:
         r, d = self.r, BakeConfig()
         keys = ["name", "datasets", "epochs", "micro_batch_size", "gradient_accumulation_steps",
-                "total_trajectories", "seed", "parent", "loss", "model", "optimizer", "scheduler",
-                "deepspeed", "data"]
+                "total_trajectories", "seed", "parent", "loss", "autocast", "model", "optimizer",
+                "scheduler", "deepspeed", "data"]
         m = self._mapping(entry, keys) if entry else {}
         bake = BakeConfig(
             name=r.get(m, "name", r.string, d.name),
@@ -378,6 +379,7 @@ class _Loader:
             seed=r.get(m, "seed", r.integer, d.seed, minimum=0),
             parent=r.get(m, "parent", r.choice, d.parent, choices=PARENTS),
             loss=r.get(m, "loss", r.choice, d.loss, choices=LOSSES),
+            autocast=r.get(m, "autocast", r.choice, d.autocast, choices=AUTOCASTS),
             lora=r.get(m, "model", self.lora, LoraConfig()),
             optimizer=r.get(m, "optimizer", self.optimizer, OptimizerConfig()),
             scheduler=r.get(m, "scheduler", self.scheduler, SchedulerConfig()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bgit.config.load import DTYPES, GENERATOR_TYPES, LOSSES, PARENTS, ROLES, SCHEDULERS
+from bgit.config.load import AUTOCASTS, DTYPES, GENERATOR_TYPES, LOSSES, PARENTS, ROLES, SCHEDULERS
 from bgit.config.schema import (
     BakeConfig,
     DataConfig,
@@ -75,6 +75,7 @@ SECTIONS: list[tuple[str, str, list[tuple[str, type, str]]]] = [
         ("BAKE.seed", BakeConfig, "seed"),
         ("BAKE.parent", BakeConfig, "parent"),
         ("BAKE.loss", BakeConfig, "loss"),
+        ("BAKE.autocast", BakeConfig, "autocast"),
         ("BAKE.model.baked_adapter_config.r", LoraConfig, "r"),
         ("BAKE.model.baked_adapter_config.lora_alpha", LoraConfig, "lora_alpha"),
         ("BAKE.model.baked_adapter_config.lora_dropout", LoraConfig, "lora_dropout"),
@@ -135,6 +136,7 @@ _NOTES = f"""\
 | generator `type` | {', '.join(GENERATOR_TYPES)} |
 | `BAKE.parent` | {', '.join(PARENTS)} |
 | `BAKE.loss` | {', '.join(LOSSES)} |
+| `BAKE.autocast` | {', '.join(AUTOCASTS)} |
 | `BAKE.scheduler` | {', '.join(SCHEDULERS)}: a name, or a mapping `{{type, warmup_ratio, min_lr_ratio}}` |
 
 ## Notes

@@ -135,6 +135,8 @@ class BakeConfig:
     seed: int = _help("Seed of stim sampling, rollout sampling and training.", default=0)
     parent: str = _help("'base' or 'head': bake on top of the model baked at HEAD (sequential baking).", default="base")
     loss: str = _help("topk (cached teacher top-K + tail) | full (teacher recomputed, whole vocabulary).", default="topk")
+    autocast: str = _help("auto (bf16 on CUDA GPUs that have it, else off) | bf16 | off: bf16 autocast in training.",
+                          default="auto")
     lora: LoraConfig = _help("BAKE.model.baked_adapter_config", default_factory=LoraConfig)
     optimizer: OptimizerConfig = _help("BAKE.optimizer", default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = _help("BAKE.scheduler", default_factory=SchedulerConfig)

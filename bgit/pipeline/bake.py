@@ -164,19 +164,19 @@ class Baker:
 
     def stim_key(self, target: TargetConfig) -> PhaseKey:
         prompt = self.config.prompt_for(target)
-        generators = []
-        models = {}
+        generators, models, reads_prompt = [], {}, False
         for generator in target.generators:
             entry = config_to_dict(generator)
             if generator.type == "from_dataset" and generator.path:
                 path = self._resolve_data_path(generator.path)
                 entry["data_digest"] = tree_digest(path) if path.is_dir() else file_digest(path)
-            if generator.type in ("oneshot_qs", "persona"):
+            if generator.type in ("oneshot_qs", "persona"):  # model-written: they read ${prompt_u}
                 name = generator.model or self.config.model.base
                 models[name] = self.resolve(name).fingerprint
+                reads_prompt = True
             generators.append(entry)
         return PhaseKey.of("stim", generators=generators, models=models, seed=self.config.bake.seed,
-                           **_prompt_inputs(prompt, teacher=True, student=False))
+                           **_prompt_inputs(prompt, teacher=reads_prompt, student=False))
 
     def rollout_key(self, target: TargetConfig, stim_digest: str) -> PhaseKey:
         prompt = self.config.prompt_for(target)

@@ -88,12 +88,13 @@ def build_jobs(tokenizer, stims, prompt, target) -> list[_Job]:
 
 
 def rollout(
-    model, tokenizer, stims, prompt, target, *, seed, batch_size=16, progress: Progress | None = None, min_new_tokens=0
+    model, tokenizer, stims, prompt, target, *, seed, batch_size=64, progress: Progress | None = None, min_new_tokens=0
 ) -> list[dict]:
     """Rollout rows (docs/contracts.md) in stim order, trajectories 0..n-1 for each stim.
 
     ``min_new_tokens`` (benchmarks) forbids EOS before that many tokens; the stored
-    teacher rows are unaffected, they come from the raw logits.
+    teacher rows are unaffected, they come from the raw logits. ``batch_size`` 64 measured
+    1.4x faster than 16 on 2 CPU cores (bench/rollout_bench.py); samples depend on it.
     """
     import torch
 

@@ -22,6 +22,7 @@ def train_settings(bake: BakeConfig, device: str = "cpu"):
         seed=bake.seed,
         max_length=bake.data.max_length,
         loss=bake.loss,
+        autocast=bake.autocast,
         lora_r=lora.r,
         lora_alpha=lora.lora_alpha if lora.lora_alpha is not None else 2 * lora.r,
         lora_dropout=lora.lora_dropout,

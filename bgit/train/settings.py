@@ -35,7 +35,7 @@ class TrainSettings:
     lora_alpha: float | None = _help("LoRA alpha; None = 2 * r.", default=None)
     lora_dropout: float = _help("LoRA dropout (base-model dropout is always off).", default=0.0)
     target_modules: str | list[str] = _help("'all-linear' (every linear layer but the output head) or module names.", default="all-linear")
-    autocast: str = _help("auto (bf16 on CUDA GPUs with bf16 and on CPUs with AVX512-BF16/AMX, else off) | bf16 | off.", default="auto")
+    autocast: str = _help("auto (bf16 on CUDA GPUs with bf16, else off) | bf16 | off.", default="auto")
     deepspeed_stage: int | None = _help("ZeRO stage (0, 1, 2) to train through a DeepSpeed engine; None = plain torch.", default=None)
     eval_every_epoch: bool = _help("Measure eval KL before training and after every epoch.", default=True)
     checkpoint_every_epoch: bool = _help("Save a resumable checkpoint after every epoch.", default=True)
