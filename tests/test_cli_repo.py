@@ -44,7 +44,9 @@ def test_workflow_init_add_commit_status_log_show(repo_dir):
     write_adapter(repo_dir / ADAPTER, seed=1)
     write_jsonl(repo_dir / "targets/t/stim.jsonl", 20)
     status = json.loads(run("status", "--json").output)
-    assert status["head"] is None and set(status["untracked"]) == {"input.yml", ADAPTER, "targets/t/stim.jsonl"}
+    example_data = "data/everyday_questions.jsonl"  # the Yoda example's stims, written by init
+    assert status["head"] is None and set(status["untracked"]) == {"input.yml", example_data, ADAPTER,
+                                                                  "targets/t/stim.jsonl"}
     run("add", "-A")
     assert "Changes to be committed:" in run("status").output
     out = run("commit", "-m", "first bake").output
@@ -96,7 +98,7 @@ def test_branch_tag_checkout_fsck_gc(repo_dir):
     run("checkout", "main")
     run("tag", "-d", "v2")
     run("branch", "-d", "exp")
-    assert run("fsck").output.startswith("ok: 1 manifests")
+    assert run("fsck").output.startswith("ok: 2 manifests")  # the adapter and init's example dataset
     gc = json.loads(run("gc", "--grace", "0", "--json").output)
     assert gc["removed_objects"] > 0
     assert json.loads(run("fsck", "--json").output)["ok"] is True

@@ -22,7 +22,7 @@ from pathlib import Path
 from bgit.evaluate.bakes import Bake
 from bgit.evaluate.errors import BadStimsFileError, NoEvalStimsError
 from bgit.pipeline.progress import SILENT
-from bgit.pipeline.stim import stim_id
+from bgit.pipeline.stim import stim_id as text_stim_id
 
 DEFAULT_MAX_STIMS = 64
 
@@ -93,7 +93,7 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
                             response_ids)
 
         if source == "file":
-            items.extend(item(stim_id(text), text, None) for text in stims[:max_stims])
+            items.extend(item(text_stim_id(text), text, None) for text in stims[:max_stims])
             continue
         wanted = set(eval_stims.get(name) or []) if source == "eval_stims" else None
         seen: list[str] = []
