@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -49,6 +50,9 @@ for _module_name in COMMAND_MODULES:
 
 
 def main() -> None:
+    # Deprecation chatter between library versions (peft calling transformers) is for their
+    # developers, not for someone baking a model.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     cli(prog_name="bgit")
 
 

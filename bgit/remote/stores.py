@@ -117,7 +117,7 @@ class DirectoryStoreRemote(StoreRemote):
         tmp = path.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             if source is not None:
-                shutil.copyfile(source, tmp)  # sendfile/copy_file_range: no Python buffers
+                _link_or_copy(source, tmp)
             with open(tmp, "r+b" if source is not None else "wb") as f:
                 if source is None:
                     f.write(raw)
@@ -148,6 +148,15 @@ class DirectoryStoreRemote(StoreRemote):
             for rest in sorted(os.listdir(self.root / fan)):
                 if OID_RE.match(fan + rest):
                     yield fan + rest
+
+
+def _link_or_copy(source, dest) -> None:
+    """A hard link when both stores share a filesystem (objects are immutable and verified on
+    every read, as git's local clones assume), else a kernel-side copy (sendfile/copy_file_range)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
 
 
 def open_store_remote(url: str, create: bool = False) -> StoreRemote:
