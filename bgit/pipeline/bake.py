@@ -65,6 +65,13 @@ class PlanEntry:
     cached: bool
 
 
+def _link_or_copy(source, dest) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
 def process_rank() -> int:
     """This process's rank under a distributed launcher (deepspeed/torchrun); 0 alone."""
     return int(os.environ.get("RANK", "0"))
@@ -456,11 +463,12 @@ class Baker:
                 files[f"targets/{name}/stim.jsonl"] = path / "stim.jsonl"
             for name, path in rollout_dirs.items():
                 files[f"targets/{name}/rollout.jsonl"] = path / "rollout.jsonl"
-            adapter_dir = train_dir / "adapter"
+            adapter_dir = staging / "adapter"  # post-bake hooks find the whole bake in staging
             if "commit" in self.parent_info():
                 from bgit.train import concat_adapters
-                adapter_dir = staging / "adapter"
                 concat_adapters([self._head_adapter_dir(), train_dir / "adapter"], adapter_dir)
+            else:
+                shutil.copytree(train_dir / "adapter", adapter_dir, copy_function=_link_or_copy)
             for path in sorted(adapter_dir.iterdir()):
                 if path.is_file():
                     files[f"adapter/{path.name}"] = path
