@@ -174,3 +174,24 @@ def test_stim_key_reads_the_teacher_prompt_only_for_model_written_stims(tmp_path
     written = {"type": "oneshot_qs", "numq": 2}
     assert key("Be brief.", hardcoded) == key("Be loud.", hardcoded)
     assert key("Be brief.", written) != key("Be loud.", written)
+
+
+def test_stim_and_rollout_commands_run_once_then_show_the_cache(tmp_path, base_model):
+    root = new_repo(tmp_path, base_model)
+    first = bgit(root, "stim", "--json")
+    (report,) = json.loads(first.stdout)
+    assert report["target"] == "caps" and report["count"] == len(STIMS)
+    assert [row["text"] for row in report["rows"]] == STIMS
+    counted = bgit(root, "stim", "--count")
+    assert counted.stdout == f"caps: {len(STIMS)} rows\n"
+    assert "stim[caps] cached, nothing generated" in counted.stderr
+
+    (rollouts,) = json.loads(bgit(root, "rollout", "--json", "--limit", "2").stdout)
+    assert rollouts["count"] == len(STIMS) and len(rollouts["rows"]) == 2
+    assert all(row["tokens"] >= 1 for row in rollouts["rows"])
+    again = bgit(root, "rollout", "--limit", "1")
+    assert "rollout[caps] cached, nothing generated" in again.stderr
+    assert again.stdout.startswith(f"caps: {len(STIMS)} rows\n")
+
+    unknown = bgit(root, "stim", "--target", "nope", check=False)
+    assert (unknown.returncode, unknown.stderr) == (1, "Error: unknown target 'nope' (targets: caps)\n")

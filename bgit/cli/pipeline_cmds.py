@@ -42,6 +42,13 @@ count_option = click.option("--count", is_flag=True, help="Print only the number
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def _announce(outcome, as_json: bool) -> None:
+    """Whether the phase ran or came from the cache (stderr, so --json stays clean)."""
+    if not as_json:
+        state = "cached, nothing generated" if outcome.cached else f"ran in {outcome.seconds:.1f}s"
+        click.echo(f"{outcome.label} {state} (key {outcome.key[:12]})", err=True)
+
+
 def _show_rows(name: str, rows: list[dict], limit: int, count: bool, as_json: bool, fields) -> dict:
     shown = rows if limit == 0 else rows[:limit]
     if as_json:
@@ -70,9 +77,7 @@ def stim(config_path, target_name, limit, count, as_json):
     report = []
     for target in _targets(baker, target_name):
         stim_dir, outcome = baker.run_stim(target)
-        if not as_json:
-            click.echo(f"stim[{target.name}] {'cached' if outcome.cached else f'ran in {outcome.seconds:.1f}s'}"
-                       f" (key {outcome.key[:12]})", err=True)
+        _announce(outcome, as_json)
         rows = read_jsonl(stim_dir / "stim.jsonl")
         report.append(_show_rows(target.name, rows, limit, count, as_json, lambda r: r["text"]))
     if as_json:
@@ -98,9 +103,7 @@ def rollout(config_path, target_name, limit, count, as_json, backend):
     for target in _targets(baker, target_name):
         stim_dir, _ = baker.run_stim(target)
         rollout_dir, outcome = baker.run_rollout(target, stim_dir)
-        if not as_json:
-            click.echo(f"rollout[{target.name}] {'cached' if outcome.cached else f'ran in {outcome.seconds:.1f}s'}"
-                       f" (key {outcome.key[:12]})", err=True)
+        _announce(outcome, as_json)
         rows = read_jsonl(rollout_dir / "rollout.jsonl")
         slim = [{"stim": r["stim"], "traj": r["traj"], "response": r["response"],
                  "tokens": len(r["response_ids"])} for r in rows]
