@@ -6,7 +6,6 @@ is computed here with plain transformers + PEFT, independently of bgit's own eva
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml

@@ -3,7 +3,6 @@
 import os
 from collections import Counter
 
-import pytest
 
 from bgit.pipeline.dataset import compose_mix, split_by_stim
 from bgit.pipeline.phases import PhaseCache, PhaseKey
