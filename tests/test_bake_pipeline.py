@@ -195,3 +195,26 @@ def test_stim_and_rollout_commands_run_once_then_show_the_cache(tmp_path, base_m
 
     unknown = bgit(root, "stim", "--target", "nope", check=False)
     assert (unknown.returncode, unknown.stderr) == (1, "Error: unknown target 'nope' (targets: caps)\n")
+
+
+def test_gc_prunes_old_cached_phases_that_no_commit_uses(tmp_path, base_model):
+    root = new_repo(tmp_path, base_model)
+    bgit(root, "bake")
+    phases = root / ".git" / "bgit" / "phases"
+    orphan = phases / "train" / ("f" * 64)
+    (orphan / "adapter").mkdir(parents=True)
+    (orphan / "adapter" / "weights.bin").write_bytes(b"x" * 1000)
+    stale_work = phases / "train" / (("e" * 64) + ".work")
+    stale_work.mkdir()
+    recent = phases / "rollout" / ("d" * 64)
+    recent.mkdir()
+    month_ago = time.time() - 30 * 86400
+    for path in phases.glob("*/*"):
+        if path != recent:
+            os.utime(path, (month_ago, month_ago))
+
+    report = json.loads(bgit(root, "gc", "--phase-days", "14", "--json").stdout)
+    assert report["removed_phases"] == 2 and report["removed_phase_bytes"] >= 1000
+    assert not orphan.exists() and not stale_work.exists() and recent.exists()
+    plan = bgit(root, "bake", "--dry-run").stdout
+    assert plan.count("cached") == 3, plan  # every phase HEAD's bake names survived

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
@@ -393,18 +394,37 @@ def fsck_cmd(ctx: click.Context, all_objects: bool, as_json: bool) -> None:
 @click.command("gc")
 @click.option("--grace", type=click.FloatRange(min=0), default=3600.0, show_default=True,
               help="Keep unreachable objects younger than this many seconds.")
+@click.option("--phase-days", type=click.FloatRange(min=0), default=14.0, show_default=True,
+              help="Keep cached bake phases no commit uses for this many days.")
 @json_option
-def gc_cmd(grace: float, as_json: bool) -> None:
-    """Delete store objects that no branch, tag or HEAD reaches.
+def gc_cmd(grace: float, phase_days: float, as_json: bool) -> None:
+    """Delete store objects that no branch, tag or HEAD reaches, and old unused cached phases.
 
-    Example: bgit gc --grace 0
+    Example: bgit gc --grace 0 --phase-days 0
     """
-    report = _open().gc(grace)
+    from bgit.pipeline.phases import PhaseCache, referenced_phase_keys
+    from bgit.repo.integrity import reachable_commits
+
+    repo = _open()
+    with repo.lock("bgit gc"):
+        report = repo.gc(grace)
+        records = []
+        for commit in reachable_commits(repo):
+            entry = commit.tree["bake.yml"] if "bake.yml" in commit.tree else None
+            if entry is not None:
+                try:
+                    records.append(yaml.safe_load(repo.git[entry.id].data) or {})
+                except yaml.YAMLError:
+                    continue  # not a bake record bgit wrote: it names no phases
+        phases_removed, phases_bytes = PhaseCache(repo.bgit_dir / "phases").prune(
+            referenced_phase_keys(records), older_than=phase_days * 86400)
     if as_json:
-        _echo_json(vars(report))
+        _echo_json({**vars(report), "removed_phases": phases_removed, "removed_phase_bytes": phases_bytes})
         return
     click.echo(f"removed {report.removed_objects} objects ({human_size(report.removed_bytes)}), "
                f"kept {report.kept_objects} reachable and {report.kept_recent} recent")
+    click.echo(f"removed {phases_removed} cached phases ({human_size(phases_bytes)}) older than "
+               f"{phase_days:g} days that no commit uses")
 
 
 COMMANDS = [init_cmd, add_cmd, commit_cmd, status_cmd, log_cmd, show_cmd, branch_cmd, checkout_cmd,

@@ -120,6 +120,35 @@ class PhaseCache:
         return removed
 
 
+    def prune(self, keep: set[str], older_than: float, now: float | None = None) -> tuple[int, int]:
+        """Remove finished phases (and stale ``.work`` dirs) whose key is not in ``keep`` and
+        that were last written more than ``older_than`` seconds ago -> (removed, bytes freed).
+
+        Recent phases stay even when no commit uses them: they are what makes re-baking an
+        experiment (say, the learning rate before last) free.
+        """
+        now = time.time() if now is None else now
+        removed = freed = 0
+        for phase in PHASES:
+            for path in sorted((self.root / phase).glob("*")) if (self.root / phase).is_dir() else []:
+                key = path.name.split(".")[0]
+                if ".tmp-" in path.name or key in keep or now - path.stat().st_mtime < older_than:
+                    continue
+                freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed, freed
+
+
+def referenced_phase_keys(bake_records) -> set[str]:
+    """Phase keys named by bake.yml records (``phase_keys: {stim: {t: k}, rollout: {...}, train: k}``)."""
+    keys: set[str] = set()
+    for record in bake_records:
+        for value in ((record or {}).get("phase_keys") or {}).values():
+            keys.update(value.values() if isinstance(value, dict) else [value])
+    return {key for key in keys if isinstance(key, str)}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
