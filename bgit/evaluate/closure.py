@@ -137,15 +137,18 @@ def sample_response(model, tokenizer, context_ids: list[int], max_tokens: int, t
 
 
 def response_logits(model, context_ids: list[int], response_ids: list[int]):
-    """Logits [T, V] predicting each response token (float32)."""
+    """Logits [T, V] predicting each response token (float32): the trainer's alignment
+    (position p predicts token p+1), with the output layer run at those positions only."""
     import torch
+
+    from bgit.train.loss import response_logits as batch_response_logits
 
     device = next(model.parameters()).device
     ids = torch.tensor([context_ids + response_ids], device=device)
+    cols = torch.arange(len(response_ids), device=device) + len(context_ids) - 1
     with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False).logits[0]
-    start = len(context_ids) - 1
-    return logits[start : start + len(response_ids)].float()
+        logits = batch_response_logits(model, ids, torch.ones_like(ids), torch.zeros_like(cols), cols)
+    return logits.float()
 
 
 def _kl(p_logits, q_logits):

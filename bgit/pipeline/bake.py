@@ -26,6 +26,7 @@ from bgit.errors import BgitError
 from bgit.pipeline.dataset import TargetRows, compose_mix, dataset_weights, split_by_stim, to_examples
 from bgit.pipeline.phases import PhaseCache, PhaseKey, file_digest, tree_digest
 from bgit.pipeline.progress import SILENT, Reporter
+from bgit.store.writers import link_or_copy
 
 BAKE_RECORD_VERSION = 1
 
@@ -63,13 +64,6 @@ class PlanEntry:
     target: str | None
     key: str | None     # None: not computable yet (an upstream phase must run first)
     cached: bool
-
-
-def _link_or_copy(source, dest) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copy2(source, dest)
 
 
 def process_rank() -> int:
@@ -276,8 +270,8 @@ class Baker:
     def cache_digest(self, phase_dir: Path) -> str:
         return self.cache.record_at(phase_dir)["digest"]
 
-    def run_train(self, rollout_dirs: dict[str, Path]) -> tuple[Path, PhaseOutcome]:
-        key = self.train_key({name: self.cache_digest(path) for name, path in rollout_dirs.items()})
+    def run_train(self, rollout_dirs: dict[str, Path], key: PhaseKey | None = None) -> tuple[Path, PhaseOutcome]:
+        key = key or self.train_key({name: self.cache_digest(path) for name, path in rollout_dirs.items()})
         done = self.cache.get(key)
         if done:
             record = self.cache.record_at(done)
@@ -363,7 +357,7 @@ class Baker:
             outcomes.append(outcome)
         train_key = self.train_key({n: self.cache_digest(p) for n, p in rollout_dirs.items()})
         self._refuse_rebake(train_key, force)
-        train_dir, outcome = self.run_train(rollout_dirs)
+        train_dir, outcome = self.run_train(rollout_dirs, train_key)
         outcomes.append(outcome)
         if process_rank():  # rank 0 alone evaluates and commits
             return BakeResult(None, outcomes)
@@ -468,7 +462,7 @@ class Baker:
                 from bgit.train import concat_adapters
                 concat_adapters([self._head_adapter_dir(), train_dir / "adapter"], adapter_dir)
             else:
-                shutil.copytree(train_dir / "adapter", adapter_dir, copy_function=_link_or_copy)
+                shutil.copytree(train_dir / "adapter", adapter_dir, copy_function=link_or_copy)
             for path in sorted(adapter_dir.iterdir()):
                 if path.is_file():
                     files[f"adapter/{path.name}"] = path

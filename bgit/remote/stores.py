@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import uuid
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from bgit.store.writers import link_or_copy
 
 from .config import local_path
 from .errors import BadUrlError, RemoteError
@@ -117,7 +118,7 @@ class DirectoryStoreRemote(StoreRemote):
         tmp = path.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             if source is not None:
-                _link_or_copy(source, tmp)
+                link_or_copy(source, tmp)
             with open(tmp, "r+b" if source is not None else "wb") as f:
                 if source is None:
                     f.write(raw)
@@ -148,15 +149,6 @@ class DirectoryStoreRemote(StoreRemote):
             for rest in sorted(os.listdir(self.root / fan)):
                 if OID_RE.match(fan + rest):
                     yield fan + rest
-
-
-def _link_or_copy(source, dest) -> None:
-    """A hard link when both stores share a filesystem (objects are immutable and verified on
-    every read, as git's local clones assume), else a kernel-side copy (sendfile/copy_file_range)."""
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copyfile(source, dest)
 
 
 def open_store_remote(url: str, create: bool = False) -> StoreRemote:
