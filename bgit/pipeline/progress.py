@@ -1,45 +1,5 @@
-"""How long-running library code reports progress without knowing about terminals.
+"""Moved to :mod:`bgit.util.progress`; kept while callers move over."""
 
-A phase asks its :class:`Reporter` for a task and calls it as work advances::
+from bgit.util.progress import SILENT, Reporter, SilentReporter, Task
 
-    task = reporter.task("rollout", total=tokens_expected, unit="tok")
-    task(advance=n_new_tokens, kl=0.3)     # any keyword is shown beside the bar
-    task.close()
-
-The CLI passes a rich-backed reporter; library callers get :data:`SILENT`.
-"""
-
-from __future__ import annotations
-
-from typing import Protocol
-
-
-class Task(Protocol):
-    def __call__(self, advance: int = 0, total: int | None = None, **info) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Reporter(Protocol):
-    def task(self, name: str, total: int | None = None, unit: str = "") -> Task: ...
-
-    def message(self, text: str) -> None: ...
-
-
-class _SilentTask:
-    def __call__(self, advance: int = 0, total: int | None = None, **info) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class SilentReporter:
-    def task(self, name: str, total: int | None = None, unit: str = "") -> Task:
-        return _SilentTask()
-
-    def message(self, text: str) -> None:
-        pass
-
-
-SILENT = SilentReporter()
+__all__ = ["SILENT", "Reporter", "SilentReporter", "Task"]

@@ -1,0 +1,12 @@
+"""Test-wide set-up: subprocesses (``python -m bgit``) import this checkout's bgit.
+
+Tests start ``python -m bgit`` in temporary directories; without this they would import
+whatever bgit the virtual environment points at (an editable install of another checkout).
+"""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
