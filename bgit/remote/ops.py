@@ -365,8 +365,6 @@ def clone(url: str, directory=None, store_url: str | None = None, checkout: bool
     repo = None
     try:
         repo = Repository.init(target)
-        placeholder = repo.root / "input.yml"
-        placeholder.unlink(missing_ok=True)  # the clone brings its own
         remote = add_remote(repo.git, "origin", url, store_url)
         heads = graph.list_heads(repo.git, remote)
         fetch(repo, "origin")
