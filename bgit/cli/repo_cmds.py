@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -372,19 +373,29 @@ def tag_cmd(name: str | None, ref: str, message: str | None, delete: str | None,
 
 @click.command("fsck")
 @click.option("--all", "all_objects", is_flag=True, help="Also verify objects nothing references.")
+@click.option("--remote", "remote", is_flag=False, flag_value="", default=None, metavar="[NAME]",
+              help="Ask remote NAME's payload store (default: the branch's remote) about the "
+                   "objects not here; those it lacks too are missing.")
 @json_option
 @click.pass_context
-def fsck_cmd(ctx: click.Context, all_objects: bool, as_json: bool) -> None:
+def fsck_cmd(ctx: click.Context, all_objects: bool, remote: str | None, as_json: bool) -> None:
     """Verify every store object that a reachable commit needs; exit 1 on any problem.
 
-    Example: bgit fsck --json
+    Objects not fetched yet from a remote (a lazy clone) are listed, not problems.
+
+    Example: bgit fsck --remote origin --json
     """
-    result = _open().fsck(all_objects=all_objects)
+    from bgit.remote import fsck
+
+    result = fsck(_open(), all_objects, remote_name=remote or None, ask_remote=remote is not None)
     if as_json:
         _echo_json(result.to_json())
-    elif result.ok:
-        click.echo(f"ok: {result.manifests} manifests, {result.objects_checked} objects verified")
     else:
+        for name, count in sorted(Counter(n.remote for n in result.not_fetched).items()):
+            click.echo(f"{count} objects not fetched yet (on remote '{name}')")
+        if result.ok:
+            verified = result.objects_checked - len(result.not_fetched)
+            click.echo(f"ok: {result.manifests} manifests, {verified} objects verified")
         for problem in result.problems:
             click.echo(problem, err=True)
     if not result.ok:
