@@ -31,10 +31,14 @@ def peel_commit(git: pygit2.Repository, oid) -> pygit2.Commit | None:
 
 class NeedsScanner:
     """Collects object id -> uncompressed size; remembers trees and blobs already seen, so
-    commits that share most of their tree (the usual case) cost little."""
+    commits that share most of their tree (the usual case) cost little.
 
-    def __init__(self, git: pygit2.Repository) -> None:
+    A malformed manifest raises CorruptManifestError naming the file, unless ``skip_bad``
+    (look-ups across history, where another commit's bad file is not the caller's concern)."""
+
+    def __init__(self, git: pygit2.Repository, skip_bad: bool = False) -> None:
         self.git = git
+        self.skip_bad = skip_bad
         self._seen: set[str] = set()
         self.sizes: dict[str, int] = {}
 
@@ -52,7 +56,12 @@ class NeedsScanner:
                 self._add_tree(self.git[entry.id], f"{prefix}{entry.name}/", short)
             elif entry.type == BLOB and str(entry.id) not in self._seen:
                 self._seen.add(str(entry.id))
-                manifest = _manifest(self.git, entry.id, f"{short}:{prefix}{entry.name}")
+                try:
+                    manifest = _manifest(self.git, entry.id, f"{short}:{prefix}{entry.name}")
+                except CorruptManifestError:
+                    if not self.skip_bad:
+                        raise
+                    continue
                 if manifest is not None:
                     for oid, size in manifest.pieces:
                         self.sizes[oid] = size
@@ -134,8 +143,8 @@ def _walk(git: pygit2.Repository, tips) -> Iterator[pygit2.Commit]:
 
 
 def history_needs(git: pygit2.Repository, tips) -> set[str]:
-    """Every object the commits reachable from ``tips`` need."""
-    scanner = NeedsScanner(git)
+    """Every object the commits reachable from ``tips`` need (malformed manifests skipped)."""
+    scanner = NeedsScanner(git, skip_bad=True)
     for commit in _walk(git, [c.id for c in (peel_commit(git, t) for t in tips) if c is not None]):
         scanner.add_commit(commit)
     return scanner.object_ids()
@@ -145,7 +154,7 @@ def object_sizes(git: pygit2.Repository, oids: Iterable[str]) -> dict[str, int]:
     """The sizes that manifests of commits reachable from any ref record for ``oids``,
     newest commits first, stopping once every id is found."""
     remaining = set(oids)
-    scanner = NeedsScanner(git)
+    scanner = NeedsScanner(git, skip_bad=True)
     found: dict[str, int] = {}
     for commit in _walk(git, all_tips(git)):
         scanner.add_commit(commit)
@@ -169,7 +178,10 @@ def files_needing(git: pygit2.Repository, commits, oid: str, limit: int = 3) -> 
             if path in labels or str(blob_id) in seen:
                 continue
             seen.add(str(blob_id))
-            manifest = _manifest(git, blob_id, f"{str(commit.id)[:8]}:{path}")
+            try:
+                manifest = _manifest(git, blob_id, f"{str(commit.id)[:8]}:{path}")
+            except CorruptManifestError:
+                continue
             if manifest is not None and oid in manifest.object_ids():
                 labels[path] = f"{str(commit.id)[:8]}:{path}"
                 if len(labels) == limit:
