@@ -42,17 +42,29 @@ GIT_USER = ["-c", "user.name=Tester", "-c", "user.email=tester@example.com"]
 
 # -- helpers -----------------------------------------------------------------------------------
 
+# Linux charges a child the peak RSS of the memory it was forked from (exec keeps the old
+# image's high-water mark), so pytest's own peak would hide the child's. A small Python in
+# between starts bgit and reports bgit's own peak.
+MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen([sys.executable, "-m", "bgit", *sys.argv[2:]])
+_, status, usage = os.wait4(proc.pid, 0)
+proc.returncode = 0
+open(sys.argv[1], "w").write(f"{usage.ru_maxrss * 1024} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def run_measured(cwd: Path, *args: str) -> tuple[int, str, str, int]:
-    """Run ``python -m bgit ARGS``; returns (exit code, stdout, stderr, peak RSS in bytes)."""
-    out, err = cwd / ".bgit-stdout", cwd / ".bgit-stderr"
+    """Run ``python -m bgit ARGS``; returns (exit code, stdout, stderr, its peak RSS in bytes)."""
+    out, err, usage = cwd / ".bgit-stdout", cwd / ".bgit-stderr", cwd / ".bgit-usage"
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "bgit", *args], cwd=cwd, stdout=o, stderr=e)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run([sys.executable, "-c", MEASURE, str(usage), *args], cwd=cwd, stdout=o, stderr=e,
+                       check=True)
+    rss, code = map(int, usage.read_text().split())
     texts = out.read_text(), err.read_text()
-    out.unlink()
-    err.unlink()
-    return proc.returncode, *texts, usage.ru_maxrss * 1024  # Linux reports KiB
+    for path in (out, err, usage):
+        path.unlink()
+    return code, *texts, rss
 
 
 def bake(repo: Repository, seed: int, big: bool = True) -> None:

@@ -8,6 +8,7 @@ recorded size allows and ``Store.put_raw`` verifies it before it becomes visible
 
 from __future__ import annotations
 
+import os
 import threading
 
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -22,6 +23,7 @@ from .errors import RemoteObjectCorruptError, RemoteObjectMissingError
 from .stores import ObjectAbsentError, ObjectTooLargeError, StoreRemote
 
 WORKERS = 8
+VERIFY_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 class Progress(Protocol):
@@ -95,9 +97,13 @@ def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
     # A directory remote links or copies the local object file in the kernel once verified.
     by_file = hasattr(remote, "put_from_file") and hasattr(store, "object_path")
 
-    def send(oid: str) -> None:
+    def read_verified(oid: str):
         raw = store.read_raw(oid)  # ObjectNotFoundError names a missing one
         verify_raw(oid, raw, sizes[oid])
+        return raw
+
+    def send(oid: str) -> None:
+        raw = verifier.submit(read_verified, oid).result()
         if by_file:
             wire = remote.put_from_file(oid, store.object_path(oid))
         else:
@@ -108,10 +114,13 @@ def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
             on_done(oid)
         progress.advance(wire)
 
-    try:
-        _run_parallel(order, send, workers)
-    finally:
-        progress.finish()
+    # Verifying is CPU work, done on one thread per core: the piece-sized buffers it needs
+    # then live in a few malloc arenas, not in one per network worker.
+    with ThreadPoolExecutor(VERIFY_THREADS) as verifier:
+        try:
+            _run_parallel(order, send, workers)
+        finally:
+            progress.finish()
     return result
 
 
