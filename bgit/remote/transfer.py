@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 
 from bgit.store import codecs
 from bgit.store.errors import CorruptObjectError
-from bgit.store.objects import hash_bytes
+from bgit.util.files import hash_bytes
 
 from .errors import RemoteObjectCorruptError, RemoteObjectMissingError
 from .stores import ObjectAbsentError, ObjectTooLargeError, StoreRemote

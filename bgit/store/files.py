@@ -130,6 +130,8 @@ def materialise(store: ObjectStore, manifest: Manifest, dest) -> None:
 
 
 def _materialise(store, manifest, dest: Path, writer_class) -> None:
+    # Not bgit.util.files.atomic_writer: the bytes go through writers.py (O_DIRECT for big
+    # files, fdatasync overlapped with decoding), which that writer cannot do.
     tmp = dest.parent / f".{dest.name}.bgit-{uuid.uuid4().hex[:12]}.tmp"
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
 

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import blake3
 
-from bgit.util.files import fsync_dir
+from bgit.util.files import fsync_dir, hash_bytes  # noqa: F401 (hash_bytes: part of the store API)
 
 from . import codecs, writers
 from .errors import (CorruptObjectError, InvalidObjectIdError, ObjectNotFoundError,
@@ -19,13 +19,6 @@ OID_RE = re.compile(r"[0-9a-f]{64}\Z")
 # Objects this big skip the page cache (O_DIRECT): write-back of large files costs more
 # CPU here than compressing them. Small ones stay buffered (O_DIRECT pads to 4 KiB).
 DIRECT_OBJECT_MIN = 1 << 20
-
-
-def hash_bytes(data) -> str:
-    """Hex BLAKE3 of a buffer; large buffers hash on several threads."""
-    n = memoryview(data).nbytes
-    threads = blake3.blake3.AUTO if n >= (4 << 20) else 1
-    return blake3.blake3(data, max_threads=threads).hexdigest()
 
 
 def check_oid(oid) -> str:
