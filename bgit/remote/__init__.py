@@ -21,9 +21,8 @@ from .transfer import Progress, TransferResult
 
 __all__ = ["RemoteConfig", "add_remote", "get_remote", "list_remotes", "remove_remote",
            "store_url_of", "BadUrlError", "DivergedError", "NoRemoteError", "NoStoreError",
-           "PushObjectError", "PushRejectedError",
-           "RemoteError", "RemoteObjectCorruptError", "RemoteObjectMissingError",
-           "RemoteUnreachableError", "UnknownRemoteError", "FetchResult", "PullResult",
-           "PushResult", "clone", "default_remote", "fetch", "fsck", "fetch_missing", "fetch_objects",
-           "install_fetcher", "pull", "push", "DirectoryStoreRemote", "StoreRemote",
-           "open_store_remote", "Progress", "TransferResult"]
+           "PushObjectError", "PushRejectedError", "RemoteError", "RemoteObjectCorruptError",
+           "RemoteObjectMissingError", "RemoteUnreachableError", "UnknownRemoteError",
+           "FetchResult", "PullResult", "PushResult", "clone", "default_remote", "fetch", "fsck",
+           "fetch_missing", "fetch_objects", "install_fetcher", "pull", "push",
+           "DirectoryStoreRemote", "StoreRemote", "open_store_remote", "Progress", "TransferResult"]
