@@ -185,6 +185,20 @@ def test_lazy_checkout_of_a_2gib_object_is_refused_within_bounded_memory(tmp_pat
     assert json.loads(run_measured(b, "fsck", "--json")[1])["ok"]
 
 
+def test_fetching_an_id_no_manifest_sizes_is_still_bounded(tmp_path, published, frames):
+    from bgit.remote import RemoteObjectCorruptError, fetch_objects
+
+    b = clone(str(tmp_path / "origin.git"), tmp_path / "b")
+    stray = "ab" * 32  # named by no manifest the refs reach: no recorded size to hold it to
+    (remote_object(published, stray)).parent.mkdir(exist_ok=True)
+    remote_object(published, stray).write_bytes(header(CLAIM) + frames["announced"])
+    with pytest.raises(RemoteObjectCorruptError, match=(
+            f"^object {stray} from 'origin' is corrupt \\(header claims {CLAIM} bytes, more than "
+            f"any object bgit writes\\); not stored$")):
+        fetch_objects(b, {stray})
+    assert not b.store.has(stray)
+
+
 def test_remote_object_larger_than_its_size_is_not_read_whole(tmp_path, published):
     a = published
     victim, size = piece_of(a, "HEAD", "big.weight")

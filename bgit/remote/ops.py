@@ -24,7 +24,7 @@ from .known import KnownObjects
 from .needs import (commit_needs, files_needing, new_commits, object_sizes, peel_commit,
                     push_needs)
 from .stores import StoreRemote, StoreUnreachableError, has_many_batched, open_store_remote
-from .transfer import Progress, TransferResult, download, upload
+from .transfer import WORKERS, Progress, TransferResult, download, upload
 
 
 @dataclass
@@ -292,13 +292,15 @@ def fetch_objects(repo: Repository, oids, remote_name: str | None = None,
     unsized = {oid for oid, size in missing.items() if size is None}
     if unsized:
         missing.update(object_sizes(repo.git, unsized))
+    # An id no manifest at hand sizes may take up to MAX_OBJECT_SIZE: one at a time, then.
+    workers = 1 if None in missing.values() else WORKERS
     remote = default_remote(repo, remote_name)
     with _naming(remote):
         store = _open_store(remote, store_remote, create=False)
         store.check()
         with _known(repo, remote, store) as known:
             return download(repo.store, store, remote.name, missing, f"fetching from {remote.name}",
-                            progress, on_done=lambda oid: known.add([oid]))
+                            progress, on_done=lambda oid: known.add([oid]), workers=workers)
 
 
 def fetch_missing(repo: Repository, commit, remote_name: str | None = None,
