@@ -10,6 +10,7 @@ from bgit.api._open import RepoLike, open_repo
 from bgit.config.examples import example_files
 from bgit.evaluate import EvalResult, read_eval, read_record
 from bgit.record import BakeRecordError
+from bgit.remote import fsck as remote_fsck
 from bgit.repo import Repository
 from bgit.repo.history import LogEntry, ShowResult
 from bgit.repo.hooks import install_sample_hooks
@@ -176,8 +177,11 @@ def checkout(repo: RepoLike = ".", ref: str = "HEAD", force: bool = False, new_b
     return CheckoutResult(ref, str(head.id), repo.current_branch(), new_branch is not None)
 
 
-def fsck(repo: RepoLike = ".", all_objects: bool = False):
-    return open_repo(repo).fsck(all_objects=all_objects)
+def fsck(repo: RepoLike = ".", all_objects: bool = False, remote: str | None = None, ask_remote: bool = False):
+    """Verify every object reachable commits need. Objects not here that a remote's store holds
+    are "not fetched yet" (a lazy clone), not problems; ``ask_remote`` asks ``remote``'s store
+    (default: the branch's remote) about them, and what it lacks too is missing."""
+    return remote_fsck(open_repo(repo), all_objects, remote_name=remote, ask_remote=ask_remote)
 
 
 @dataclass

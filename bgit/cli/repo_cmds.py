@@ -5,6 +5,8 @@ Each command parses its options, calls :mod:`bgit.api` and renders the typed res
 
 from __future__ import annotations
 
+from collections import Counter
+
 import click
 
 from bgit import api
@@ -256,19 +258,27 @@ def tag_cmd(name: str | None, ref: str, message: str | None, delete: str | None,
 
 @click.command("fsck")
 @click.option("--all", "all_objects", is_flag=True, help="Also verify objects nothing references.")
+@click.option("--remote", "remote", is_flag=False, flag_value="", default=None, metavar="[NAME]",
+              help="Ask remote NAME's payload store (default: the branch's remote) about the "
+                   "objects not here; those it lacks too are missing.")
 @json_option
 @click.pass_context
-def fsck_cmd(ctx: click.Context, all_objects: bool, as_json: bool) -> None:
+def fsck_cmd(ctx: click.Context, all_objects: bool, remote: str | None, as_json: bool) -> None:
     """Verify every store object that a reachable commit needs; exit 1 on any problem.
 
-    Example: bgit fsck --json
+    Objects not fetched yet from a remote (a lazy clone) are listed, not problems.
+
+    Example: bgit fsck --remote origin --json
     """
-    result = api.fsck(".", all_objects=all_objects)
+    result = api.fsck(".", all_objects=all_objects, remote=remote or None, ask_remote=remote is not None)
     if as_json:
         echo_json(result)
-    elif result.ok:
-        click.echo(f"ok: {result.manifests} manifests, {result.objects_checked} objects verified")
     else:
+        for name, count in sorted(Counter(n.remote for n in result.not_fetched).items()):
+            click.echo(f"{count} objects not fetched yet (on remote '{name}')")
+        if result.ok:
+            verified = result.objects_checked - len(result.not_fetched)
+            click.echo(f"ok: {result.manifests} manifests, {verified} objects verified")
         for problem in result.problems:
             click.echo(problem, err=True)
     if not result.ok:
