@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import click
-import yaml
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
@@ -298,7 +297,9 @@ def checkout_cmd(ref: str | None, new_branch: str | None, force: bool) -> None:
     ref = ref or "HEAD"
     install_fetcher(repo, progress=TransferBar())  # payloads missing here come from the remote's store
     with _Progress() as progress:
-        repo.checkout(ref, force=force, new_branch=new_branch, progress=progress)
+        result = repo.checkout(ref, force=force, new_branch=new_branch, progress=progress)
+    if result.left_behind_count:
+        _warn_left_behind(result)
     if new_branch:
         click.echo(f"Switched to a new branch '{new_branch}'", err=True)
     elif repo.current_branch():
@@ -306,6 +307,20 @@ def checkout_cmd(ref: str | None, new_branch: str | None, force: bool) -> None:
     else:
         head = repo.head_commit()
         click.echo(f"HEAD is now at {str(head.id)[:7]} {head.message.splitlines()[0] if head.message else ''}", err=True)
+
+
+def _warn_left_behind(result) -> None:
+    """git's warning when a checkout leaves commits of a detached HEAD that no ref reaches."""
+    n = result.left_behind_count
+    lines = [f"Warning: you are leaving {n} commit{'s' if n > 1 else ''} behind, not connected to",
+             "any of your branches:", ""]
+    lines += [f"  {c.id[:7]} {c.summary}" for c in result.left_behind]
+    if n > len(result.left_behind):
+        lines.append(f"  ... and {n - len(result.left_behind)} more.")
+    it = "it" if n == 1 else "them"
+    lines += ["", f"If you want to keep {it}, create a new branch:", "",
+              f"  bgit branch <new-branch-name> {result.left_behind[0].id[:7]}", ""]
+    click.echo("\n".join(lines), err=True)
 
 
 class _Progress:
@@ -398,33 +413,22 @@ def fsck_cmd(ctx: click.Context, all_objects: bool, as_json: bool) -> None:
               help="Keep cached bake phases no commit uses for this many days.")
 @json_option
 def gc_cmd(grace: float, phase_days: float, as_json: bool) -> None:
-    """Delete store objects that no branch, tag or HEAD reaches, and old unused cached phases.
+    """Delete store objects that no branch, tag, HEAD or index reaches, and old unused cached phases.
 
     Example: bgit gc --grace 0 --phase-days 0
     """
-    from bgit.pipeline.phases import PhaseCache, referenced_phase_keys
-    from bgit.repo.integrity import reachable_commits
+    from bgit.pipeline.phases import gc
 
-    repo = _open()
-    with repo.lock("bgit gc"):
-        report = repo.gc(grace)
-        records = []
-        for commit in reachable_commits(repo):
-            entry = commit.tree["bake.yml"] if "bake.yml" in commit.tree else None
-            if entry is not None:
-                try:
-                    records.append(yaml.safe_load(repo.git[entry.id].data) or {})
-                except yaml.YAMLError:
-                    continue  # not a bake record bgit wrote: it names no phases
-        phases_removed, phases_bytes = PhaseCache(repo.bgit_dir / "phases").prune(
-            referenced_phase_keys(records), older_than=phase_days * 86400)
+    result = gc(_open(), grace_seconds=grace, phase_days=phase_days)
     if as_json:
-        _echo_json({**vars(report), "removed_phases": phases_removed, "removed_phase_bytes": phases_bytes})
+        _echo_json(result.to_json())
         return
+    report = result.store
     click.echo(f"removed {report.removed_objects} objects ({human_size(report.removed_bytes)}), "
                f"kept {report.kept_objects} reachable and {report.kept_recent} recent")
-    click.echo(f"removed {phases_removed} cached phases ({human_size(phases_bytes)}) older than "
-               f"{phase_days:g} days that no commit uses")
+    pinned = f"; kept {result.kept_pinned_phases} in use by a running bake" if result.kept_pinned_phases else ""
+    click.echo(f"removed {result.removed_phases} cached phases ({human_size(result.removed_phase_bytes)}) "
+               f"older than {phase_days:g} days that no commit uses{pinned}")
 
 
 COMMANDS = [init_cmd, add_cmd, commit_cmd, status_cmd, log_cmd, show_cmd, branch_cmd, checkout_cmd,
