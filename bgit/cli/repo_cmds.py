@@ -78,7 +78,7 @@ def _example_files() -> dict[str, bytes] | None:
 
 
 @click.command("add")
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))  # the library names unreadable files
 @click.option("-A", "--all", "add_all", is_flag=True, help="Stage every change in the work tree.")
 def add_cmd(paths: tuple[str, ...], add_all: bool) -> None:
     """Stage files; safetensors, JSONL and big files go to the payload store.

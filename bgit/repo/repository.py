@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
@@ -166,7 +166,9 @@ class Repository:
         """Hold the single-writer lock (re-entrant within a process, so a bake holding it
         can call commit_files); LockedError names the holder. libgit2 failures inside
         (e.g. an index.lock left by a killed git) become one-line GitOperationErrors."""
-        with self.store.lock(holder):
+        with ExitStack() as held:
+            with os_errors("lock", self.bgit_dir / "lock"):  # the holder record needs a byte of disk
+                held.enter_context(self.store.lock(holder))
             try:
                 yield
             except pygit2.GitError as error:
