@@ -330,9 +330,11 @@ def referenced_phase_keys(bake_records) -> set[str]:
     """Phase keys named by bake.yml records (``phase_keys: {stim: {t: k}, rollout: {...}, train: k}``)."""
     keys: set[str] = set()
     for record in bake_records:
-        for value in ((record or {}).get("phase_keys") or {}).values():
-            keys.update(value.values() if isinstance(value, dict) else [value])
-    return {key for key in keys if isinstance(key, str)}
+        named = record.get("phase_keys") if isinstance(record, dict) else None
+        for value in named.values() if isinstance(named, dict) else ():
+            found = value.values() if isinstance(value, dict) else [value]
+            keys.update(key for key in found if isinstance(key, str))  # a record may be anyone's
+    return keys
 
 
 def _alive(pid: int) -> bool:
