@@ -49,7 +49,7 @@ from bgit.repo.trees import Entry, build_tree, check_tree_links, flatten_tree, i
 from bgit.repo.worktree import copy_atomic, prepare_parent, remove_file, remove_stale_temporaries, walk_files
 from bgit.store import Manifest, Store, is_manifest
 from bgit.store.errors import ManifestError
-from bgit.util.files import hash_file
+from bgit.util.files import hash_file, write_atomic
 
 FALLBACK_NAME, FALLBACK_EMAIL = "bgit", "bgit@localhost"
 
@@ -145,7 +145,7 @@ class Repository:
             if not dest.exists():
                 with os_errors("write", dest):
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    dest.write_bytes(data)
+                    write_atomic(dest, data)
         return cls(git)
 
     @classmethod
