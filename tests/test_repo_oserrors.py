@@ -62,7 +62,7 @@ def full_disk(request, tmp_path):
     if request.param == "rlimit":
         yield FullDisk("rlimit", directory)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(directory)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(directory)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the rlimit variant covers it")
@@ -118,15 +118,31 @@ def test_full_disk_during_checkout_is_one_line_and_the_rerun_finishes(full_disk)
     assert_nothing_lost(repo.root, commits)
 
 
-def test_a_disk_with_no_room_at_all_refuses_commit_in_one_line(tmp_path, full_disk):
-    if full_disk.mode != "tmpfs":
-        pytest.skip("a file-size limit cannot model a disk with no room at all")
+def test_full_disk_while_writing_a_file_that_bypasses_the_page_cache(full_disk):
+    """Files of DIRECT_MIN (64 MiB) and more are written with O_DIRECT (store.writers)."""
+    from bgit.store.files import DIRECT_MIN
+
+    repo, commits = _two_commits(full_disk.dir / "r")
+    write_adapter(repo.root / ADAPTER, seed=4, rows=DIRECT_MIN // 136 + 1000)  # 136 bytes a row
+    assert (repo.root / ADAPTER).stat().st_size > DIRECT_MIN
+    repo.add([ADAPTER])
+    landed = repo.commit("big")
+    commits[landed] = snapshot(repo)
+    repo.checkout("HEAD~1")
+    result = full_disk.run(repo.root, "checkout", "main", room=8 << 20)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"Error: cannot write {ADAPTER}: {full_disk.strerror}\n"
+    assert temp_leftovers(repo.root) == []
+    assert_nothing_lost(repo.root, commits)
+
+
+def test_a_disk_with_no_room_at_all_refuses_commit_in_one_line(full_disk):
     repo, commits = _two_commits(full_disk.dir / "r")
     (repo.root / "note.txt").write_text("a note\n")
     repo.add(["note.txt"])
     result = full_disk.run(repo.root, "commit", "-m", "full", room=0)
     assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
-    assert result.stderr == f"Error: cannot lock {repo.bgit_dir / 'lock'}: No space left on device\n"
+    assert result.stderr == f"Error: cannot lock {repo.bgit_dir / 'lock'}: {full_disk.strerror}\n"
     assert len(commits) == int(git(repo.root, "rev-list", "--count", "HEAD").stdout)
     assert bgit_subprocess(repo.root, "commit", "-m", "room again").returncode == 0
     commits[str(Repository.open(repo.root).head_commit().id)] = snapshot(repo)
