@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import pygit2
 
-from bgit.repo.errors import CorruptManifestError, UnsafePathError
+from bgit.repo.errors import CorruptManifestError, UnsafePathError, UnstoredPayloadError
 from bgit.repo.paths import check_tree_path
-from bgit.repo.trees import flatten_tree
+from bgit.repo.trees import check_tree_links, flatten_tree
 from bgit.store import GcReport, Manifest, is_manifest
 from bgit.store.errors import ManifestError
 
@@ -135,6 +135,24 @@ def fsck(repo: "Repository", all_objects: bool = False) -> FsckResult:
     report = repo.store.fsck(found.manifests, all_objects=all_objects)
     problems = found.corrupt + [p.message for p in report.problems]
     return FsckResult(len(found.manifests), report.objects_checked, problems)
+
+
+def check_commit_tree(repo: "Repository", tree: pygit2.Tree, parent: pygit2.Commit | None) -> None:
+    """Refuse to commit a tree whose symlinks lead out of the work tree, or that adds a
+    manifest (one the parent does not record) whose objects the store lacks -- after a
+    gc, a crash or a lost disk since ``bgit add``: such a commit could never be checked out."""
+    entries = flatten_tree(tree)
+    check_tree_links(repo.git, entries)
+    known = {e.oid for e in flatten_tree(parent.tree, check=False).values()} if parent else set()
+    for path, entry in sorted(entries.items()):
+        if not entry.is_file or entry.oid in known:
+            continue
+        manifest = repo.manifest_of(entry.oid, path)
+        if manifest is None:
+            continue
+        for oid in sorted(manifest.object_ids()):
+            if not repo.store.has(oid):
+                raise UnstoredPayloadError(path, oid)
 
 
 def gc(repo: "Repository", grace_seconds: float = 3600.0) -> GcReport:

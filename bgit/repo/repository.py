@@ -41,11 +41,11 @@ from bgit.repo.errors import (
     RepoError,
     UnknownRevisionError,
     UnsafePathError,
-    UnstoredPayloadError,
 )
+from bgit.repo.integrity import check_commit_tree
 from bgit.repo.paths import check_link_on_disk, check_tree_path, is_under, repo_relative, work_path
 from bgit.repo.payload import DEFAULT_THRESHOLD, StatCache, is_payload, parse_size
-from bgit.repo.trees import Entry, build_tree, check_tree_links, flatten_tree, index_entries
+from bgit.repo.trees import Entry, build_tree, flatten_tree, index_entries
 from bgit.repo.worktree import copy_atomic, prepare_parent, remove_file, remove_stale_temporaries, walk_files
 from bgit.store import Manifest, Store, is_manifest
 from bgit.store.errors import ManifestError
@@ -365,25 +365,8 @@ class Repository:
             tree = index.write_tree()
             if parent is not None and parent.tree_id == tree:
                 raise NothingToCommitError()
-            self._check_new_tree(self.git[tree], parent)
+            check_commit_tree(self, self.git[tree], parent)
             return self._commit_tree(tree, message, parent)
-
-    def _check_new_tree(self, tree: pygit2.Tree, parent: pygit2.Commit | None) -> None:
-        """Refuse a tree whose links lead out of the work tree, or with a manifest the parent
-        does not already record whose objects are absent from the store (a gc, a crash or
-        a lost disk since ``bgit add``): such a commit could never be checked out."""
-        entries = flatten_tree(tree)
-        check_tree_links(self.git, entries)
-        known = {e.oid for e in flatten_tree(parent.tree, check=False).values()} if parent else set()
-        for path, entry in sorted(entries.items()):
-            if not entry.is_file or entry.oid in known:
-                continue
-            manifest = self.manifest_of(entry.oid, path)
-            if manifest is None:
-                continue
-            for oid in sorted(manifest.object_ids()):
-                if not self.store.has(oid):
-                    raise UnstoredPayloadError(path, oid)
 
     def commit_files(
         self, files: Mapping[str, Path | str], message: str, replace_dirs: Iterable[str] = ()
@@ -407,7 +390,7 @@ class Repository:
                     raise OsOperationError.wrap(step, src if step == "read" else rel, error) from error
                 new[rel] = Entry(str(oid), int(mode))
             tree = build_tree(self.git, new)
-            self._check_new_tree(self.git[tree], parent)
+            check_commit_tree(self, self.git[tree], parent)
             commit_id = self._commit_tree(tree, message, parent)
             self._land_files(old, new, sources)
             return commit_id
