@@ -197,12 +197,15 @@ def test_symlinks_inside_the_work_tree_round_trip(tmp_path):
     os.makedirs(repo.root / "deep" / "er")
     os.symlink("../../adapter/adapter_model.safetensors", repo.root / "deep" / "er" / "weights")
     os.symlink("deep/er/weights", repo.root / "w")  # a chain that stays inside
+    os.symlink(b"adapter/caf\xe9", bytes(repo.root / "latin1"))  # a target that is not UTF-8
     commits = dict([commit_all(repo, "links")])
     assert git(repo.root, "ls-tree", "HEAD", "latest").stdout.startswith("120000 blob ")
-    for name in ("latest", "w", "deep"):
+    for name in ("latest", "w", "deep", "latin1"):
         (shutil.rmtree if name == "deep" else os.unlink)(repo.root / name)
     repo.checkout("HEAD", force=True)
     assert os.readlink(repo.root / "w") == "deep/er/weights"
+    assert os.readlink(bytes(repo.root / "latin1")) == b"adapter/caf\xe9"
+    assert repo.status().clean
     assert sha256(repo.root / "w") == sha256(repo.root / ADAPTER)
     assert_nothing_lost(repo.root, commits)
 

@@ -236,7 +236,8 @@ def live_pinned_keys(pins_dir: Path) -> set[str]:
             pinned = [str(k) for k in record["keys"]]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being replaced right now, or not ours: it pins nothing
-        if not _alive(pid) or (started is not None and _process_start(pid) != started):
+        now_started = _process_start(pid) if started is not None else None
+        if not _alive(pid) or (now_started is not None and now_started != started):
             file.unlink(missing_ok=True)  # its process is gone (or the pid was reused)
             continue
         keys.update(pinned)

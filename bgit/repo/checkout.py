@@ -211,7 +211,7 @@ def _write_entry(repo, dest, entry: Entry, manifest) -> None:
         prepare_parent(dest)
         repo.store.materialise(manifest, dest)
     elif entry.mode == FileMode.LINK:
-        _write_link(repo, dest, repo.blob_data(entry.oid).decode())
+        _write_link(repo, dest, os.fsdecode(repo.blob_data(entry.oid)))
     elif entry.is_file:
         prepare_parent(dest)
         write_atomic(dest, repo.blob_data(entry.oid), executable=entry.mode == FileMode.BLOB_EXECUTABLE)

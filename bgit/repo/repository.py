@@ -317,7 +317,7 @@ class Repository:
         st = os.lstat(src)
         if stat.S_ISLNK(st.st_mode):
             check_link_on_disk(self.root, rel)
-            return self.git.create_blob(os.readlink(src).encode()), FileMode.LINK
+            return self.git.create_blob(os.fsencode(os.readlink(src))), FileMode.LINK
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePathError(rel, "not a regular file (device, FIFO or socket)")
         if self._is_payload_file(rel, src, st.st_size):
@@ -483,7 +483,7 @@ class Repository:
         except OSError:
             return False
         if stat.S_ISLNK(st.st_mode):
-            return entry.mode == FileMode.LINK and str(pygit2.hash(os.readlink(full).encode())) == entry.oid
+            return entry.mode == FileMode.LINK and str(pygit2.hash(os.fsencode(os.readlink(full)))) == entry.oid
         if not stat.S_ISREG(st.st_mode) or not entry.is_file:
             return False
         blob = self.git[entry.oid]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pygit2
@@ -48,7 +49,7 @@ def index_entries(index: pygit2.Index) -> dict[str, Entry]:
 
 def link_targets(git: pygit2.Repository, entries: dict[str, Entry]) -> dict[str, str]:
     """tree path -> target of every symlink among ``entries``."""
-    return {p: git[e.oid].data.decode("utf-8", "surrogateescape")
+    return {p: os.fsdecode(git[e.oid].data)
             for p, e in entries.items() if e.mode == FileMode.LINK}
 
 
