@@ -33,7 +33,7 @@ def init_cmd(directory: str, as_json: bool) -> None:
 
 
 @click.command("add")
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))  # the library names unreadable files
 @click.option("-A", "--all", "add_all", is_flag=True, help="Stage every change in the work tree.")
 @json_option
 def add_cmd(paths: tuple[str, ...], add_all: bool, as_json: bool) -> None:
@@ -214,15 +214,31 @@ def checkout_cmd(ref: str | None, new_branch: str | None, force: bool, as_json: 
         raise click.UsageError("missing REF (a branch, tag or commit)")
     result = api.checkout(".", ref or "HEAD", force=force, new_branch=new_branch,
                           reporter=RichReporter(quiet=as_json))
+    if result.left_behind_count:
+        _warn_left_behind(result)
     if as_json:
         echo_json(result)
-    elif result.new_branch:
+    elif new_branch:
         click.echo(f"Switched to a new branch '{new_branch}'", err=True)
     elif result.branch:
         click.echo(f"Switched to branch '{result.branch}'", err=True)
     else:
         summary = api.show(".", result.commit).entry.summary
         click.echo(f"HEAD is now at {result.commit[:7]} {summary}", err=True)
+
+
+def _warn_left_behind(result) -> None:
+    """git's warning when a checkout leaves commits of a detached HEAD that no ref reaches."""
+    n = result.left_behind_count
+    lines = [f"Warning: you are leaving {n} commit{'s' if n > 1 else ''} behind, not connected to",
+             "any of your branches:", ""]
+    lines += [f"  {c.id[:7]} {c.summary}" for c in result.left_behind]
+    if n > len(result.left_behind):
+        lines.append(f"  ... and {n - len(result.left_behind)} more.")
+    it = "it" if n == 1 else "them"
+    lines += ["", f"If you want to keep {it}, create a new branch:", "",
+              f"  bgit branch <new-branch-name> {result.left_behind[0].id[:7]}", ""]
+    click.echo("\n".join(lines), err=True)
 
 
 @click.command("tag")
@@ -292,7 +308,7 @@ def fsck_cmd(ctx: click.Context, all_objects: bool, remote: str | None, as_json:
               help="Keep cached bake phases no commit uses for this many days.")
 @json_option
 def gc_cmd(grace: float, phase_days: float, as_json: bool) -> None:
-    """Delete store objects that no branch, tag or HEAD reaches, and old unused cached phases.
+    """Delete store objects that no branch, tag, HEAD or index reaches, and old unused cached phases.
 
     Example: bgit gc --grace 0 --phase-days 0
     """
@@ -300,10 +316,12 @@ def gc_cmd(grace: float, phase_days: float, as_json: bool) -> None:
     if as_json:
         echo_json(result)
         return
-    click.echo(f"removed {result.removed_objects} objects ({human_size(result.removed_bytes)}), "
-               f"kept {result.kept_objects} reachable and {result.kept_recent} recent")
+    report = result.store
+    click.echo(f"removed {report.removed_objects} objects ({human_size(report.removed_bytes)}), "
+               f"kept {report.kept_objects} reachable and {report.kept_recent} recent")
+    pinned = f"; kept {result.kept_pinned_phases} in use by a running bake" if result.kept_pinned_phases else ""
     click.echo(f"removed {result.removed_phases} cached phases ({human_size(result.removed_phase_bytes)}) "
-               f"older than {phase_days:g} days that no commit uses")
+               f"older than {phase_days:g} days that no commit uses{pinned}")
 
 
 COMMANDS = [init_cmd, add_cmd, commit_cmd, status_cmd, log_cmd, show_cmd, branch_cmd, checkout_cmd,

@@ -102,8 +102,8 @@ def commit_bake(repo, config: InputConfig, parent: ParentModel, phase_dirs: dict
                 message: str, dataset_files: dict[str, Path], reporter: Reporter = SILENT) -> str:
     """Stage, evaluate, let post-bake veto, commit; -> the commit id. ``phase_dirs`` =
     {"stim": {target: dir}, "rollout": {target: dir}, "train": dir}."""
-    (repo.bgit_dir / "tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=repo.bgit_dir / "tmp") as staging:
+    (repo.bgit_dir / "staging").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=repo.bgit_dir / "staging") as staging:
         staging = Path(staging)
         files = _stage(staging, config, parent, phase_dirs, record, dataset_files)
         results = None

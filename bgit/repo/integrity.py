@@ -1,15 +1,22 @@
-"""What the refs reach (commits -> manifests -> store objects), fsck and gc."""
+"""What the refs reach (commits -> manifests -> store objects), fsck and gc.
+
+gc's roots are every ref and HEAD, plus every index file in .git (``index``, a
+``index.lock`` that git is writing, temporary ``*index*`` files of git commands): staged
+payloads have no commit yet, and losing them would make the next commit record objects
+that no longer exist.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import pygit2
 
-from bgit.repo.errors import CorruptManifestError, UnsafePathError
+from bgit.repo.errors import CorruptManifestError, UnsafePathError, UnstoredPayloadError
 from bgit.repo.paths import check_tree_path
-from bgit.repo.trees import flatten_tree
+from bgit.repo.trees import check_tree_links, flatten_tree
 from bgit.store import GcReport, Manifest, is_manifest
 from bgit.store.errors import ManifestError
 
@@ -89,6 +96,35 @@ class NotFetched:
         return {"oid": self.oid, "remote": self.remote, "needed_by": list(self.labels)}
 
 
+def index_files(repo: "Repository") -> list[Path]:
+    """The index and any other index file git may hold in .git (index.lock while git
+    writes it, next-index-*.lock of ``git commit <paths>``, split-index shared files)."""
+    git_dir = Path(repo.git.path)
+    found = [git_dir / "index", *git_dir.glob("index?*"), *git_dir.glob("*index*.lock"),
+             *git_dir.glob("sharedindex.*")]
+    return sorted({p for p in found if p.is_file()})
+
+
+def staged_object_ids(repo: "Repository") -> set[str]:
+    """Store objects that the manifests in any index file name (staged, not committed)."""
+    oids: set[str] = set()
+    for path in index_files(repo):
+        try:
+            index = pygit2.Index(str(path))
+            entries = [str(e.id) for e in index]
+        except (pygit2.GitError, OSError, ValueError):
+            continue  # half written by a running git, or not an index: nothing we can read
+        for oid in entries:
+            obj = repo.git.get(oid)
+            if obj is None or obj.type != pygit2.enums.ObjectType.BLOB or not is_manifest(obj.data):
+                continue
+            try:
+                oids |= Manifest.from_bytes(obj.data).object_ids()
+            except ManifestError:
+                continue
+    return oids
+
+
 @dataclass
 class FsckResult:
     manifests: int
@@ -128,6 +164,25 @@ def fsck(repo: "Repository", all_objects: bool = False,
     return FsckResult(len(found.manifests), report.objects_checked, problems, not_fetched)
 
 
+def check_commit_tree(repo: "Repository", tree: pygit2.Tree, parent: pygit2.Commit | None) -> None:
+    """Refuse to commit a tree whose symlinks lead out of the work tree, or that adds a
+    manifest (one the parent does not record) whose objects the store lacks -- after a
+    gc, a crash or a lost disk since ``bgit add``: such a commit could never be checked out."""
+    entries = flatten_tree(tree)
+    check_tree_links(repo.git, entries)
+    known = {e.oid for e in flatten_tree(parent.tree, check=False).values()} if parent else set()
+    for path, entry in sorted(entries.items()):
+        if not entry.is_file or entry.oid in known:
+            continue
+        manifest = repo.manifest_of(entry.oid, path)
+        if manifest is None:
+            continue
+        for oid in sorted(manifest.object_ids()):
+            if not repo.store.has(oid):
+                raise UnstoredPayloadError(path, oid)
+
+
 def gc(repo: "Repository", grace_seconds: float = 3600.0) -> GcReport:
-    with repo.lock("bgit gc"):
-        return repo.store.gc(reachable_object_ids(repo), grace_seconds)
+    """Delete store objects that no ref, HEAD or index reaches (older than the grace period)."""
+    with repo.writing("bgit gc"):
+        return repo.store.gc(reachable_object_ids(repo) | staged_object_ids(repo), grace_seconds)

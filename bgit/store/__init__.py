@@ -12,7 +12,8 @@ On-disk layout, under ``root`` = ``<repo>/.git/bgit``::
     └── lock                     flock'ed by the one writer; holds {"pid", "holder", "since"}
 
 Higher layers keep their own state beside it: ``statcache.json`` (repo), ``phases/`` (the
-pipeline's phase cache, see bgit/pipeline/phases.py), ``remotes/<name>/known`` (remote).
+pipeline's phase cache, see bgit/pipeline/phases.py), ``staging/`` (bakes being committed),
+``cache/adapters/`` (adapters materialised for PEFT), ``remotes/<name>/known`` (remote).
 
 A file enters the store through :meth:`Store.store_file`, which returns a :class:`Manifest`
 (the small text that the git tree holds in the file's place); :meth:`Store.materialise`

@@ -3,6 +3,7 @@
 import errno
 import mmap
 import os
+import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,12 +37,26 @@ def store_file(store: ObjectStore, path) -> Manifest:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return Manifest("blob", 0, blake3.blake3(b"").hexdigest(), ())
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                return _store_view(store, view, size)
-            finally:
-                view.release()
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mm)
+        try:
+            return _store_view(store, view, size)
+        except BaseException as error:
+            # The traceback's frames (the worker jobs' too) hold slices of the map; while
+            # they live the map cannot close, and closing it would raise BufferError in
+            # place of the real error (a full disk). Drop them first.
+            traceback.clear_frames(error.__traceback__)
+            raise
+        finally:
+            _unmap(view, mm)
+
+
+def _unmap(view: memoryview, mm: mmap.mmap) -> None:
+    try:
+        view.release()
+        mm.close()
+    except BufferError:
+        pass  # a slice is still referenced somewhere: the map goes with its last reference
 
 
 def _store_view(store: ObjectStore, view, size: int) -> Manifest:
@@ -132,7 +147,7 @@ def materialise(store: ObjectStore, manifest: Manifest, dest) -> None:
 def _materialise(store, manifest, dest: Path, writer_class) -> None:
     # Not bgit.util.files.atomic_writer: the bytes go through writers.py (O_DIRECT for big
     # files, fdatasync overlapped with decoding), which that writer cannot do.
-    tmp = dest.parent / f".{dest.name}.bgit-{uuid.uuid4().hex[:12]}.tmp"
+    tmp = dest.parent / f".{dest.name}.bgit-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"  # pid: see repo.worktree
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
     def load(piece):

@@ -1,6 +1,7 @@
 """fsck (verify what manifests need) and gc (drop what nothing reaches)."""
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from .objects import ObjectStore
 
 UNREFERENCED = "(unreferenced)"
 
+
+STORE_TMP_NAME = re.compile(r"\d+-[0-9a-f]{32}\Z")
 
 @dataclass(frozen=True)
 class FsckProblem:
@@ -154,6 +157,10 @@ def gc(store: ObjectStore, reachable_oids: Iterable[str], grace_seconds: float =
         report.removed_bytes += st.st_size
     if store.tmp_dir.is_dir():
         for entry in os.scandir(store.tmp_dir):
+            # Only the store's own temporaries (<pid>-<uuid hex>): other layers keep
+            # directories of their own in .git/bgit/ and they are not the store's to delete.
+            if not STORE_TMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
             try:
                 if entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
