@@ -560,3 +560,20 @@ def test_sigkill_during_gc_leaves_reachable_payloads_and_whole_phases(tmp_path):
     assert done.returncode == 0, done.stderr
     assert list(train.iterdir()) == []
     assert_nothing_lost(repo.root, commits)
+
+
+def test_gc_keeps_a_left_behind_commit_while_its_reflog_entry_lives(tmp_path):
+    """As git does: a commit left behind on a detached HEAD can still be recovered after gc."""
+    repo = new_repo(tmp_path)
+    commit_all(repo, "one")
+    repo.checkout(str(repo.head_commit().id))
+    write_adapter(repo.root / "adapter" / "adapter_model.safetensors", seed=77)
+    repo.add(all=True)
+    orphan = repo.commit("detached experiment")
+    kept = snapshot(repo)
+    assert repo.checkout("main").left_behind_count == 1
+    repo.gc(grace_seconds=0)
+    repo.create_branch("rescued", orphan)
+    repo.checkout("rescued")
+    assert snapshot(repo) == kept
+    assert repo.fsck().ok

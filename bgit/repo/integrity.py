@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
+import time
+
 import pygit2
 
 from bgit.repo.errors import CorruptManifestError, UnsafePathError, UnstoredPayloadError
@@ -25,7 +27,11 @@ if TYPE_CHECKING:
 
 
 def reachable_commits(repo: "Repository") -> Iterator[pygit2.Commit]:
-    """Every commit reachable from any ref or HEAD, newest first, each once."""
+    """Every commit reachable from any ref, HEAD or a reflog entry, newest first, each once.
+
+    Reflogs count as git's do: a commit left behind by a checkout of a detached HEAD stays
+    recoverable (``bgit branch NAME <sha>``) for REFLOG_DAYS (git's gc.reflogExpireUnreachable
+    default), or until ``git reflog expire`` drops the entry."""
     starts = set()
     names = list(repo.git.references)
     if not repo.git.head_is_unborn:
@@ -35,12 +41,30 @@ def reachable_commits(repo: "Repository") -> Iterator[pygit2.Commit]:
             starts.add(repo.git.references[name].peel(pygit2.Commit).id)
         except (ValueError, KeyError, pygit2.GitError):
             continue  # refs to trees/blobs, or dangling symbolic refs
+    starts |= _reflog_commits(repo, names)
     if not starts:
         return
     walker = repo.git.walk(None, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
     for oid in starts:
         walker.push(oid)
     yield from walker
+
+
+REFLOG_DAYS = 30
+
+
+def _reflog_commits(repo: "Repository", names: list[str]) -> set:
+    found, since = set(), time.time() - REFLOG_DAYS * 86400
+    for name in names:
+        try:
+            entries = list(repo.git.references[name].log())  # "HEAD": HEAD's own reflog, not its branch's
+        except (KeyError, ValueError, pygit2.GitError):
+            continue
+        for entry in (e for e in entries if e.committer.time >= since):
+            for oid in (entry.oid_new, entry.oid_old):
+                if oid is not None and not oid.raw == bytes(20) and isinstance(repo.git.get(oid), pygit2.Commit):
+                    found.add(oid)
+    return found
 
 
 @dataclass
