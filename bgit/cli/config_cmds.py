@@ -9,8 +9,8 @@ import click
 from bgit.config import ConfigError, InputConfig, config_to_dict, load_config
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def _generator_summary(generator) -> str:
@@ -26,7 +26,7 @@ def summary_lines(config: InputConfig) -> list[str]:
     for target in config.targets:
         generators = ", ".join(_generator_summary(g) for g in target.generators)
         lines.append(f"  target:  {target.name} ({_plural(len(target.generators), 'generator')}: {generators}; "
-                     f"{_plural(target.num_traj_per_stimulus, 'trajectory')} per stim, max_tokens {target.max_tokens})")
+                     f"{_plural(target.num_traj_per_stimulus, 'trajectory', 'trajectories')} per stim, max_tokens {target.max_tokens})")
     bake = config.bake
     weights = ", ".join(f"{d.target} {d.weight:g}" for d in bake.datasets)
     lines.append(f"  bake:    {bake.name}: {_plural(bake.epochs, 'epoch')}, LoRA r={bake.lora.r} "
@@ -56,12 +56,16 @@ def validate(file: str, as_json: bool) -> None:
             for issue in error.issues:
                 click.echo(f"Error: {issue}", err=True)
         click.get_current_context().exit(1)
+    notices = [{"file": i.file, "line": i.line, "key": i.key, "message": i.message} for i in config.notices]
     if as_json:
-        click.echo(json.dumps({"file": file, "ok": True, "config": config_to_dict(config)}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"file": file, "ok": True, "config": config_to_dict(config), "notices": notices},
+                              indent=2, sort_keys=True))
         return
     click.echo(f"{file}: ok")
     for line in summary_lines(config):
         click.echo(line)
+    for notice in config.notices:  # keys accepted without effect here: said once each, on stderr
+        click.echo(f"Notice: {notice}", err=True)
 
 
 COMMANDS = [validate]

@@ -18,8 +18,27 @@ def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     if bake.base_fingerprint and resolved.fingerprint != bake.base_fingerprint:
         notes.append(f"base model {name} has changed since the bake (fingerprint "
                      f"{resolved.fingerprint[:12]} != {bake.base_fingerprint[:12]})")
-    model, tokenizer = load_model(resolved, dtype=dtype, device=device)
+    model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
     return model, tokenizer, notes
+
+
+def trusts_remote_code(bake: Bake) -> bool:
+    """MODEL.trust_remote_code of the bake's input.yml. The bake being made (no repo: staged)
+    comes from the user's own file; a commit may come from a clone, so its setting counts only
+    once the user opts in locally (git config is never cloned)."""
+    config = bake.config()
+    if config is None or not config.model.trust_remote_code:
+        return False
+    if bake.repo is None:
+        return True
+    try:
+        if bake.repo.git.config.get_bool("bgit.trustRemoteCode"):
+            return True
+    except KeyError:
+        pass
+    from bgit.evaluate.errors import EvaluateError
+    raise EvaluateError(f"{bake.ref}: its input.yml sets MODEL.trust_remote_code; to run the model's own code, "
+                        "first `git config bgit.trustRemoteCode true`")
 
 
 def with_adapter(model, adapter_dir, name: str = "default"):

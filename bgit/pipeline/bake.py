@@ -130,7 +130,8 @@ class Baker:
             from bgit.models import load_model
             base = self.resolve(self.config.model.base)
             self.reporter.message(f"loading {base.name}")
-            model, tokenizer = load_model(base, dtype=self.config.model.dtype)
+            model, tokenizer = load_model(base, dtype=self.config.model.dtype,
+                                          trust_remote_code=self.config.model.trust_remote_code)
             if "commit" in self.parent_info():
                 model = self._merge_head_adapter(model)
             self._parent = (model, tokenizer)
@@ -159,7 +160,8 @@ class Baker:
         from bgit.models import load_model
         if name in (None, self.config.model.base) and self.config.bake.parent != "head":
             return self.parent_model()
-        return load_model(self.resolve(name), dtype=self.config.model.dtype)
+        return load_model(self.resolve(name), dtype=self.config.model.dtype,
+                          trust_remote_code=self.config.model.trust_remote_code)
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -199,10 +201,8 @@ class Baker:
                            bake=bake, parent=self.parent_fingerprint())
 
     def _resolve_data_path(self, path: str) -> Path:
-        resolved = Path(path) if Path(path).is_absolute() else self.config_dir / path
-        if not resolved.exists():
-            raise BakeError(f"{self.config.source}: from_dataset path not found: {path}")
-        return resolved
+        from bgit.config import resolve_path  # checked again right before reading (DESIGN §5)
+        return resolve_path(self.config, path, root=self.repo.root, key="from_dataset path")
 
     # -- phases -------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ class Baker:
             return done, PhaseOutcome("stim", target.name, key.key, cached=True)
         started = time.monotonic()
         rows = generate_stims(target, self.config.prompt_for(target), seed=self.config.bake.seed,
-                              model_loader=self._model_loader, base_dir=self.config_dir,
+                              model_loader=self._model_loader, base_dir=self.config_dir, root=self.repo.root,
                               progress=self.reporter.task(f"stim {target.name}", unit="stim"))
         if not rows:
             raise BakeError(f"target '{target.name}': the generators produced no stims")
@@ -277,7 +277,6 @@ class Baker:
             record = self.cache.record_at(done)
             return done, PhaseOutcome("train", None, key.key, cached=True, tokens=record.get("tokens", 0))
         from bgit.pipeline.records import read_jsonl
-        from bgit.pipeline.settings import train_settings
         from bgit.train import train_adapter
 
         started = time.monotonic()
@@ -289,22 +288,21 @@ class Baker:
             rows = read_jsonl(path / "rollout.jsonl")
             targets[name] = TargetRows(name, rows, prompt.student_messages, prompt.teacher_messages,
                                        prompt.teacher_tools)
-            train_rows, eval_rows = split_by_stim(rows, bake.data.train_eval_split, bake.seed)
+            train_rows, eval_rows = split_by_stim(rows, bake.data.train_eval_split, bake.data.seed)
             train_parts[name] = train_rows
             eval_pairs.extend((name, row) for row in eval_rows)
             eval_stims[name] = sorted({row["stim_id"] for row in eval_rows})
-        mix = compose_mix(train_parts, dataset_weights(bake, list(rollout_dirs)), bake.total_trajectories, bake.seed)
+        mix = compose_mix(train_parts, dataset_weights(bake, list(rollout_dirs)), bake.total_trajectories, bake.data.seed)
         if not mix:
             raise BakeError("no training trajectories: add stims or raise BAKE.data.train_eval_split")
         model, tokenizer = self.parent_model()
         full = bake.loss == "full"
         train = to_examples(tokenizer, mix, targets, with_teacher_ids=full)
         held_out = to_examples(tokenizer, eval_pairs, targets, with_teacher_ids=full)
-        settings = train_settings(bake, device=str(next(model.parameters()).device))
         work = self.cache.work_dir(key)
         task = self.reporter.task("train", unit="step")
         try:
-            result = train_adapter(model, tokenizer, train, held_out, settings, work, progress=task)
+            result = train_adapter(model, tokenizer, train, held_out, bake, work, progress=task)
         finally:
             task.close()
         if process_rank():
@@ -347,6 +345,8 @@ class Baker:
         from bgit.repo.hooks import run_hook
 
         run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
+        for notice in self.config.notices:  # keys accepted without effect: never silent
+            self.reporter.message(f"notice: {notice}")
         self.cache.clean_temporaries()
         outcomes, stim_dirs, rollout_dirs = [], {}, {}
         for target in self.trained_targets():
