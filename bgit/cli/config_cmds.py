@@ -17,7 +17,7 @@ def _generator_summary(generator) -> str:
     if generator.type == "hardcoded":
         return f"hardcoded {_plural(len(generator.stims), 'stim')}"
     if generator.type == "from_dataset":
-        return f"from_dataset {generator.path} ({'all rows' if generator.numq == 0 else generator.numq})"
+        return f"from_dataset {generator.path or generator.dataset} ({'all rows' if generator.numq == 0 else generator.numq})"
     return f"{generator.type} {generator.numq}"
 
 

@@ -59,6 +59,10 @@ def _non_empty(value: Any) -> bool:
     return bool(value)
 
 
+def _not_bake(value: Any) -> bool:
+    return value != "bake"
+
+
 @dataclasses.dataclass
 class ModelConfig(Settings):
     PATH: ClassVar[str] = "MODEL"
@@ -216,7 +220,7 @@ class BakeModelConfig(Settings):
     PATH: ClassVar[str] = "BAKE.model"
 
     type: str = setting("bake", "Kind of run on the hosted service.", hashed=False,
-                        notice="has no effect here: every bgit run is a bake")
+                        notice="has no effect here: every bgit run is a bake", notice_if=_not_bake)
     dtype: str | None = setting(None, "Weights dtype while baking; the same model rolls out, so this is "
                                 "MODEL.dtype (set one of them, or both alike).", choices=DTYPES,
                                 value_aliases=DTYPE_ALIASES)
@@ -268,6 +272,7 @@ class SchedulerConfig(Settings):
     min_lr_ratio: float = setting(0.0, "Final learning rate as a fraction of the peak (linear, cosine, "
                                   "cosine_with_min_lr).", range=between(0, 1))
     lr: float | None = setting(None, "Deprecated learning rate of the hosted tool.", hashed=False,
+                               range=between(0, 1, low_open=True),
                                notice="deprecated and ignored: the learning rate is BAKE.optimizer.learning_rate")
 
 
@@ -371,7 +376,7 @@ class BakeConfig(Settings):
                                  "training and after every epoch).", range=between(0, 1_000_000), weights=False)
     activation_checkpoint_cpu_offload: bool = setting(False, "Offload checkpointed activations to the CPU "
                                                       "(hosted service).", hashed=False,
-                                                      notice="has no effect here")
+                                                      notice="has no effect here", notice_if=_is_true)
     wandb: dict | None = setting(None, "Weights & Biases settings of the hosted service.", hashed=False,
                                  notice="has no effect here: bgit does not log to Weights & Biases; "
                                         "metrics are in metrics.jsonl (`bgit metrics`)")
