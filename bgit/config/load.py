@@ -1,12 +1,12 @@
 """input.yml -> :class:`InputConfig`, with ``FILE:LINE: KEY: message`` errors.
 
-The walk is generic: :func:`bgit.config.declare.layout` says which YAML keys a config class
-has, each value is read by its declared type and checked against its declared range or
-choices, and the config classes' own ``__post_init__`` resolve derived defaults (``lora_alpha``
-= 2*r, ``BAKE.datasets`` = every target, a generator's ``seed`` and ``model``) and check rules
-across fields; the loader reports those problems at the lines of the keys involved. What is
-structure rather than a setting stays here: TARGET vs TARGETS, a target's PROMPT falling back
-to the top-level one, which keys a generator type reads, messages and templates.
+The walk is generic (:class:`bgit.config.walk.Walker`): the declarations in
+:mod:`bgit.config.schema` say which keys exist, their types, ranges and defaults, and the
+config classes' own ``__post_init__`` resolve derived defaults (``lora_alpha`` = 2*r,
+``BAKE.datasets`` = every target, a generator's ``seed`` and ``model``) and check rules across
+fields, reported here at the lines of the keys involved. What is structure rather than a
+setting stays here: TARGET vs TARGETS, a target's PROMPT falling back to the top-level one,
+which keys a generator type reads, messages, templates and the files a config names.
 
 YAML comes through :func:`bgit.util.yaml.compose_bounded` (size and alias-expansion caps): an
 input.yml may come from a commit someone else made.
@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from bgit.config.declare import (Declared, Group, Slot, declared_fields, deferred, layout, normalise, suggestion,
-                                 value_problem)
+from bgit.config.declare import Slot, declared_fields, deferred, layout, suggestion
 from bgit.config.errors import ConfigError, ConfigIssue, ConfigPathError
 from bgit.config.nodes import Entry, Invalid, Reader, line_of
 from bgit.config.paths import check_written, find_repository_root, resolve_config_file
 from bgit.config.schema import (ROLES, TEMPLATE_VARIABLES, BakeConfig, GeneratorConfig, InputConfig,
                                 ModelConfig, PromptConfig, TargetConfig)
+from bgit.config.walk import Walker, _keys, _written
 from bgit.util.yaml import YamlLimitError, compose_bounded
 
 SECTIONS = ["MODEL", "PROMPT", "TARGET", "TARGETS", "BAKE"]
@@ -93,162 +93,147 @@ def resolve_path(cfg: InputConfig, path: str, root: str | Path | None = None, ke
         raise ConfigError([ConfigIssue(cfg.source, None, key, error.reason)]) from None
 
 
-class _Loader:
+class _SpecialValues:
+    """Values with a reader of their own (``Spec.kind``): messages, templates, files, splits."""
+
+    def read_messages(self, entry: Entry, chain: tuple) -> list[dict]:
+        result, ok = [], True
+        for item in self.r.sequence(entry):
+            try:
+                result.append(self.message(item))
+            except Invalid:
+                ok = False
+        if not ok:
+            raise Invalid()
+        return result
+
+    def message(self, entry: Entry) -> dict:
+        r = self.r
+        m = r.mapping(entry, ["role", "content", "name", "tool_calls", "tool_call_id"])
+        if "role" not in m:
+            raise r.fail(entry, f"missing key 'role' (one of {', '.join(ROLES)})")
+        role = r.string(m["role"], allow_empty=True)
+        if role not in ROLES:
+            raise r.fail(m["role"], f"expected one of {', '.join(ROLES)}, got {role!r}{suggestion(role, ROLES)}")
+        message = {"role": role}
+        if "content" in m:
+            message["content"] = r.string(m["content"], allow_empty=True)
+        elif "tool_calls" not in m:
+            raise r.fail(entry, "missing key 'content'")
+        for key in ("name", "tool_call_id"):
+            if key in m:
+                message[key] = r.string(m[key])
+        if "tool_calls" in m:
+            message["tool_calls"] = self.mappings(m["tool_calls"])
+        return message
+
+    def read_tools(self, entry: Entry, chain: tuple) -> list[dict]:
+        return self.mappings(entry)
+
+    def mappings(self, entry: Entry) -> list[dict]:
+        result = []
+        for item in self.r.sequence(entry):
+            value = self.r.data(item)
+            if not isinstance(value, dict):
+                raise self.r.expected(item, "a mapping")
+            result.append(value)
+        return result
+
+    def read_prompt(self, entry: Entry, chain: tuple) -> PromptConfig:
+        """A target's own PROMPT; the parts it leaves out come from the top-level one."""
+        prompt = self.read_object(PromptConfig, entry, chain)
+        for decl in declared_fields(PromptConfig):
+            if chain + (decl.name,) not in self.attempted:
+                setattr(prompt, decl.name, getattr(self.top_prompt, decl.name))
+        return prompt
+
+    def read_target_name(self, entry: Entry, chain: tuple) -> str:
+        name = self.r.string(entry)
+        if not TARGET_NAME.match(name):
+            raise self.r.fail(entry, f"invalid target name {name!r} (use letters, digits, '.', '_' and '-')")
+        return name
+
+    def read_split(self, entry: Entry, chain: tuple) -> float:
+        """A fraction, or a pair [train, eval] of non-negative weights (the hosted tool's form)."""
+        if not isinstance(entry.node, yaml.SequenceNode):
+            return self.r.number(entry)
+        items = self.r.sequence(entry)
+        if len(items) != 2:
+            raise self.r.fail(entry, f"expected a number or a pair [train, eval], got {len(items)} values")
+        train, held_out = (self.r.number(item) for item in items)
+        if train <= 0 or held_out < 0:
+            raise self.r.fail(entry, f"expected train > 0 and eval >= 0, got [{_written(items[0].node)}, "
+                                     f"{_written(items[1].node)}]")
+        return train / (train + held_out)
+
+    def read_template(self, entry: Entry, chain: tuple) -> str:
+        text = self.r.string(entry)
+        if len(text.encode("utf-8")) > MAX_TEMPLATE_BYTES:
+            raise self.r.fail(entry, f"template is over {MAX_TEMPLATE_BYTES} bytes")
+        self.check_template(entry, text)
+        return text
+
+    def check_template(self, entry: Entry, text: str) -> None:
+        needed = TEMPLATE_VARIABLES.get(self.generator_type or "", ("numq", "prompt_u"))
+        found = set()
+        for match in string.Template.pattern.finditer(text):
+            if match.group("invalid") is not None:
+                raise self.r.fail(entry, "invalid '$' placeholder (write $$ for a literal $)")
+            name = match.group("named") or match.group("braced")
+            if name is not None and name not in needed:
+                allowed = ", ".join(f"${{{n}}}" for n in needed)
+                raise self.r.fail(entry, f"unknown placeholder ${{{name}}}{suggestion(name, needed)} (allowed: {allowed})")
+            if name:
+                found.add(name)
+        missing = [f"${{{n}}}" for n in needed if n not in found]
+        if missing:
+            raise self.r.fail(entry, f"template is missing {', '.join(missing)}")
+
+    def read_data_path(self, entry: Entry, chain: tuple) -> str:
+        written = self.r.string(entry)
+        self.checked_file(entry, written)
+        return written
+
+    def read_template_file(self, entry: Entry, chain: tuple) -> str:
+        written = self.r.string(entry)
+        real = self.checked_file(entry, written)
+        if real is None:
+            return written
+        if not real.is_file():
+            raise self.r.fail(entry, f"{written!r} is not a file")
+        if real.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise self.r.fail(entry, f"{written!r} is over {MAX_TEMPLATE_BYTES} bytes")
+        try:
+            text = real.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise self.r.fail(entry, f"{written!r} is not UTF-8 text ({error.reason})") from None
+        self.check_template(entry, text)
+        return written
+
+    def checked_file(self, entry: Entry, written: str) -> Path | None:
+        """The real path of a file the config names (None without file-system checks)."""
+        try:
+            if self.base_dir is None:
+                check_written(written)
+                return None
+            return resolve_config_file(written, self.base_dir, self.root)
+        except ConfigPathError as error:
+            raise self.r.fail(entry, error.reason) from None
+
+
+class _Loader(_SpecialValues, Walker):
+    """input.yml's structure on top of the generic walk: sections, TARGET vs TARGETS, a
+    target's PROMPT falling back to the top-level one, which keys a generator type reads."""
+
     def __init__(self, reader: Reader, base_dir: Path | None, root: Path | None):
-        self.r = reader
+        super().__init__(reader, InputConfig)
         self.base_dir = base_dir  # None: no file-system checks
         self.root = root
-        self.where: dict[tuple, Entry] = {}  # chain from the InputConfig -> the value's entry
-        self.attempted: set[tuple] = set()  # chains whose key was written (valid or not)
         self.top_prompt = PromptConfig()
         self.generator_type: str | None = None
 
-    # -- the generic walk -----------------------------------------------------------------
-
-    def read_object(self, cls: type, entry: Entry | None, chain: tuple):
-        """A config of class ``cls`` from a mapping (None: every default)."""
-        values: dict[tuple, Any] = {}
-        written: dict[tuple, Entry] = {}
-        if entry is not None:
-            self.where[chain] = entry
-            self.guard(self.read_group, layout(cls), entry, values, written, chain)
-            if not self.check_required(cls, entry, written):
-                raise Invalid()
-        return self.build(cls, (), values, written, chain, entry)
-
-    def read_group(self, group: Group, entry: Entry, values: dict, written: dict, base: tuple) -> None:
-        shorthand = getattr(group.owner, "SHORTHAND", None)
-        if shorthand and isinstance(entry.node, yaml.ScalarNode) and not self.r.is_null(entry):
-            self.read_slot(group.children[shorthand], entry, values, written, base)
-            written[group.chain] = entry
-            return
-        mapping = self.r.mapping(entry, list(group.children), group.aliases)
-        if group.owner is not None and not self.r.is_null(entry):
-            written[group.chain] = entry
-            self.where[base + group.chain] = entry
-        self.read_children(group, mapping, values, written, base)
-
-    def read_children(self, group: Group, mapping: dict[str, Entry], values: dict, written: dict, base: tuple):
-        for key, entry in mapping.items():
-            child = group.children[key]
-            if isinstance(child, Group):
-                self.guard(self.read_group, child, entry, values, written, base)
-            else:
-                self.read_slot(child, entry, values, written, base)
-
-    def read_slot(self, slot: Slot, entry: Entry, values: dict, written: dict, base: tuple) -> None:
-        decl, chain = slot.decl, base + slot.chain
-        self.attempted.add(chain)
-        try:
-            value = self.read_value(decl, entry, chain)
-        except Invalid:
-            return
-        values[slot.chain], written[slot.chain] = value, entry
-        self.where[chain] = entry
-        spec = decl.spec
-        if spec.notice and (spec.notice_if is None or spec.notice_if(value)):
-            self.r.note(entry.line, entry.path, spec.notice)
-
-    def read_value(self, decl: Declared, entry: Entry, chain: tuple) -> Any:
-        r, info = self.r, decl.info
-        if info.optional and r.is_null(entry):
-            return None
-        if decl.spec.kind is not None:
-            value = getattr(self, f"read_{decl.spec.kind}")(entry, chain)
-        elif info.kind == "list" and info.item.kind == "object":
-            value = self.objects(info.item.cls, entry, chain)
-        else:
-            value = self.plain_value(info, entry, decl)
-        value = normalise(decl, value)
-        numeric = info.kind in ("int", "float") and isinstance(entry.node, yaml.ScalarNode)
-        problem = value_problem(decl.spec, value, written=entry.node.value if numeric else _written(entry.node))
-        if problem is not None:
-            raise r.fail(entry, problem)
-        return value
-
-    def plain_value(self, info, entry: Entry, decl: Declared) -> Any:
-        r = self.r
-        readers = {"bool": r.boolean, "int": r.integer, "float": r.number,
-                   "str": lambda e: r.string(e, allow_empty=True)}
-        if info.kind in readers:
-            return readers[info.kind](entry)
-        if info.kind == "dict":
-            value = r.data(entry)
-            if not isinstance(value, dict):
-                raise r.expected(entry, "a mapping")
-            return value
-        if info.kind == "union":  # str | list[str]
-            return r.string_list(entry) if isinstance(entry.node, yaml.SequenceNode) else r.string(entry)
-        if info.kind == "list" and info.item.kind == "str":
-            return r.string_list(entry)
-        if info.kind == "list" and info.item.kind == "float":
-            return [self.number_item(decl, item) for item in r.sequence(entry)]
-        value = r.data(entry)
-        if info.kind == "list" and not isinstance(value, list):
-            raise r.expected(entry, "a list")
-        return value
-
-    def number_item(self, decl: Declared, item: Entry) -> float:
-        value = self.r.number(item)
-        if decl.spec.item_range is not None and value not in decl.spec.item_range:
-            raise self.r.fail(item, decl.spec.item_range.message(item.node.value))
-        return value
-
-    def objects(self, cls: type, entry: Entry, chain: tuple) -> list:
-        reader = self.generator if cls is GeneratorConfig else (lambda e, c: self.read_object(cls, e, c))
-        result, items = [], self.r.sequence(entry)
-        for index, item in enumerate(items):
-            try:
-                result.append(reader(item, chain + (index,)))
-            except Invalid:
-                pass
-        if items and not result:
-            raise Invalid()  # every item was wrong and reported: "must not be empty" would be noise
-        return result
-
-    def build(self, cls: type, rel: tuple, values: dict, written: dict, base: tuple, entry: Entry | None):
-        """``cls(...)`` from the values read; its problems are reported at their keys' lines."""
-        kwargs = {}
-        for decl in declared_fields(cls):
-            chain = rel + (decl.name,)
-            if decl.inline:
-                kwargs[decl.name] = self.build(decl.info.cls, chain, values, written, base, written.get(chain, entry))
-            elif decl.spec.present:
-                kwargs[decl.name] = rel in written
-            elif chain in values:
-                kwargs[decl.name] = values[chain]
-        with deferred() as problems:
-            obj = cls(**kwargs)
-        for owner, chain, message in problems:
-            where = base + rel + (chain if owner is obj else ())
-            if where not in self.attempted or where in self.where:  # else: its value was already refused
-                self.report_at(where, message, entry)
-        return obj
-
-    def check_required(self, cls: type, entry: Entry, written: dict) -> bool:
-        """False (after reporting) when a required key is not written."""
-        ok = True
-        for decl in declared_fields(cls):
-            if decl.spec.required and (decl.name,) not in written and decl.key not in _keys(entry):
-                self.r.report(entry.line, f"{entry.path}.{decl.key}", f"missing ({decl.spec.required})")
-                ok = False
-        return ok
-
-    def report_at(self, chain: tuple, message: str, fallback: Entry | None) -> None:
-        """Report at the entry of ``chain``, else of its nearest written parent (+ the rest of the key)."""
-        for depth in range(len(chain), -1, -1):
-            entry = self.where.get(chain[:depth])
-            if entry is not None:
-                rest = _key_suffix(chain, depth)
-                self.r.report(entry.line, f"{entry.path}{rest}" if entry.path else rest.lstrip("."), message)
-                return
-        self.r.report(fallback.line if fallback else 1, _key_suffix(chain, 0).lstrip("."), message)
-
-    def guard(self, read, *args) -> None:
-        try:
-            read(*args)
-        except Invalid:
-            pass
+    def item_reader(self, cls: type):
+        return self.generator if cls is GeneratorConfig else super().item_reader(cls)
 
     # -- top level --------------------------------------------------------------------------
 
@@ -394,132 +379,6 @@ class _Loader:
             elif "path" in mapping and "dataset" in mapping:
                 r.report(mapping["dataset"].line, mapping["dataset"].path, "give either path or dataset, not both")
 
-    # -- special values (Spec.kind) ---------------------------------------------------------------
-
-    def read_messages(self, entry: Entry, chain: tuple) -> list[dict]:
-        result, ok = [], True
-        for item in self.r.sequence(entry):
-            try:
-                result.append(self.message(item))
-            except Invalid:
-                ok = False
-        if not ok:
-            raise Invalid()
-        return result
-
-    def message(self, entry: Entry) -> dict:
-        r = self.r
-        m = r.mapping(entry, ["role", "content", "name", "tool_calls", "tool_call_id"])
-        if "role" not in m:
-            raise r.fail(entry, f"missing key 'role' (one of {', '.join(ROLES)})")
-        role = r.string(m["role"], allow_empty=True)
-        if role not in ROLES:
-            raise r.fail(m["role"], f"expected one of {', '.join(ROLES)}, got {role!r}{suggestion(role, ROLES)}")
-        message = {"role": role}
-        if "content" in m:
-            message["content"] = r.string(m["content"], allow_empty=True)
-        elif "tool_calls" not in m:
-            raise r.fail(entry, "missing key 'content'")
-        for key in ("name", "tool_call_id"):
-            if key in m:
-                message[key] = r.string(m[key])
-        if "tool_calls" in m:
-            message["tool_calls"] = self.mappings(m["tool_calls"])
-        return message
-
-    def read_tools(self, entry: Entry, chain: tuple) -> list[dict]:
-        return self.mappings(entry)
-
-    def mappings(self, entry: Entry) -> list[dict]:
-        result = []
-        for item in self.r.sequence(entry):
-            value = self.r.data(item)
-            if not isinstance(value, dict):
-                raise self.r.expected(item, "a mapping")
-            result.append(value)
-        return result
-
-    def read_prompt(self, entry: Entry, chain: tuple) -> PromptConfig:
-        """A target's own PROMPT; the parts it leaves out come from the top-level one."""
-        prompt = self.read_object(PromptConfig, entry, chain)
-        for decl in declared_fields(PromptConfig):
-            if chain + (decl.name,) not in self.attempted:
-                setattr(prompt, decl.name, getattr(self.top_prompt, decl.name))
-        return prompt
-
-    def read_target_name(self, entry: Entry, chain: tuple) -> str:
-        name = self.r.string(entry)
-        if not TARGET_NAME.match(name):
-            raise self.r.fail(entry, f"invalid target name {name!r} (use letters, digits, '.', '_' and '-')")
-        return name
-
-    def read_split(self, entry: Entry, chain: tuple) -> float:
-        """A fraction, or a pair [train, eval] of non-negative weights (the hosted tool's form)."""
-        if not isinstance(entry.node, yaml.SequenceNode):
-            return self.r.number(entry)
-        items = self.r.sequence(entry)
-        if len(items) != 2:
-            raise self.r.fail(entry, f"expected a number or a pair [train, eval], got {len(items)} values")
-        train, held_out = (self.r.number(item) for item in items)
-        if train <= 0 or held_out < 0:
-            raise self.r.fail(entry, f"expected train > 0 and eval >= 0, got [{_written(items[0].node)}, "
-                                     f"{_written(items[1].node)}]")
-        return train / (train + held_out)
-
-    def read_template(self, entry: Entry, chain: tuple) -> str:
-        text = self.r.string(entry)
-        if len(text.encode("utf-8")) > MAX_TEMPLATE_BYTES:
-            raise self.r.fail(entry, f"template is over {MAX_TEMPLATE_BYTES} bytes")
-        self.check_template(entry, text)
-        return text
-
-    def check_template(self, entry: Entry, text: str) -> None:
-        needed = TEMPLATE_VARIABLES.get(self.generator_type or "", ("numq", "prompt_u"))
-        found = set()
-        for match in string.Template.pattern.finditer(text):
-            if match.group("invalid") is not None:
-                raise self.r.fail(entry, "invalid '$' placeholder (write $$ for a literal $)")
-            name = match.group("named") or match.group("braced")
-            if name is not None and name not in needed:
-                allowed = ", ".join(f"${{{n}}}" for n in needed)
-                raise self.r.fail(entry, f"unknown placeholder ${{{name}}}{suggestion(name, needed)} (allowed: {allowed})")
-            if name:
-                found.add(name)
-        missing = [f"${{{n}}}" for n in needed if n not in found]
-        if missing:
-            raise self.r.fail(entry, f"template is missing {', '.join(missing)}")
-
-    def read_data_path(self, entry: Entry, chain: tuple) -> str:
-        written = self.r.string(entry)
-        self.checked_file(entry, written)
-        return written
-
-    def read_template_file(self, entry: Entry, chain: tuple) -> str:
-        written = self.r.string(entry)
-        real = self.checked_file(entry, written)
-        if real is None:
-            return written
-        if not real.is_file():
-            raise self.r.fail(entry, f"{written!r} is not a file")
-        if real.stat().st_size > MAX_TEMPLATE_BYTES:
-            raise self.r.fail(entry, f"{written!r} is over {MAX_TEMPLATE_BYTES} bytes")
-        try:
-            text = real.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise self.r.fail(entry, f"{written!r} is not UTF-8 text ({error.reason})") from None
-        self.check_template(entry, text)
-        return written
-
-    def checked_file(self, entry: Entry, written: str) -> Path | None:
-        """The real path of a file the config names (None without file-system checks)."""
-        try:
-            if self.base_dir is None:
-                check_written(written)
-                return None
-            return resolve_config_file(written, self.base_dir, self.root)
-        except ConfigPathError as error:
-            raise self.r.fail(entry, error.reason) from None
-
 
 def layout_choices(name: str) -> tuple:
     return next(d for d in declared_fields(GeneratorConfig) if d.name == name).spec.choices
@@ -527,34 +386,3 @@ def layout_choices(name: str) -> tuple:
 
 def _used_by(child, kind: str) -> bool:
     return not isinstance(child, Slot) or child.decl.spec.used_by is None or kind in child.decl.spec.used_by
-
-
-def _keys(entry: Entry | None) -> set[str]:
-    if entry is None or not isinstance(entry.node, yaml.MappingNode):
-        return set()
-    return {str(key.value) for key, _ in entry.node.value if isinstance(key, yaml.ScalarNode)}
-
-
-def _written(node: yaml.Node) -> str:
-    """A value as written, for 'got ...' (strings quoted, numbers as typed: -1e-4)."""
-    if isinstance(node, yaml.ScalarNode):
-        return repr(node.value) if node.tag == "tag:yaml.org,2002:str" else (node.value or "null")
-    return "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
-
-
-def _key_suffix(chain: tuple, depth: int) -> str:
-    """The YAML keys of ``chain[depth:]`` (walking the declaration from InputConfig)."""
-    cls, text = InputConfig, ""
-    for position, part in enumerate(chain):
-        if isinstance(part, int):
-            text += f"[{part}]" if position >= depth else ""
-            continue
-        decl = next((d for d in declared_fields(cls) if d.name == part), None) if cls else None
-        if position >= depth:
-            text += f".{decl.key if decl else part}"
-        info = decl.info if decl else None
-        if info is not None and info.kind == "list" and info.item is not None:
-            info = info.item
-        cls = info.cls if info is not None and info.kind == "object" else None
-    return text
-

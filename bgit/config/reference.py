@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgit.config.declare import Declared, Group, Slot, declared_fields, layout
+from bgit.config.declare import Declared, Group, declared_fields, layout
 from bgit.config.schema import (
     ROLES,
     BakeConfig,
