@@ -239,6 +239,26 @@ def test_bgit_validate_refuses_an_alias_bomb_fast_and_small(tmp_path):
     assert result["seconds"] < 5 and result["peak_mb"] < 300, result
 
 
+def test_diffing_a_commit_whose_input_yml_is_a_bomb_is_refused(tmp_path):
+    """The incident: `bgit diff` on a cloned commit ran past 120 s at 3 GB."""
+    import time
+
+    from bgit.evaluate.bakes import Bake
+    from bgit.evaluate.datasets import config_changes
+    from bgit.repo import Repository
+    from bgit.util.yaml import YamlLimitError
+
+    repository = Repository.init(tmp_path / "repo", example={})
+    (tmp_path / "input.yml").write_text(BOMB)
+    sha = repository.commit_files({"input.yml": tmp_path / "input.yml"}, "a clone's commit")
+    bomb = Bake(repository, "HEAD", repository.resolve(sha))
+    started = time.perf_counter()
+    with pytest.raises(YamlLimitError) as info:
+        config_changes(bomb, bomb)
+    assert time.perf_counter() - started < 5
+    assert str(info.value) == f"{sha[:8]}:input.yml: YAML expands to more than 200000 nodes (alias bomb?)"
+
+
 def test_an_oversized_file_is_refused_before_parsing():
     text = "PROMPT: {}\n# " + "x" * (4 << 20)
     with pytest.raises(ConfigError) as info:

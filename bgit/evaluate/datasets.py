@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 from bgit.evaluate.bakes import Bake
+from bgit.util.yaml import load_bounded
 
 _MISSING = "<absent>"
 
@@ -28,8 +27,8 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
 
 def config_changes(a: Bake, b: Bake) -> list[dict]:
     """input.yml key by key: [{'key', 'old', 'new', 'change': added|removed|modified}]."""
-    old = flatten(yaml.safe_load(a.read_text("input.yml") or "") or {})
-    new = flatten(yaml.safe_load(b.read_text("input.yml") or "") or {})
+    old = flatten(load_bounded(a.read_text("input.yml") or "", f"{a.short}:input.yml") or {})
+    new = flatten(load_bounded(b.read_text("input.yml") or "", f"{b.short}:input.yml") or {})
     changes = []
     for key in sorted(set(old) | set(new)):
         if key not in old:
