@@ -24,7 +24,7 @@ import yaml
 from bgit.config.declare import Slot, declared_fields, deferred, layout, suggestion
 from bgit.config.errors import ConfigError, ConfigIssue, ConfigPathError
 from bgit.config.nodes import Entry, Invalid, Reader, line_of
-from bgit.config.paths import check_written, find_repository_root, resolve_config_file
+from bgit.config.paths import find_repository_root, resolve_config_file
 from bgit.config.schema import (ROLES, TEMPLATE_VARIABLES, BakeConfig, GeneratorConfig, InputConfig,
                                 ModelConfig, PromptConfig, TargetConfig)
 from bgit.config.walk import Walker, _keys, _written
@@ -212,10 +212,9 @@ class _SpecialValues:
 
     def checked_file(self, entry: Entry, written: str) -> Path | None:
         """The real path of a file the config names (None without file-system checks)."""
+        if self.base_dir is None:  # text only (e.g. a commit's input.yml): nothing is read here
+            return None
         try:
-            if self.base_dir is None:
-                check_written(written)
-                return None
             return resolve_config_file(written, self.base_dir, self.root)
         except ConfigPathError as error:
             raise self.r.fail(entry, error.reason) from None

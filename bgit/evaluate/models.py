@@ -26,8 +26,12 @@ def trusts_remote_code(bake: Bake) -> bool:
     """MODEL.trust_remote_code of the bake's input.yml. The bake being made (no repo: staged)
     comes from the user's own file; a commit may come from a clone, so its setting counts only
     once the user opts in locally (git config is never cloned)."""
-    config = bake.config()
-    if config is None or not config.model.trust_remote_code:
+    from bgit.util.yaml import load_bounded  # only this key: an older commit need not pass today's checks
+
+    text = bake.read_text("input.yml")
+    data = load_bounded(text, f"{bake.short}:input.yml") if text else None
+    model = data.get("MODEL") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("trust_remote_code") is not True:
         return False
     if bake.repo is None:
         return True
