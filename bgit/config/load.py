@@ -316,6 +316,9 @@ class _Loader(_SpecialValues, Walker):
             target = self.read_object(TargetConfig, entry, chain)
         except Invalid:
             return None
+        generators = self.where.get(chain + ("generators",))
+        if generators is not None and not target.generators:
+            self.r.report(generators.line, generators.path, "at least one generator is required")
         if target.prompt is not None and self.teacher_missing(target.prompt, chain + ("prompt",)):
             where = self.where.get(chain + ("prompt", "teacher_messages"), self.where.get(chain + ("prompt",)))
             self.r.report(where.line, f"{where.path.removesuffix('.teacher.messages')}.teacher.messages", NO_TEACHER)

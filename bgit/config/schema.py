@@ -170,9 +170,10 @@ class TargetConfig(Settings):
 
     name: str = setting("default", "Target name; its datasets land under targets/<name>/.",
                         kind="target_name")
-    generators: list[GeneratorConfig] = setting(help="Stim generators, run in order.",
-                                                required="at least one generator is required",
-                                                nonempty="at least one generator is required", factory=list)
+    generators: list[GeneratorConfig] = setting(help="Stim generators, run in order (at least one in a "
+                                                "file; a target built in Python for a rollout alone "
+                                                "may have none).", required="at least one generator is required",
+                                                factory=list)
     max_tokens: int = setting(128, "Rollout: new tokens per trajectory.", range=between(1, 32768))
     temperature: float = setting(1.0, "Rollout: sampling temperature (teacher log-probs are stored at T=1).",
                                  range=between(0, 2))
