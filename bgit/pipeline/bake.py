@@ -62,6 +62,8 @@ class Baker:
 
     def bake(self, message: str | None = None, force: bool = False) -> BakeResult:
         run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
+        for notice in self.config.notices:  # keys accepted without effect: never silent
+            self.reporter.message(f"notice: {notice}")
         self.runner.cache.clean_temporaries()
         with self.runner.cache.pinned():  # gc keeps every phase this bake touches while it runs
             return self._bake(message, force)
