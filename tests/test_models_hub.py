@@ -286,6 +286,25 @@ def test_bake_on_a_hub_model_records_its_commit(cache, tiny, tmp_path):
                              "and the hub cannot be reached (HF_HUB_OFFLINE=1)\n")
 
 
+def test_a_question_writer_named_by_hub_id_keys_the_stim_phase(cache, tiny, tmp_path):
+    from bgit import api
+
+    add_snapshot(cache, REPO, tiny[0])
+    root = tmp_path / "repo"
+    api.init(root)
+    write_config(root, str(tiny[0]))
+    config = yaml.safe_load((root / "input.yml").read_text())
+    config["TARGET"]["generators"] = [{"type": "oneshot_qs", "numq": 2, "model": REPO}]
+    (root / "input.yml").write_text(yaml.safe_dump(config))
+    stim_key = api.bake_plan(root)[0].key
+    move_ref(cache, REPO, add_snapshot(cache, REPO, tiny[1], refs=()))  # the writer's weights change
+    assert api.bake_plan(root)[0].key != stim_key
+    config["TARGET"]["generators"][0]["model"] = "testorg/absent"
+    (root / "input.yml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ModelNotCachedError, match="^model testorg/absent is not in the Hugging Face cache"):
+        api.bake_plan(root)
+
+
 # --- online: a hub on loopback ------------------------------------------------------------------
 
 

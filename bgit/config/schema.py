@@ -33,7 +33,8 @@ def _help(text: str, hashed: bool = True, **kwargs) -> Any:
 @dataclass
 class ModelConfig:
     base: str = _help(
-        "Model to bake into: 'smollm2-135m' (embedded), a local HF model directory or a .gguf file.",
+        "Model to bake into: 'smollm2-135m' (embedded), a local HF model directory, a .gguf file, or a "
+        "Hugging Face id org/name[@revision] (from the Hugging Face cache; downloaded once when online).",
         default="smollm2-135m",
     )
     dtype: str = _help("Weights dtype for rollout and training: auto, float32, bfloat16, float16.", default="auto")
@@ -68,7 +69,8 @@ class GeneratorConfig:
         default=None,
     )
     personas: list[str] = _help("persona: descriptions of the users who ask.", default_factory=list)
-    model: str | None = _help("oneshot_qs/persona: model that writes the questions (default: MODEL.base).", default=None)
+    model: str | None = _help("oneshot_qs/persona: model that writes the questions, named as MODEL.base is "
+                               "(default: MODEL.base).", default=None)
     temperature: float = _help("oneshot_qs/persona: sampling temperature of the question writer.", default=1.0)
     max_tokens: int = _help("oneshot_qs/persona: new-token budget of one question-writing call.", default=512)
 
