@@ -1,7 +1,10 @@
 """The GPU check: bgit's CUDA paths on one GPU in one command, with TRL's GKDTrainer for the ratio.
 
-    python bench/gpu_check.py --out gpu_check.json    # CUDA: ~0.5B and ~1.5B Llamas, < 8 min on one H200
+    python bench/gpu_check.py --out gpu_check.json    # CUDA: ~0.5B and ~1.5B Llamas
     python bench/gpu_check.py --tiny --out tiny.json  # CPU: a ~1M-parameter Llama, seconds (tests/test_gpu_check.py)
+
+Sized to finish well under 8 minutes on one H200 (an estimate: it has not run on a GPU yet);
+--models 0.5B, --stims and --tokens shorten it.
 
 Per model (randomly initialised from a LlamaConfig, saved as a safetensors directory and loaded
 back through bgit.models.load_model with dtype auto, i.e. bf16 on a CUDA GPU; no download):
@@ -251,10 +254,11 @@ def run_trl_train(model_dir: Path, config, examples, device: str, row: Row) -> N
                          report_to=[], save_strategy="no", logging_steps=10**6, dataloader_num_workers=0, seed=0,
                          disable_tqdm=True)
         lora = bake.lora
+        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                                 target_modules=lora.target_modules, task_type="CAUSAL_LM")
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
                              processing_class=tokenizer, data_collator=Collator(tokenizer.pad_token_id),
-                             peft_config=LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-                                                    target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+                             peft_config=peft_config)
         trainer.remove_callback(PrinterCallback)  # bgit prints the table; no per-run metric dicts
         with Measure() as measured:
             trainer.train()

@@ -152,7 +152,8 @@ def test_sharded_snapshot_loads_and_a_missing_shard_is_named(cache, tiny, tmp_pa
                                  f"({shards[-1]} missing) and the hub cannot be reached (HF_HUB_OFFLINE=1)")
     listed = {m.name: m for m in list_models().models}
     assert listed["testorg/sharded"].loadable and listed["testorg/broken"].revision == commit
-    assert (listed["testorg/broken"].loadable, listed["testorg/broken"].note) == (False, f"incomplete: {shards[-1]} missing")
+    broken = listed["testorg/broken"]
+    assert (broken.loadable, broken.note) == (False, f"incomplete: {shards[-1]} missing")
 
 
 def test_an_index_naming_paths_outside_the_snapshot_is_refused(cache, tiny):

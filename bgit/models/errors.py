@@ -41,9 +41,8 @@ class ModelNotCachedError(HubModelError):
     def __init__(self, name, cache_dir, reason, cached=()):
         self.name, self.cache_dir, self.reason = name, cache_dir, reason
         hint = f"; cached: {', '.join(cached)}" if cached else ""
-        super().__init__(
-            f"model {name} is not in the Hugging Face cache at {cache_dir} and the hub cannot be reached ({reason}){hint}"
-        )
+        super().__init__(f"model {name} is not in the Hugging Face cache at {cache_dir} "
+                         f"and the hub cannot be reached ({reason}){hint}")
 
 
 class IncompleteModelError(HubModelError):

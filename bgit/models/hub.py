@@ -161,7 +161,8 @@ def weight_files(folder: Path, name) -> list[str]:
     try:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise HubModelError(f"model {name}: {SAFE_INDEX} has no readable weight_map ({type(error).__name__})") from error
+        why = type(error).__name__
+        raise HubModelError(f"model {name}: {SAFE_INDEX} has no readable weight_map ({why})") from error
     for shard in shards:  # the index is data from the hub: it names files, never paths out or patterns
         if not isinstance(shard, str) or not _SHARD.fullmatch(shard) or ".." in shard.split("/"):
             raise HubModelError(f"model {name}: {SAFE_INDEX} names an invalid weight file {shard!r}")

