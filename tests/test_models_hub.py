@@ -218,7 +218,7 @@ def test_models_command_lists_embedded_cached_and_local_models(cache, tiny, tmp_
     main = by_name[REPO]
     assert (main["source"], main["revision"], main["refs"], main["loadable"]) == ("hub", second, ["main"], True)
     assert main["path"] == str(repo_path(cache, REPO) / "snapshots" / second)
-    assert main["size"] == sum((tiny[1] / f).stat().st_size for f in os.listdir(tiny[1]))
+    assert main["size"] == sum((tiny[1] / f).stat().st_size for f in os.listdir(tiny[1]) if not f.startswith("."))
     assert by_name[f"{REPO}@{first}"]["refs"] == [] and by_name[f"{REPO}@{first}"]["loadable"]
     assert (by_name["testorg/pickled"]["loadable"], by_name["testorg/pickled"]["note"]) == (
         False, "only pickle weights (pytorch_model.bin): refused")
