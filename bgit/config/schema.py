@@ -68,7 +68,8 @@ class ModelConfig(Settings):
     PATH: ClassVar[str] = "MODEL"
 
     base: str = setting("smollm2-135m", "Model to bake into: 'smollm2-135m' (embedded), a local HF model "
-                        "directory, a .gguf file or a Hugging Face id ('org/name@revision').")
+                        "directory, a .gguf file, or a Hugging Face id org/name[@revision] (from the Hugging "
+                        "Face cache; downloaded once when online).")
     dtype: str = setting("auto", "Weights dtype for rollout and training (one model serves both); auto = "
                          "float32 on CPU, bf16 on CUDA GPUs that have it.", choices=DTYPES,
                          value_aliases=DTYPE_ALIASES)
@@ -128,7 +129,8 @@ class GeneratorConfig(Settings):
                                         notice=f"{NOT_YET}: the template inline or the built-in one is used")
     personas: list[str] = setting(help="persona: descriptions of the users who ask (none: built-in "
                                   "personas, not available yet).", used_by=("persona",), factory=list)
-    model: str | None = setting(None, "Model that writes the questions (default: MODEL.base).",
+    model: str | None = setting(None, "Model that writes the questions, named as MODEL.base is (default: "
+                                "MODEL.base).",
                                 used_by=WRITER_TYPES)
     temperature: float = setting(1.0, "Sampling temperature of the question writer.", range=between(0, 2),
                                  used_by=WRITER_TYPES)

@@ -13,7 +13,7 @@ def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     if not name:
         from bgit.evaluate.errors import NotABakeError
         raise NotABakeError(bake.ref, "base_model in bake.yml")
-    resolved = resolve_model(name)
+    resolved = resolve_model(name, revision=bake.record.base_model.revision)  # a hub model: the baked commit
     notes = []
     if bake.base_fingerprint and resolved.fingerprint != bake.base_fingerprint:
         notes.append(f"base model {name} has changed since the bake (fingerprint "
