@@ -179,29 +179,36 @@ def test_a_new_bake_on_a_served_branch_is_used_from_the_next_request(setup, tmp_
 # -- concurrency ----------------------------------------------------------------------------
 
 def test_eight_concurrent_clients_are_batched_and_answered_right(setup):
+    """Four clients start together, four more join while they run (their batch is merged into
+    the running one); every answer equals unbatched greedy decoding."""
     models = ["main", "v1", "base", "main", "v1", "base", "main", "main"]
     users = [f"question number {i}: {'why ' * i}?" for i in range(8)]
+    tokens = [120] * 4 + [30] * 4
     answers, errors = {}, []
     before = setup.stats()
 
     def ask(i):
         try:
-            answers[i] = greedy(setup, setup.client(), models[i], users[i], tokens=40)
+            answers[i] = greedy(setup, setup.client(), models[i], users[i], tokens=tokens[i])
         except Exception as error:  # collected: an assertion in a thread would pass silently
             errors.append(error)
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
-    for thread in threads:
+    for thread in threads[:4]:
+        thread.start()
+    _wait_active(setup)
+    for thread in threads[4:]:
         thread.start()
     for thread in threads:
-        thread.join(120)
+        thread.join(300)
     after = setup.stats()
     assert errors == [] and len(answers) == 8
     adapters = {"main": setup.adapters["b"], "v1": setup.adapters["a"], "base": None}
     for i, response in answers.items():
-        expected = setup.reference.greedy(adapters[models[i]], setup.reference.chat_ids(users[i]), 40)
+        expected = setup.reference.greedy(adapters[models[i]], setup.reference.chat_ids(users[i]), tokens[i])
         assert response.choices[0].message.content == setup.reference.text(expected), (i, models[i])
     rows_decoded, steps = after["tokens"] - before["tokens"], after["steps"] - before["steps"]
-    assert rows_decoded == 8 * 40 and steps < rows_decoded  # several rows per forward pass
+    assert rows_decoded == sum(tokens) and steps < rows_decoded  # several rows per forward pass
+    assert after["merges"] > before["merges"]
 
 
 # -- errors ---------------------------------------------------------------------------------
