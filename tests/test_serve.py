@@ -285,6 +285,11 @@ def test_foreign_host_and_origin_are_refused(setup):
 def test_non_loopback_bind_without_a_key_is_refused(setup, monkeypatch):
     from bgit.cli.main import cli
 
+    import bgit.serve.server
+
+    def must_not_listen(*args, **kwargs):
+        raise AssertionError("bgit serve tried to listen on a non-loopback address without a key")
+    monkeypatch.setattr(bgit.serve.server, "bind", must_not_listen)  # a broken check fails, never listens
     monkeypatch.chdir(setup.repo.root)
     monkeypatch.delenv("BGIT_API_KEY", raising=False)
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"])
