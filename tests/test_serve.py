@@ -345,3 +345,44 @@ def test_client_disconnect_while_waiting_for_a_whole_answer_stops_generation(set
     after = _wait_idle(setup)
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["tokens"] - before["tokens"] < 4000
+
+
+def test_the_web_login_sets_a_session_cookie_that_opens_the_page(setup):
+    status, page = raw_request(setup.keyed.url, "POST", "/bgit/login", "key=wrong",
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 401 and "Wrong API key." in page
+    host, port = setup.keyed.url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", "/bgit/login", body=f"key={API_KEY}",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = connection.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie")
+    connection.close()
+    assert response.status == 303 and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert API_KEY not in cookie
+    status, page = raw_request(setup.keyed.url, "GET", "/", headers={"Cookie": cookie.split(";")[0]})
+    assert status == 200 and "bake b" in page and 'data-model="main"' in page
+
+
+def test_bgit_serve_command_listens_prints_its_url_and_stops_on_ctrl_c(setup):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "bgit", "serve", "main", "--port", "0"], cwd=setup.repo.root,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "BGIT_API_KEY": ""})
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("serving main, base (base model ") and first.rstrip().endswith("/v1"), first
+        url = first.split(" at ")[1].strip().removesuffix("/v1")
+        assert url.startswith("http://127.0.0.1:")
+        assert process.stdout.readline().startswith(f"web page: {url}/")
+        status, models = raw_request(url, "GET", "/v1/models")
+        assert status == 200 and [m["id"] for m in models["data"]] == ["main", "base"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stderr.rstrip().endswith("Interrupted.") and "Traceback" not in stderr, stderr
