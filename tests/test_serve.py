@@ -176,6 +176,24 @@ def test_a_new_bake_on_a_served_branch_is_used_from_the_next_request(setup, tmp_
     assert text == reference.text(reference.greedy(setup.adapters["b"], prompt, 60))
 
 
+def test_adapters_beyond_max_loaded_are_unloaded_and_reloaded(setup):
+    from bgit.serve import RunningServer, build
+
+    app, backend = build(setup.repo.root, max_loaded=1)
+    server = RunningServer(app)
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        prompt = setup.reference.chat_ids(USER)
+        for model, adapter in [("main", "b"), ("v1", "a"), ("main", "b")]:
+            answer = greedy(setup, client, model, tokens=6)
+            expected = setup.reference.greedy(setup.adapters[adapter], prompt, 6)
+            assert answer.choices[0].message.content == setup.reference.text(expected), model
+            assert backend.stats()["adapters_loaded"] == 1
+    finally:
+        server.stop()
+        backend.close()
+
+
 # -- concurrency ----------------------------------------------------------------------------
 
 def test_eight_concurrent_clients_are_batched_and_answered_right(setup):

@@ -55,10 +55,12 @@ class Batch:
         import torch
 
         kwargs = {"adapter_names": [r.adapter or "__base__" for r in self.rows]} if self.use_adapters else {}
-        kwargs[_cache_argument(self.model)] = self.cache  # updated in place
+        cache_name, keep_name = _argument_names(self.model)
+        kwargs[cache_name] = self.cache  # updated in place
+        if keep_name:
+            kwargs[keep_name] = 1  # only the last position's logits: [B, V], not [B, T, V]
         with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, **kwargs)
+            out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True, **kwargs)
         return out.logits[:, -1, :].float()
 
     def advance(self, tokens: list[int]) -> None:
@@ -118,18 +120,22 @@ class Batch:
         self.rows = self.rows + other.rows
 
 
-_CACHE_ARGUMENT: dict[type, str] = {}
+_ARGUMENT_NAMES: dict[type, tuple[str, str | None]] = {}
 
 
-def _cache_argument(model) -> str:
-    """transformers 5.2x calls the KV cache argument ``cache``; earlier ones ``past_key_values``."""
+def _argument_names(model) -> tuple[str, str | None]:
+    """The forward arguments for the KV cache and for keeping only the last logits, as this
+    transformers version names them (``cache``/``past_key_values``; ``logits_to_keep``/
+    ``num_logits_to_keep``/none)."""
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if type(base) not in _CACHE_ARGUMENT:
+    if type(base) not in _ARGUMENT_NAMES:
         names = inspect.signature(base.forward).parameters
-        _CACHE_ARGUMENT[type(base)] = "cache" if "cache" in names else "past_key_values"
-    return _CACHE_ARGUMENT[type(base)]
+        cache = "cache" if "cache" in names else "past_key_values"
+        keep = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in names), None)
+        _ARGUMENT_NAMES[type(base)] = (cache, keep)
+    return _ARGUMENT_NAMES[type(base)]
 
 
 def _new_cache(model):

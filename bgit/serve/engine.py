@@ -98,6 +98,8 @@ class Engine:
                 for batch in list(self._batches):
                     self._step(batch)
                 self._batches = [b for b in self._batches if len(b)]
+                if len(self.adapters.used) > self.adapters.max_loaded:
+                    self._evict()
                 self.counters["peak_batch"] = max(self.counters["peak_batch"], sum(len(b) for b in self._batches))
             except Exception as error:  # a bug or out of memory: fail what runs, keep serving
                 log.exception("generation failed")
@@ -171,8 +173,6 @@ class Engine:
         batch.select(keep)
         if len(batch):
             batch.advance(tokens)
-        else:
-            self._evict()
 
     def _deliver(self, row: Row, token: int) -> None:
         row.tokens.append(token)
