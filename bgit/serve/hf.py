@@ -21,14 +21,15 @@ class HFBackend(ServeBackend):
         from bgit.serve.engine import Adapters, Engine
 
         with registry.lock:
-            first = registry.resolve(registry.served_refs()[0][0])
+            first = registry.resolve(registry.first_bake.ref)
             model, tokenizer, self.notes = load_base(registry.first_bake, device=device, dtype=dtype)
         super().__init__(registry, tokenizer, _max_context(model, tokenizer))
         peft_model = with_adapter(model, first.adapter_dir, name=first.adapter_name)
         adapters = Adapters(peft_model, first.adapter_name, max_loaded)
-        for name, _ in registry.served_refs()[1:max_loaded]:  # the served tips, before any request
+        for name, _ in registry.served_refs():  # the served tips, before any request
             served = registry.resolve(name)
-            adapters.ensure(served.adapter_name, served.adapter_dir)
+            if len(adapters.used) < max_loaded or served.adapter_name in adapters.used:
+                adapters.ensure(served.adapter_name, served.adapter_dir)
         self.engine = Engine(peft_model, tokenizer, adapters, self.max_context, max_batch=max_batch,
                              batch_window=batch_window)
 
