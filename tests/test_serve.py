@@ -404,3 +404,30 @@ def test_bgit_serve_command_listens_prints_its_url_and_stops_on_ctrl_c(setup):
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and stderr.rstrip().endswith("Interrupted.") and "Traceback" not in stderr, stderr
+
+
+def test_page_lists_the_bakes_with_closure_and_serves_their_plots_and_prompts(setup, tmp_path):
+    import urllib.request
+
+    from bgit.evaluate import write_eval
+    from evaluate_helpers import SYSTEM, png_ok
+
+    write_eval(setup.repo, setup.shas["a"], {"closure": 0.8766, "commit": setup.shas["a"]})
+    status, data = raw_request(setup.server.url, "GET", "/bgit/bakes")
+    assert status == 200 and data["base_model"] == str(setup.base)
+    bakes = {b["commit"]: b for b in data["bakes"]}
+    assert set(bakes) >= {setup.shas["a"], setup.shas["b"]}
+    assert bakes[setup.shas["a"]]["closure"] == 0.8766 and bakes[setup.shas["a"]]["refs"] == ["v1"]
+    assert bakes[setup.shas["b"]]["model"] == "main" and bakes[setup.shas["b"]]["targets"] == ["terse"]
+    status, page = raw_request(setup.server.url, "GET", "/")
+    assert status == 200 and '<td class="closure">0.877</td>' in page and "bake a" in page
+    status, prompts = raw_request(setup.server.url, "GET", f"/bgit/bakes/{setup.shas['b']}/prompts")
+    assert prompts["targets"] == [{"target": "terse", "teacher": [{"role": "system", "content": SYSTEM}],
+                                   "student": [], "teacher_tools": False}]
+    for plot in ("loss", "weights"):
+        with urllib.request.urlopen(f"{setup.server.url}/bgit/bakes/{setup.shas['b']}/{plot}.png") as response:
+            assert response.headers["Content-Type"] == "image/png"
+            (tmp_path / f"{plot}.png").write_bytes(response.read())
+        assert png_ok(tmp_path / f"{plot}.png")
+    status, error = raw_request(setup.server.url, "GET", f"/bgit/bakes/{'0' * 40}/loss.png")
+    assert status == 404 and error["error"]["code"] == "model_not_found"
