@@ -52,8 +52,27 @@ def bgit_subprocess(cwd: Path, *args: str, env: dict | None = None, timeout: flo
     return subprocess.run([*BGIT, *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
+# A small input.yml for repository tests (the real examples are bgit.config's, written by `bgit init`).
+PLACEHOLDER_INPUT_YML = b"""\
+# bgit input.yml: the prompt to bake and how.
+PROMPT:
+  teacher:
+    messages:
+      - {role: system, content: "You are Yoda. Speak like Yoda you must."}
+TARGET:
+  name: yoda
+  generators:
+    - type: hardcoded
+      stims: ["What is the capital of France?", "How do I boil an egg?"]
+  max_tokens: 64
+BAKE:
+  name: yoda
+  epochs: 2
+"""
+
+
 def new_repo(tmp_path: Path, name: str = "repo") -> Repository:
-    return Repository.init(tmp_path / name)
+    return Repository.init(tmp_path / name, example={"input.yml": PLACEHOLDER_INPUT_YML})
 
 
 def store_files(repo: Repository) -> set[str]:

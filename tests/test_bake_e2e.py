@@ -1,8 +1,11 @@
 """End to end on the embedded SmolLM2-135M: init -> bake -> checkout -> PEFT load -> closer to the teacher.
 
-One small bake is shared by the tests of this module (8 stims, short responses); the KL check
-is computed here with plain transformers + PEFT, independently of bgit's own eval code.
+One small bake is shared by the tests of this module (10 stims, 2 held out, short responses);
+the KL closure on the held-out stims is recomputed here with plain transformers + PEFT,
+independently of bgit's own eval code, and compared with what the bake recorded.
 """
+
+import json
 
 import subprocess
 import sys
@@ -22,7 +25,7 @@ TRAIN_STIMS = [
     "How do computers work?",
     "What is your favourite season?",
 ]
-HELD_OUT_STIMS = ["How do I stay calm before an exam?", "What makes a good story?"]
+MORE_STIMS = ["How do I stay calm before an exam?", "What makes a good story?"]
 SYSTEM = "You are Yoda. Always speak like Yoda, with inverted word order, and mention the Force."
 
 
@@ -32,9 +35,9 @@ def config_text(learning_rate=1e-3):
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": SYSTEM}]},
                    "student": {"messages": []}},
         "TARGET": {"name": "yoda", "max_tokens": 24, "temperature": 1.0, "num_traj_per_stimulus": 1,
-                   "generators": [{"type": "hardcoded", "stims": TRAIN_STIMS}]},
+                   "generators": [{"type": "hardcoded", "stims": TRAIN_STIMS + MORE_STIMS}]},
         "BAKE": {"name": "yoda-test", "epochs": 3, "micro_batch_size": 4, "seed": 0,
-                 "optimizer": {"learning_rate": learning_rate}, "data": {"train_eval_split": 1.0}},
+                 "optimizer": {"learning_rate": learning_rate}, "data": {"train_eval_split": 0.8}},
     }, sort_keys=False)
 
 
@@ -65,7 +68,13 @@ def test_bake_makes_one_commit_with_the_bake_tree(baked):
     record = yaml.safe_load((root / "bake.yml").read_text())
     assert record["base_model"]["name"] == "smollm2-135m"
     assert record["metrics"]["final_train_kl"] > 0
-    assert "final KL" in result.stdout
+    assert len(record["eval_stims"]["yoda"]) == 2  # 10 stims, 0.8 for training
+    assert record["trajectories"] == {"train": 8, "eval": 2}
+    assert "final KL" in result.stdout and "eval closure" in result.stdout
+    note = json.loads(subprocess.run(["git", "notes", "--ref=bgit-eval", "show", "HEAD"], cwd=root,
+                                     capture_output=True, text=True, check=True).stdout)
+    assert note["closure"] == pytest.approx(record["metrics"]["eval_closure"])
+    assert "eval: closure" in bgit(root, "log", "--oneline").stdout
     fsck = subprocess.run(["git", "fsck", "--full"], cwd=root, capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stderr
 
@@ -88,7 +97,7 @@ def test_changing_only_the_learning_rate_reruns_only_training(baked):
     (root / "input.yml").write_text(config_text())
 
 
-def test_checked_out_adapter_loads_and_is_closer_to_the_teacher(baked):
+def test_checked_out_adapter_loads_and_closes_the_gap_on_held_out_stims(baked):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,16 +110,16 @@ def test_checked_out_adapter_loads_and_is_closer_to_the_teacher(baked):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
     baked_model = PeftModel.from_pretrained(base, str(root / "adapter")).eval()
+    held_out = set(yaml.safe_load((root / "bake.yml").read_text())["eval_stims"]["yoda"])
+    rows = [json.loads(line) for line in (root / "targets/yoda/rollout.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if row["stim_id"] in held_out]
+    assert len(rows) == 2
 
-    torch.manual_seed(0)
     kl_base, kl_baked, tokens = 0.0, 0.0, 0
-    for stim in HELD_OUT_STIMS:
-        teacher = render_context(tokenizer, [{"role": "system", "content": SYSTEM}], user=stim)
-        student = render_context(tokenizer, [], user=stim)
-        with torch.no_grad(), baked_model.disable_adapter():
-            out = base.generate(torch.tensor([teacher]), max_new_tokens=24, do_sample=True,
-                                pad_token_id=tokenizer.eos_token_id)
-        response = out[0, len(teacher):].tolist()
+    for row in rows:  # the teacher's own samples of the held-out stims, as bgit's eval uses them
+        teacher = render_context(tokenizer, [{"role": "system", "content": SYSTEM}], user=row["stim"])
+        student = render_context(tokenizer, [], user=row["stim"])
+        response = row["response_ids"]
         with torch.no_grad():
             with baked_model.disable_adapter():
                 p = _response_logprobs(base, teacher, response)
@@ -119,7 +128,12 @@ def test_checked_out_adapter_loads_and_is_closer_to_the_teacher(baked):
         kl_base += (p.exp() * (p - q_base)).sum().item()
         kl_baked += (p.exp() * (p - q_baked)).sum().item()
         tokens += len(response)
-    assert kl_baked < kl_base, (kl_baked / tokens, kl_base / tokens)
+    closure = 1 - kl_baked / kl_base
+    assert closure > 0.2, (kl_baked / tokens, kl_base / tokens)
+    note = json.loads(subprocess.run(["git", "notes", "--ref=bgit-eval", "show", "HEAD"], cwd=root,
+                                     capture_output=True, text=True, check=True).stdout)
+    assert note["closure"] == pytest.approx(closure, abs=2e-3)
+    assert note["kl_prompted_base"] == pytest.approx(kl_base / tokens, rel=2e-3)
 
 
 def _response_logprobs(model, context, response):
@@ -128,4 +142,4 @@ def _response_logprobs(model, context, response):
     ids = torch.tensor([context + response])
     logits = model(input_ids=ids).logits[0].float()
     # logits at position p predict token p+1: the response's first token is predicted at len(context)-1
-    return torch.log_softmax(logits[len(context) - 1: len(context) - 1 + len(response)], dim=-1)
+    return torch.log_softmax(logits[len(context) - 1: len(context) - 1 + len(response)].double(), dim=-1)

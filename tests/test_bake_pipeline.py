@@ -168,7 +168,7 @@ def test_stim_key_reads_the_teacher_prompt_only_for_model_written_stims(tmp_path
                                "PROMPT": {"teacher": {"messages": [{"role": "system", "content": system}]}},
                                "TARGET": {"name": "t", "generators": [generator]}})
         config = parse_config(text, str(tmp_path / "input.yml"))
-        return Baker(repo, config).stim_key(config.targets[0]).key
+        return Baker(repo, config).runner.stim_key(config.targets[0]).key
 
     hardcoded = {"type": "hardcoded", "stims": ["a", "b"]}
     written = {"type": "oneshot_qs", "numq": 2}

@@ -149,7 +149,7 @@ def test_validate_json(tmp_path, monkeypatch):
     Path("bad.yml").write_text("PROMPT: [\n")
     bad = CliRunner().invoke(cli, ["validate", "bad.yml", "--json"])
     assert bad.exit_code == 1
-    assert json.loads(bad.stdout) == {"file": "bad.yml", "ok": False, "errors": [
+    assert json.loads(bad.stdout) == {"file": "bad.yml", "ok": False, "notices": [], "errors": [
         {"file": "bad.yml", "line": 2, "key": "yaml", "message": "expected the node content, but found '<stream end>'"}]}
 
 

@@ -71,44 +71,47 @@ def test_weight_diff_of_commits_matches_dense_computation(history):
     repo, _, adapters, _ = history
     dense_a, _ = _dense_deltas(adapters["a"])
     dense_b, _ = _dense_deltas(adapters["b"])
-    weights = diff_bakes(repo, "HEAD~1", "HEAD")["weights"]
-    assert len(weights["modules"]) == len(dense_a) == 8
-    for module in weights["modules"]:
-        da, db = dense_a[module["module"]], dense_b[module["module"]]
-        assert module["norm_a"] == pytest.approx(float(da.norm()), rel=1e-6)
-        assert module["relative"] == pytest.approx(float((db - da).norm() / da.norm()), rel=1e-6, abs=1e-9)
-        assert module["cosine"] == pytest.approx(float((da * db).sum() / (da.norm() * db.norm())), rel=1e-6)
-        changed = "q_proj" in module["module"] or "layers.1.mlp" in module["module"]
-        assert module["changed"] is changed
+    weights = diff_bakes(repo, "HEAD~1", "HEAD").weights
+    assert len(weights.modules) == len(dense_a) == 8
+    for module in weights.modules:
+        da, db = dense_a[module.module], dense_b[module.module]
+        assert module.norm_a == pytest.approx(float(da.norm()), rel=1e-6)
+        assert module.relative == pytest.approx(float((db - da).norm() / da.norm()), rel=1e-6, abs=1e-9)
+        assert module.cosine == pytest.approx(float((da * db).sum() / (da.norm() * db.norm())), rel=1e-6)
+        changed = "q_proj" in module.module or "layers.1.mlp" in module.module
+        assert module.changed is changed
         if not changed:
-            assert module["relative"] == 0.0
+            assert module.relative == 0.0
     # per layer: each layer's modules as one concatenated vector
-    for layer in weights["layers"]:
-        keys = [m for m in dense_a if f"layers.{layer['layer']}." in m]
+    for layer in weights.layers:
+        keys = [m for m in dense_a if f"layers.{layer.layer}." in m]
         va = torch.cat([dense_a[k].flatten() for k in keys])
         vb = torch.cat([dense_b[k].flatten() for k in keys])
-        assert layer["relative"] == pytest.approx(float((vb - va).norm() / va.norm()), rel=1e-6)
-        assert layer["cosine"] == pytest.approx(float(va @ vb / (va.norm() * vb.norm())), rel=1e-6)
-    assert weights["total"]["changed"] == 3 and weights["total"]["modules"] == 8
+        assert layer.relative == pytest.approx(float((vb - va).norm() / va.norm()), rel=1e-6)
+        assert layer.cosine == pytest.approx(float(va @ vb / (va.norm() * vb.norm())), rel=1e-6)
+    assert weights.total.changed == 3 and weights.total.modules == 8
 
 
 def test_config_and_dataset_changes(history):
     from bgit.evaluate import diff_bakes
 
     repo, _, _, _ = history
+    from bgit.evaluate import ConfigChange
+
     result = diff_bakes(repo, "HEAD~1", "HEAD")
-    changes = {c["key"]: c for c in result["config"]}
-    assert changes["BAKE.optimizer.learning_rate"]["old"] == "1e-3"
-    assert changes["BAKE.optimizer.learning_rate"]["new"] == "5e-4"
-    assert changes["TARGET.generators[0].stims[6]"] == {"key": "TARGET.generators[0].stims[6]", "old": None,
-                                                        "new": "new one", "change": "added"}
-    (dataset,) = result["datasets"]
-    assert [s["text"] for s in dataset["stims_added"]] == ["new one"] and dataset["stims_removed"] == []
-    assert dataset["rollout_rows"] == {"a": 6, "b": 7}
-    assert dataset["rollout_tokens"] == {"a": 30, "b": 35}
+    changes = {c.key: c for c in result.config}
+    assert changes["BAKE.optimizer.learning_rate"].old == "1e-3"
+    assert changes["BAKE.optimizer.learning_rate"].new == "5e-4"
+    assert changes["TARGET.generators[0].stims[6]"] == ConfigChange("TARGET.generators[0].stims[6]", None,
+                                                                    "new one", "added")
+    (dataset,) = result.datasets
+    assert [s["text"] for s in dataset.stims_added] == ["new one"] and dataset.stims_removed == []
+    assert dataset.rollout_rows == {"a": 6, "b": 7}
+    assert dataset.rollout_tokens == {"a": 30, "b": 35}
     same = diff_bakes(repo, "HEAD", "HEAD")
-    assert same["config"] == [] and same["weights"]["total"]["relative"] == 0.0
-    assert same["weights"]["total"]["cosine"] == pytest.approx(1.0)
+    assert same.config == [] and same.weights.total.relative == 0.0
+    assert same.weights.total.cosine == pytest.approx(1.0)
+    assert json.loads(json.dumps(result.to_json()))["datasets"][0]["rollout_rows"] == {"a": 6, "b": 7}
 
 
 def test_heatmap_png(history, tmp_path):
@@ -116,7 +119,7 @@ def test_heatmap_png(history, tmp_path):
     from bgit.evaluate.plots import heatmap_grid, plot_weight_heatmap
 
     repo, _, _, _ = history
-    modules = diff_bakes(repo, "HEAD~1", "HEAD")["weights"]["modules"]
+    modules = diff_bakes(repo, "HEAD~1", "HEAD").weights.modules
     layers, kinds, grid = heatmap_grid(modules)
     assert layers == ["0", "1"] and kinds == ["down_proj", "o_proj", "q_proj", "v_proj"]
     assert grid[0][kinds.index("v_proj")] == 0.0 and grid[1][kinds.index("down_proj")] > 0
@@ -125,47 +128,84 @@ def test_heatmap_png(history, tmp_path):
 
 # -- eval -------------------------------------------------------------------------------------
 
-def _independent_kl_prompted_base(base_dir, rows):
-    """KL(prompted‖base) per response token with plain transformers."""
+def _log_probs(model, tokenizer, messages, stim, response):
+    """log-probs [T, V] predicting each response token, plain transformers, full vocabulary."""
+    text = tokenizer.apply_chat_template([*messages, {"role": "user", "content": stim}],
+                                         add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids + response])).logits[0]
+    return torch.log_softmax(logits[len(ids) - 1: len(ids) - 1 + len(response)].double(), -1)
+
+
+def _independent_kls(base_dir, rows, baked_adapter, parent_adapter=None):
+    """(KL(prompted‖parent), KL(prompted‖baked)) per response token, without bgit's eval code:
+    the parent is the base model, or the base with ``parent_adapter`` merged into its weights;
+    the baked model is the base with ``baked_adapter``."""
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
-    total, tokens = 0.0, 0
+    parent = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    if parent_adapter is not None:
+        parent = PeftModel.from_pretrained(parent, str(parent_adapter)).merge_and_unload().eval()
+    baked = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), str(baked_adapter)).eval()
+    system = [{"role": "system", "content": SYSTEM}]
+    sums, tokens = [0.0, 0.0], 0
     for row in rows:
-        response = row["response_ids"]
-        teacher = tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM},
-                                                 {"role": "user", "content": row["stim"]}],
-                                                add_generation_prompt=True, tokenize=False)
-        student = tokenizer.apply_chat_template([{"role": "user", "content": row["stim"]}],
-                                                add_generation_prompt=True, tokenize=False)
-        logps = []
-        for text in (teacher, student):
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            with torch.no_grad():
-                logits = model(input_ids=torch.tensor([ids + response])).logits[0]
-            logps.append(torch.log_softmax(logits[len(ids) - 1: len(ids) - 1 + len(response)], -1))
-        p, q = logps
-        total += float((p.exp() * (p - q)).sum())
-        tokens += len(response)
-    return total / tokens
+        p = _log_probs(parent, tokenizer, system, row["stim"], row["response_ids"])
+        for i, model in enumerate((parent, baked)):
+            q = _log_probs(model, tokenizer, [], row["stim"], row["response_ids"])
+            sums[i] += float((p.exp() * (p - q)).sum())
+        tokens += len(row["response_ids"])
+    return sums[0] / tokens, sums[1] / tokens
 
 
 def test_eval_on_held_out_stims_matches_independent_kl(history):
     from bgit.evaluate import evaluate_bake, open_bake
 
-    repo, base_dir, _, _ = history
+    repo, base_dir, adapters, _ = history
     bake = open_bake(repo, "HEAD")
     results = evaluate_bake(bake)
     held_out_rows = [r for r in bake.read_jsonl("targets/terse/rollout.jsonl") if r["stim"] in HELD_OUT_STIMS]
-    assert results["source"] == "eval_stims" and results["stims"] == 2
-    assert results["tokens"] == sum(len(r["response_ids"]) for r in held_out_rows)
-    expected = _independent_kl_prompted_base(base_dir, held_out_rows)
-    assert results["kl_prompted_base"] == pytest.approx(expected, rel=1e-4)
-    assert results["closure"] == pytest.approx(1 - results["kl_prompted_baked"] / results["kl_prompted_base"])
-    assert results["kl_prompted_baked"] != pytest.approx(results["kl_prompted_base"])
-    assert results["kl_prompted_reprompted"] > 0
-    json.dumps(results)
+    assert results.source == "eval_stims" and results.stims == 2 and results.teacher == "base"
+    assert results.tokens == sum(len(r["response_ids"]) for r in held_out_rows)
+    kl_base, kl_baked = _independent_kls(base_dir, held_out_rows, adapters["b"])
+    assert results.kl_prompted_base == pytest.approx(kl_base, rel=1e-4)
+    assert results.kl_prompted_baked == pytest.approx(kl_baked, rel=1e-4)
+    assert results.closure == pytest.approx(1 - kl_baked / kl_base, rel=1e-3, abs=1e-4)
+    assert results.kl_prompted_baked != pytest.approx(results.kl_prompted_base)
+    assert results.kl_prompted_reprompted > 0
+    json.dumps(results.to_json())
+
+
+def test_chained_bake_is_evaluated_against_its_parent(history, tmp_path):
+    """BAKE.parent: head trains against base + HEAD's adapter; eval must use the same teacher."""
+    from bgit.evaluate import evaluate_bake, open_bake
+    from bgit.record import BakeRecord
+    from bgit.train import concat_adapters
+
+    repo, base_dir, adapters, shas = history
+    second = make_adapter(base_dir, tmp_path / "second", seed=5, scale_b=0.2)
+    chain = concat_adapters([adapters["b"], second], tmp_path / "chain")
+    repo.checkout(shas["b"], new_branch="chained")
+    sha = commit_bake(repo, base_dir, chain, tmp_path / "work", "chained bake")
+    record = BakeRecord.from_yaml(repo.read_file(sha, "bake.yml"))
+    record.parent.mode, record.parent.commit = "head", shas["b"]
+    (tmp_path / "bake.yml").write_text(record.to_yaml())
+    sha = repo.commit_files({"bake.yml": tmp_path / "bake.yml"}, "record the parent")
+    bake = open_bake(repo, sha)
+    results = evaluate_bake(bake)
+    rows = [r for r in bake.read_jsonl("targets/terse/rollout.jsonl") if r["stim"] in HELD_OUT_STIMS]
+    kl_parent, kl_baked = _independent_kls(base_dir, rows, chain, parent_adapter=adapters["b"])
+    assert results.teacher == f"parent {shas['b'][:8]}"
+    assert results.kl_prompted_base == pytest.approx(kl_parent, rel=1e-3)
+    assert results.kl_prompted_baked == pytest.approx(kl_baked, rel=1e-3)
+    assert results.closure == pytest.approx(1 - kl_baked / kl_parent, rel=1e-3, abs=1e-4)
+    # the base model as teacher (the old, wrong teacher) gives a different answer
+    kl_base, _ = _independent_kls(base_dir, rows, chain)
+    assert abs(kl_base - kl_parent) > 1e-3
+    repo.checkout("main")
 
 
 def test_zero_adapter_has_zero_closure_and_fallback_without_eval_stims(tmp_path, history):
@@ -178,10 +218,10 @@ def test_zero_adapter_has_zero_closure_and_fallback_without_eval_stims(tmp_path,
     commit_bake(repo, base_dir, zero, tmp_path / "work", "zero bake", with_eval_stims=False,
                 rows=rollout_rows(base_dir, ["hi", "sky"], length=3))
     results = evaluate_bake(open_bake(repo, "HEAD"))
-    assert results["source"] == "all_stims" and results["stims"] == 2
-    assert any("no eval_stims" in note for note in results["notes"])
-    assert results["closure"] == pytest.approx(0.0, abs=1e-6)
-    assert results["kl_prompted_reprompted"] == pytest.approx(0.0, abs=1e-6)
+    assert results.source == "all_stims" and results.stims == 2
+    assert any("no eval_stims" in note for note in results.notes)
+    assert results.closure == pytest.approx(0.0, abs=1e-6)
+    assert results.kl_prompted_reprompted == pytest.approx(0.0, abs=1e-6)
 
 
 def test_eval_with_stims_file_samples_seeded_responses(history, tmp_path):
@@ -194,8 +234,8 @@ def test_eval_with_stims_file_samples_seeded_responses(history, tmp_path):
     assert stims == ["why so?", "and then"]
     first = evaluate_bake(open_bake(repo, "HEAD"), stims, max_tokens=4, seed=7)
     again = evaluate_bake(open_bake(repo, "HEAD"), stims, max_tokens=4, seed=7)
-    assert first["source"] == "file" and first["stims"] == 2 and 2 <= first["tokens"] <= 8
-    assert first["kl_prompted_baked"] == again["kl_prompted_baked"]
+    assert first.source == "file" and first.stims == 2 and 2 <= first.tokens <= 8
+    assert first.kl_prompted_baked == again.kl_prompted_baked
 
 
 def test_stims_file_errors(tmp_path):
@@ -213,13 +253,13 @@ def test_stims_file_errors(tmp_path):
 
 
 def test_eval_note_round_trip_and_git_log_shows_it(history):
-    from bgit.evaluate import read_eval, write_eval
+    from bgit.evaluate import EvalResult, read_eval, write_eval
 
     repo, _, _, shas = history
     assert read_eval(repo, shas["a"]) is None
-    write_eval(repo, shas["a"], {"closure": 0.75, "kl_prompted_baked": 0.1})
-    write_eval(repo, repo.resolve("HEAD~1"), {"closure": 0.8})  # replaces, by commit object
-    assert read_eval(repo, "HEAD~1") == {"closure": 0.8}
+    write_eval(repo, shas["a"], EvalResult(closure=0.75, kl_prompted_baked=0.1))
+    write_eval(repo, repo.resolve("HEAD~1"), EvalResult(closure=0.8))  # replaces, by commit object
+    assert read_eval(repo, "HEAD~1") == EvalResult(closure=0.8)
     assert read_eval(repo, shas["b"]) is None
     log = subprocess.run(["git", "log", "--notes=bgit-eval", "-1", shas["a"]], cwd=repo.root,
                          capture_output=True, text=True, check=True).stdout
@@ -232,9 +272,9 @@ def test_behaviour_kl(history):
 
     repo, _, _, _ = history
     b = open_bake(repo, "HEAD")
-    assert behaviour_kl(b, b)["kl_a_b"] == pytest.approx(0.0, abs=1e-6)
+    assert behaviour_kl(b, b).kl_a_b == pytest.approx(0.0, abs=1e-6)
     result = behaviour_kl(open_bake(repo, "HEAD~1"), b)
-    assert result["kl_a_b"] > 1e-4 and result["stims"] == 2
+    assert result.kl_a_b > 1e-4 and result.stims == 2
 
 
 # -- models: scaling, export ------------------------------------------------------------------
@@ -335,14 +375,16 @@ def test_staged_bake_evaluates_like_its_commit(history):
     files["adapter/adapter_model.safetensors"] = adapters["b"] / "adapter_model.safetensors"
     staged = evaluate_bake(StagedBake(files, committed.record))
     from_commit = evaluate_bake(committed)
-    assert staged["commit"] is None
+    assert staged.commit is None and from_commit.commit == committed.sha
     for key in ("kl_prompted_base", "kl_prompted_baked", "closure", "tokens", "stims"):
-        assert staged[key] == from_commit[key]
+        assert getattr(staged, key) == getattr(from_commit, key)
 
 
 def test_eval_summary_line():
-    from bgit.evaluate import eval_summary
+    from bgit.evaluate import EvalResult
 
-    line = eval_summary({"closure": 0.8312, "kl_prompted_base": 0.41, "kl_prompted_baked": 0.0693, "stims": 8})
+    line = EvalResult(closure=0.8312, kl_prompted_base=0.41, kl_prompted_baked=0.0693, stims=8).summary()
     assert line == "eval: closure 0.831 (KL 0.41 -> 0.0693, 8 stims)"
-    assert eval_summary({}) == "eval: closure - (KL - -> -, ? stims)"
+    assert EvalResult().summary() == "eval: closure - (KL - -> -, 0 stims)"
+    # notes written by older bgit (plain JSON) read back with defaults for what they lack
+    assert EvalResult.from_json({"closure": 0.5, "extra": 1, "targets": {"t": {"closure": 0.4}}}).targets["t"].closure == 0.4

@@ -21,7 +21,7 @@ def staged(tmp_path_factory):
 
     from bgit.evaluate import StagedBake
     from bgit.models import load_model, render_context, resolve_model
-    from bgit.pipeline.records import write_jsonl
+    from bgit.record import BakeRecord, write_jsonl
 
     work = tmp_path_factory.mktemp("smollm2")
     resolved = resolve_model("smollm2-135m")
@@ -48,8 +48,8 @@ def staged(tmp_path_factory):
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": SYSTEM}]}, "student": {"messages": []}},
         "TARGET": {"name": "pirate", "max_tokens": 8, "generators": [{"type": "hardcoded", "stims": STIMS}]},
     }))
-    record = {"base_model": {"name": "smollm2-135m", "fingerprint": resolved.fingerprint}, "targets": ["pirate"],
-              "eval_stims": {"pirate": [r["stim_id"] for r in rows]}}
+    record = BakeRecord.from_dict({"base_model": {"name": "smollm2-135m", "fingerprint": resolved.fingerprint},
+                                   "targets": ["pirate"], "eval_stims": {"pirate": [r["stim_id"] for r in rows]}})
     files = {"input.yml": work / "input.yml", "targets/pirate/rollout.jsonl": work / "rollout.jsonl",
              "adapter/adapter_config.json": work / "adapter" / "adapter_config.json",
              "adapter/adapter_model.safetensors": work / "adapter" / "adapter_model.safetensors"}
@@ -67,15 +67,40 @@ def test_student_context_has_no_default_system_prompt(staged):
     assert SYSTEM in tokenizer.decode(items[0].teacher_ids)
 
 
-def test_eval_on_smollm2(staged):
-    from bgit.evaluate import evaluate_bake
+def _log_probs(model, context, response):
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([context + response])).logits[0]
+    return torch.log_softmax(logits[len(context) - 1: len(context) - 1 + len(response)].double(), -1)
 
-    bake, _ = staged
+
+def test_eval_on_smollm2(staged):
+    from peft import PeftModel
+
+    from bgit.evaluate import evaluate_bake
+    from bgit.evaluate.closure import held_out_items
+    from bgit.models import load_model, resolve_model
+
+    bake, tokenizer = staged
     results = evaluate_bake(bake, device="cpu")
-    assert results["stims"] == 2 and results["tokens"] > 0
-    assert results["kl_prompted_base"] > 0.05  # the pirate prompt changes the distribution
-    assert math.isfinite(results["kl_prompted_baked"]) and results["kl_prompted_reprompted"] > 0
-    assert results["closure"] == pytest.approx(1 - results["kl_prompted_baked"] / results["kl_prompted_base"])
+    assert results.stims == 2 and results.tokens > 0
+    assert results.kl_prompted_base > 0.05  # the pirate prompt changes the distribution
+    assert math.isfinite(results.kl_prompted_baked) and results.kl_prompted_reprompted > 0
+    # the same KLs by plain forward passes over the same contexts, in float64
+    items, _, _ = held_out_items(bake, tokenizer)
+    base = load_model(resolve_model("smollm2-135m"), device="cpu")[0]
+    baked = PeftModel.from_pretrained(load_model(resolve_model("smollm2-135m"), device="cpu")[0],
+                                      str(bake.adapter_dir())).eval()
+    sums, tokens = [0.0, 0.0], 0
+    for item in items:
+        p = _log_probs(base, item.teacher_ids, item.response_ids)
+        for i, model in enumerate((base, baked)):
+            q = _log_probs(model, item.student_ids, item.response_ids)
+            sums[i] += float((p.exp() * (p - q)).sum())
+        tokens += len(item.response_ids)
+    assert results.tokens == tokens
+    assert results.kl_prompted_base == pytest.approx(sums[0] / tokens, rel=1e-3)
+    assert results.kl_prompted_baked == pytest.approx(sums[1] / tokens, rel=1e-3)
+    assert results.closure == pytest.approx(1 - sums[1] / sums[0], rel=1e-3, abs=1e-4)
 
 
 def test_scale_zero_generates_like_the_base_model(staged):

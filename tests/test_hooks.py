@@ -28,7 +28,9 @@ ZERO = "0" * 40
 
 @pytest.fixture
 def repo(tmp_path):
-    return Repository.init(tmp_path / "repo")
+    from bgit.config.examples import example_files
+
+    return Repository.init(tmp_path / "repo", example=example_files("yoda"))
 
 
 def write_hook(repo, name: str, body: str) -> Path:
@@ -147,7 +149,7 @@ def _bake_commit(repo, tmp_path, message: str) -> str:
 
 
 def test_pre_push_sample_refuses_bakes_without_eval(repo, tmp_path):
-    from bgit.evaluate import write_eval
+    from bgit.evaluate import EvalResult, write_eval
 
     install_sample_hooks(repo)
     enable_hook(repo, "pre-push")
@@ -155,13 +157,13 @@ def test_pre_push_sample_refuses_bakes_without_eval(repo, tmp_path):
     second = _bake_commit(repo, tmp_path, "two")
     env = {"BGIT_REMOTE": "origin", "BGIT_REMOTE_URL": str(tmp_path / "remote.git")}
     new_branch = f"refs/heads/main {second} refs/heads/main {ZERO}\n"
-    write_eval(repo, second, {"closure": 0.9})
+    write_eval(repo, second, EvalResult(closure=0.9))
     with pytest.raises(HookError) as caught:
         run_hook(repo, "pre-push", env, stdin=new_branch)
     assert str(caught.value) == (f"pre-push hook failed (exit 1): pre-push: bakes without eval results: "
                                  f"{first[:7]} (run: bgit eval REF)")
     # only the commits beyond the remote's tip are checked
     assert run_hook(repo, "pre-push", env, stdin=f"refs/heads/main {second} refs/heads/main {first}\n")
-    write_eval(repo, first, {"closure": 0.7})
+    write_eval(repo, first, EvalResult(closure=0.7))
     assert run_hook(repo, "pre-push", env, stdin=new_branch)
     assert run_hook(repo, "pre-push", env, stdin=f"(delete) {ZERO} refs/heads/old {first}\n")

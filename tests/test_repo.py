@@ -40,8 +40,8 @@ def _commit_all(repo: Repository, message: str) -> str:
 
 
 def test_init_writes_example_and_commits_nothing(tmp_path):
-    repo = new_repo(tmp_path)
-    assert (repo.root / "input.yml").read_text().startswith("#")
+    repo = Repository.init(tmp_path / "repo", example={"input.yml": b"# the example\n"})
+    assert (repo.root / "input.yml").read_text() == "# the example\n"
     assert (repo.root / ".git" / "bgit").is_dir()
     assert repo.head_commit() is None and repo.current_branch() == "main"
     assert git(repo.root, "symbolic-ref", "HEAD").stdout.strip() == "refs/heads/main"
@@ -251,7 +251,8 @@ def test_branches_and_tags(tmp_path):
 
 
 def test_log_bake_summary_and_graph(tmp_path):
-    from bgit.repo.history import format_bake, graph_lines
+    from bgit import api
+    from bgit.repo.history import graph_lines
 
     repo = new_repo(tmp_path)
     _commit_all(repo, "init")
@@ -259,10 +260,11 @@ def test_log_bake_summary_and_graph(tmp_path):
         "base_model: {name: smollm2-135m, fingerprint: abc}\ntargets: [yoda, french]\n"
         "metrics: {final_train_kl: 0.5, final_eval_kl: 0.0123}\n")
     _commit_all(repo, "bake")
+    items = api.log(repo)
+    assert [i.entry.summary for i in items] == ["bake", "init"]
+    assert items[0].bake.text() == "bake: base smollm2-135m, targets yoda,french, KL 0.0123"
+    assert items[1].bake is None
     entries = repo.log()
-    assert [e.summary for e in entries] == ["bake", "init"]
-    assert format_bake(entries[0].bake) == "bake: base smollm2-135m, targets yoda,french, KL 0.0123"
-    assert entries[1].bake is None
     assert entries[0].refs == ["HEAD -> main"]
     assert len(repo.log(n=1)) == 1
 

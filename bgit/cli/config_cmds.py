@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from bgit.config import ConfigError, InputConfig, config_to_dict, load_config
+from bgit import api
+from bgit.cli.render import echo_json
+from bgit.config import InputConfig, config_to_dict
 
 
 def _plural(count: int, word: str) -> str:
@@ -46,22 +46,23 @@ def validate(file: str, as_json: bool) -> None:
 
     Example: bgit validate examples/yoda.yml
     """
-    try:
-        config = load_config(file)
-    except ConfigError as error:
-        if as_json:
-            issues = [{"file": i.file, "line": i.line, "key": i.key, "message": i.message} for i in error.issues]
-            click.echo(json.dumps({"file": file, "ok": False, "errors": issues}, indent=2, sort_keys=True))
-        else:
-            for issue in error.issues:
-                click.echo(f"Error: {issue}", err=True)
-        click.get_current_context().exit(1)
+    result = api.validate(file)
     if as_json:
-        click.echo(json.dumps({"file": file, "ok": True, "config": config_to_dict(config)}, indent=2, sort_keys=True))
-        return
-    click.echo(f"{file}: ok")
-    for line in summary_lines(config):
-        click.echo(line)
+        issues = [{"file": i.file, "line": i.line, "key": i.key, "message": i.message} for i in result.errors]
+        notices = [{"file": i.file, "line": i.line, "key": i.key, "message": i.message} for i in result.notices]
+        echo_json({"file": file, "ok": result.ok, "errors": issues, "notices": notices,
+                   **({"config": config_to_dict(result.config)} if result.ok else {})})
+    else:
+        for issue in result.errors:
+            click.echo(f"Error: {issue}", err=True)
+        for notice in result.notices:
+            click.echo(f"Notice: {notice}", err=True)
+        if result.ok:
+            click.echo(f"{file}: ok")
+            for line in summary_lines(result.config):
+                click.echo(line)
+    if not result.ok:
+        click.get_current_context().exit(1)
 
 
 COMMANDS = [validate]

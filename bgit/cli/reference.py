@@ -1,6 +1,7 @@
 """Markdown CLI reference generated from the commands' own ``--help``.
 
-    python -m bgit.cli.reference        # prints the section README.md embeds
+    python -m bgit.cli.reference                # prints the section README.md embeds
+    python -m bgit.cli.reference README.md      # rewrites that section in place
 
 tests/test_docs.py fails when README.md's copy is stale or a command lacks a summary or
 an example.
@@ -41,5 +42,18 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def rewrite(path: str) -> None:
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text[:start] + render() + text[end:])
+
+
 if __name__ == "__main__":
-    print(render())
+    import sys
+
+    if len(sys.argv) > 1:
+        rewrite(sys.argv[1])
+    else:
+        print(render())

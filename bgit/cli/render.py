@@ -1,4 +1,8 @@
-"""Terminal rendering shared by the commands: progress bars, tables, JSON."""
+"""Terminal rendering shared by the commands: JSON, coloured lines, tables, sizes, progress.
+
+Colour and tables (rich) only when stdout is a terminal; plain text otherwise. Progress
+goes to stderr (bars on a terminal, a line every 10 s elsewhere) so ``--json`` stays clean.
+"""
 
 from __future__ import annotations
 
@@ -10,45 +14,116 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bgit.pipeline.progress import SILENT
+from bgit.util.progress import SILENT
 
 stderr_console = Console(stderr=True)
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
 
 def echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    """``data`` (anything with ``to_json()``, lists of them, or plain data) as indented JSON."""
+    click.echo(json.dumps(_plain(data), indent=2, sort_keys=True, default=str))
+
+
+def _plain(data):
+    if hasattr(data, "to_json"):
+        return data.to_json()
+    if isinstance(data, (list, tuple)):
+        return [_plain(item) for item in data]
+    if isinstance(data, dict):
+        return {key: _plain(value) for key, value in data.items()}
+    return data
+
+
+def tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def say(text: str, style: str | None = None, err: bool = False) -> None:
+    """One line, coloured with a rich style on a terminal, plain otherwise."""
+    stream = sys.stderr if err else sys.stdout
+    if style and stream.isatty():
+        from rich.markup import escape
+
+        Console(highlight=False, soft_wrap=True, stderr=err).print(f"[{style}]{escape(text)}[/]")
+    else:
+        click.echo(text, err=err)
+
+
+def table(headers, rows, right=()) -> None:
+    if tty():
+        from rich.table import Table
+
+        grid = Table(box=None)
+        for i, header in enumerate(headers):
+            grid.add_column(header, justify="right" if i in right else "left")
+        for row in rows:
+            grid.add_row(*row)
+        Console().print(grid)
+        return
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    for row in (headers, *rows):
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        click.echo("  ".join(cells).rstrip())
+
+
+def human_size(n: float, binary: bool = True) -> str:
+    base, units = (1024, ("B", "KiB", "MiB", "GiB")) if binary else (1000, ("B", "kB", "MB", "GB"))
+    value = float(n)
+    for unit in units:
+        if value < base or unit == units[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= base
+    return f"{n} B"
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
 
 
 class _RichTask:
+    """One progress bar (or, off a terminal, a line every 10 s). Byte tasks (unit "B") only
+    draw once there is enough to wait for."""
+
+    MIN_BYTES = 32 << 20
+
     def __init__(self, name: str, total: int | None, unit: str, plain: bool):
         self.name, self.unit, self.plain = name, unit, plain
         self.done, self.total = 0, total
         self.started = self.last_line = time.monotonic()
-        self.info = ""
-        if plain:
-            self.progress = None
-            return
+        self.progress = None
+
+    def _start(self) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), console=stderr_console, transient=False,
         )
         self.progress.start()
-        self.task_id = self.progress.add_task(name, total=total, rate="", info="")
+        self.task_id = self.progress.add_task(self.name, total=self.total, rate="", info="")
 
     def __call__(self, advance: int = 0, total: int | None = None, **info) -> None:
         self.done += advance
         if total is not None:
             self.total = total
-        self.info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = f"{self.done / elapsed:,.1f} {self.unit}/s" if self.unit else ""
-        if self.progress is not None:
-            self.progress.update(self.task_id, completed=self.done, total=self.total, rate=rate, info=self.info)
-        elif time.monotonic() - self.last_line > 10:  # not a terminal: a line every 10 s
-            self.last_line = time.monotonic()
-            of = f"/{self.total}" if self.total else ""
-            click.echo(f"{self.name}: {self.done}{of} {self.unit} {rate} {self.info}", err=True)
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        rate = f"{self.done / max(time.monotonic() - self.started, 1e-9):,.1f} {self.unit}/s" if self.unit else ""
+        if self.plain:
+            if time.monotonic() - self.last_line > 10:
+                self.last_line = time.monotonic()
+                of = f"/{self.total}" if self.total else ""
+                click.echo(f"{self.name}: {self.done}{of} {self.unit} {rate} {text}", err=True)
+            return
+        if self.progress is None:
+            if self.unit == "B" and (self.total or 0) < self.MIN_BYTES:
+                return
+            self._start()
+        self.progress.update(self.task_id, completed=self.done, total=self.total, rate=rate, info=text)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -57,7 +132,7 @@ class _RichTask:
 
 
 class RichReporter:
-    """The CLI's :class:`bgit.pipeline.progress.Reporter`: bars on a terminal, lines elsewhere."""
+    """The CLI's :class:`bgit.util.progress.Reporter`: bars on a terminal, lines elsewhere."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet

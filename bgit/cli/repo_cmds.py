@@ -1,108 +1,68 @@
 """Repository commands: init, add, commit, status, log, show, branch, checkout, tag, fsck, gc.
 
-Thin wrappers over :class:`bgit.repo.Repository`. Colour and tables (rich) only when
-stdout is a terminal; plain text otherwise; ``--json`` for machines.
+Each command parses its options, calls :mod:`bgit.api` and renders the typed result.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+from collections import Counter
 
 import click
-import yaml
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-
-
-def _open():
-    from bgit.repo import Repository
-
-    return Repository.open(".")
-
-
-def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def _tty() -> bool:
-    return sys.stdout.isatty()
-
-
-def _say(text: str, style: str | None = None) -> None:
-    """One line, coloured with a rich style on a terminal, plain otherwise."""
-    if style and _tty():
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(highlight=False, soft_wrap=True).print(f"[{style}]{escape(text)}[/]")
-    else:
-        click.echo(text)
-
-
-def human_size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
+from bgit import api
+from bgit.cli.render import RichReporter, echo_json, human_size, json_option, say, table
 
 # -- init / add / commit --------------------------------------------------------------------
 
 
 @click.command("init")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
-def init_cmd(directory: str) -> None:
+@json_option
+def init_cmd(directory: str, as_json: bool) -> None:
     """Create a bgit repository (git + payload store) with an example input.yml.
 
     Example: bgit init demo && cd demo && bgit bake -m "first bake"
     """
-    from bgit.repo import Repository
-    from bgit.repo.hooks import install_sample_hooks
-
-    repo = Repository.init(directory, example=_example_files())
-    install_sample_hooks(repo)  # disabled samples, as <name>.disabled
-    click.echo(f"Initialized empty bgit repository in {repo.git.path}")
-    if (repo.root / "input.yml").exists():
-        click.echo(f"Edit {repo.root / 'input.yml'} and run: bgit bake")
-
-
-def _example_files() -> dict[str, bytes] | None:
-    try:
-        from bgit.config.examples import example_files
-    except ImportError:
-        return None
-    return example_files("yoda")
+    result = api.init(directory)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"Initialized empty bgit repository in {result.git_dir}")
+    if result.example:
+        click.echo(f"Edit {result.root / 'input.yml'} and run: bgit bake")
 
 
 @click.command("add")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-A", "--all", "add_all", is_flag=True, help="Stage every change in the work tree.")
-def add_cmd(paths: tuple[str, ...], add_all: bool) -> None:
+@json_option
+def add_cmd(paths: tuple[str, ...], add_all: bool, as_json: bool) -> None:
     """Stage files; safetensors, JSONL and big files go to the payload store.
 
     Example: bgit add adapter/ input.yml
     """
+    from pathlib import Path
+
     if not paths and not add_all:
         raise click.UsageError("nothing specified, nothing added (give PATH... or -A)")
-    repo = _open()
-    repo.add([Path.cwd() / p for p in paths], all=add_all)
+    staged = api.add(".", [Path.cwd() / p for p in paths], all=add_all)
+    if as_json:
+        echo_json({"staged": staged})
 
 
 @click.command("commit")
 @click.option("-m", "--message", required=True, help="Commit message.")
-def commit_cmd(message: str) -> None:
+@json_option
+def commit_cmd(message: str, as_json: bool) -> None:
     """Record the staged changes as a new commit.
 
     Example: bgit commit -m "Tune the Yoda prompt"
     """
-    repo = _open()
-    commit_id = repo.commit(message)
-    where = repo.current_branch() or "detached HEAD"
-    click.echo(f"[{where} {commit_id[:7]}] {message.splitlines()[0] if message else ''}")
+    result = api.commit(".", message)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"[{result.branch or 'detached HEAD'} {result.commit[:7]}] {result.summary}")
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -115,14 +75,11 @@ def status_cmd(as_json: bool) -> None:
 
     Example: bgit status --json
     """
-    status = _open().status()
+    status = api.status(".")
     if as_json:
-        _echo_json(status.to_json())
+        echo_json(status)
         return
-    if status.branch:
-        click.echo(f"On branch {status.branch}")
-    else:
-        click.echo(f"HEAD detached at {status.head[:7]}")
+    click.echo(f"On branch {status.branch}" if status.branch else f"HEAD detached at {status.head[:7]}")
     if status.head is None:
         click.echo("No commits yet")
     sections = [("Changes to be committed:", status.staged, "green"),
@@ -131,11 +88,11 @@ def status_cmd(as_json: bool) -> None:
         if changes:
             click.echo(title)
             for change in changes:
-                _say(f"  {change.kind + ':':<10} {change.path}", style)
+                say(f"  {change.kind + ':':<10} {change.path}", style)
     if status.untracked:
         click.echo("Untracked files:")
         for path in status.untracked:
-            _say(f"  {path}", "red")
+            say(f"  {path}", "red")
     if status.clean:
         click.echo("nothing to commit, working tree clean")
 
@@ -154,48 +111,34 @@ def log_cmd(ref: str, oneline: bool, graph: bool, n: int | None, as_json: bool) 
 
     Example: bgit log --oneline --graph -n 10
     """
-    from bgit.repo.history import format_bake, graph_lines
+    from bgit.repo.history import graph_lines
 
-    repo = _open()
-    entries = repo.log(ref, n)
-    evals = _eval_notes(repo, entries)
+    items = api.log(".", ref, n)
     if as_json:
-        _echo_json([{**e.to_json(), "eval": evals.get(e.id)} for e in entries])
+        echo_json(items)
         return
-    rows = graph_lines(entries) if graph else [("", e) for e in entries]
+    if not items:
+        click.echo("No commits yet.", err=True)
+    by_id = {item.entry.id: item for item in items}
+    rows = graph_lines([i.entry for i in items]) if graph else [("", i.entry) for i in items]
     for prefix, entry in rows:
         if entry is None:
             click.echo(prefix)
             continue
-        lines = _format_entry(entry, oneline, format_bake, evals.get(entry.id))
+        lines = _format_item(by_id[entry.id], oneline)
         rest = prefix.replace("*", "|" if entry.parents else " ") if graph else ""
         for i, (text, style) in enumerate(lines):
             lead = (prefix if i == 0 else rest) + (" " if graph else "")
-            _say((lead + text).rstrip(), style)
+            say((lead + text).rstrip(), style)
 
 
-def _eval_notes(repo, entries) -> dict:
-    """Eval results kept as git notes by ``bgit eval`` / ``bgit bake``, by commit id."""
-    from bgit.evaluate import read_eval
-
-    found = {}
-    for entry in entries:
-        note = read_eval(repo, entry.id)
-        if note:
-            found[entry.id] = note
-    return found
-
-
-def _format_entry(entry, oneline: bool, format_bake, evaluation=None) -> list[tuple[str, str | None]]:
-    from bgit.evaluate.notes import eval_summary
-
+def _format_item(item, oneline: bool) -> list[tuple[str, str | None]]:
+    entry = item.entry
     refs = f" ({', '.join(entry.refs)})" if entry.refs else ""
-    bake = format_bake(entry.bake) if entry.bake else ""
-    if evaluation:
-        bake = f"{bake}; {eval_summary(evaluation)}" if bake else eval_summary(evaluation)
+    notes = [part for part in (item.bake.text() if item.bake else "", item.eval.summary() if item.eval else "") if part]
+    bake = "; ".join(notes)
     if oneline:
-        tail = f"  [{bake}]" if bake else ""
-        return [(f"{entry.id[:7]}{refs} {entry.summary}{tail}", None)]
+        return [(f"{entry.id[:7]}{refs} {entry.summary}" + (f"  [{bake}]" if bake else ""), None)]
     lines: list[tuple[str, str | None]] = [(f"commit {entry.id}{refs}", "yellow")]
     if len(entry.parents) > 1:
         lines.append(("Merge: " + " ".join(p[:7] for p in entry.parents), None))
@@ -215,38 +158,14 @@ def show_cmd(ref: str, as_json: bool) -> None:
 
     Example: bgit show HEAD~1
     """
-    from bgit.repo.history import format_bake
-
-    repo = _open()
-    result = repo.show(ref)
-    evaluation = _eval_notes(repo, [result.entry]).get(result.entry.id)
+    item = api.show(".", ref)
     if as_json:
-        _echo_json({**result.to_json(), "eval": evaluation})
+        echo_json(item)
         return
-    for text, style in _format_entry(result.entry, False, format_bake, evaluation):
-        _say(text, style)
-    headers = ("path", "size", "kind", "tensors")
-    rows = [(f.path, human_size(f.size), f.kind, "" if f.tensors is None else str(f.tensors))
-            for f in result.files]
-    _table(headers, rows, right=(1, 3))
-
-
-def _table(headers, rows, right=()) -> None:
-    if _tty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(box=None)
-        for i, header in enumerate(headers):
-            table.add_column(header, justify="right" if i in right else "left")
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-        return
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    for row in (headers, *rows):
-        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        click.echo("  ".join(cells).rstrip())
+    for text, style in _format_item(item, False):
+        say(text, style)
+    rows = [(f.path, human_size(f.size), f.kind, "" if f.tensors is None else str(f.tensors)) for f in item.files]
+    table(("path", "size", "kind", "tensors"), rows, right=(1, 3))
 
 
 # -- branches, tags, checkout ---------------------------------------------------------------
@@ -262,80 +181,48 @@ def branch_cmd(name: str | None, start: str, delete: str | None, as_json: bool) 
 
     Example: bgit branch experiment && bgit branch -d experiment
     """
-    repo = _open()
     if delete:
-        repo.delete_branch(delete)
-        click.echo(f"Deleted branch {delete}")
+        api.branch_delete(".", delete)
+        echo_json({"deleted": delete}) if as_json else click.echo(f"Deleted branch {delete}")
         return
     if name:
-        info = repo.create_branch(name, start)
-        if as_json:
-            _echo_json(info.to_json())
+        info = api.branch_create(".", name, start)
+        if as_json:  # silent otherwise, as git is
+            echo_json(info)
         return
-    branches = repo.branches()
+    branches = api.branch_list(".")
     if as_json:
-        _echo_json([b.to_json() for b in branches])
+        echo_json(branches)
         return
     for b in branches:
-        _say(f"{'*' if b.current else ' '} {b.name}  {b.commit[:7]} {b.summary}", "green" if b.current else None)
+        say(f"{'*' if b.current else ' '} {b.name}  {b.commit[:7]} {b.summary}", "green" if b.current else None)
 
 
 @click.command("checkout")
 @click.argument("ref", required=False)
 @click.option("-b", "new_branch", metavar="NAME", help="Create branch NAME at REF and switch to it.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite uncommitted changes.")
-def checkout_cmd(ref: str | None, new_branch: str | None, force: bool) -> None:
+@json_option
+def checkout_cmd(ref: str | None, new_branch: str | None, force: bool, as_json: bool) -> None:
     """Switch to a branch, tag or commit and materialise its payload files.
+
+    Payloads missing here are fetched from the remote's store, verified.
 
     Example: bgit checkout -b retry HEAD~1
     """
     if ref is None and new_branch is None:
         raise click.UsageError("missing REF (a branch, tag or commit)")
-    from bgit.cli.remote_cmds import TransferBar
-    from bgit.remote import install_fetcher
-
-    repo = _open()
-    ref = ref or "HEAD"
-    install_fetcher(repo, progress=TransferBar())  # payloads missing here come from the remote's store
-    with _Progress() as progress:
-        repo.checkout(ref, force=force, new_branch=new_branch, progress=progress)
-    if new_branch:
+    result = api.checkout(".", ref or "HEAD", force=force, new_branch=new_branch,
+                          reporter=RichReporter(quiet=as_json))
+    if as_json:
+        echo_json(result)
+    elif result.new_branch:
         click.echo(f"Switched to a new branch '{new_branch}'", err=True)
-    elif repo.current_branch():
-        click.echo(f"Switched to branch '{repo.current_branch()}'", err=True)
+    elif result.branch:
+        click.echo(f"Switched to branch '{result.branch}'", err=True)
     else:
-        head = repo.head_commit()
-        click.echo(f"HEAD is now at {str(head.id)[:7]} {head.message.splitlines()[0] if head.message else ''}", err=True)
-
-
-class _Progress:
-    """A rich progress bar over the payload bytes a checkout writes (terminal only, and only
-    when there is enough to wait for)."""
-
-    MIN_BYTES = 32 << 20
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.task = None
-
-    def __enter__(self):
-        return self
-
-    def __call__(self, path: str, nbytes: int, total: int) -> None:
-        if self.bar is None:
-            if total < self.MIN_BYTES or not sys.stderr.isatty():
-                return
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-            self.bar = Progress(TextColumn("checkout"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                TextColumn("{task.fields[path]}"), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("checkout", total=total, path="")
-        self.bar.update(self.task, advance=nbytes, path=path)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        summary = api.show(".", result.commit).entry.summary
+        click.echo(f"HEAD is now at {result.commit[:7]} {summary}", err=True)
 
 
 @click.command("tag")
@@ -349,19 +236,18 @@ def tag_cmd(name: str | None, ref: str, message: str | None, delete: str | None,
 
     Example: bgit tag yoda-v1 HEAD
     """
-    repo = _open()
     if delete:
-        repo.delete_tag(delete)
-        click.echo(f"Deleted tag {delete}")
+        api.tag_delete(".", delete)
+        echo_json({"deleted": delete}) if as_json else click.echo(f"Deleted tag {delete}")
         return
     if name:
-        info = repo.create_tag(name, ref, message)
-        if as_json:
-            _echo_json(info.to_json())
+        info = api.tag_create(".", name, ref, message)
+        if as_json:  # silent otherwise, as git is
+            echo_json(info)
         return
-    tags = repo.tags()
+    tags = api.tag_list(".")
     if as_json:
-        _echo_json([t.to_json() for t in tags])
+        echo_json(tags)
         return
     for t in tags:
         click.echo(f"{t.name}  {t.commit[:7]} {t.summary}")
@@ -372,19 +258,27 @@ def tag_cmd(name: str | None, ref: str, message: str | None, delete: str | None,
 
 @click.command("fsck")
 @click.option("--all", "all_objects", is_flag=True, help="Also verify objects nothing references.")
+@click.option("--remote", "remote", is_flag=False, flag_value="", default=None, metavar="[NAME]",
+              help="Ask remote NAME's payload store (default: the branch's remote) about the "
+                   "objects not here; those it lacks too are missing.")
 @json_option
 @click.pass_context
-def fsck_cmd(ctx: click.Context, all_objects: bool, as_json: bool) -> None:
+def fsck_cmd(ctx: click.Context, all_objects: bool, remote: str | None, as_json: bool) -> None:
     """Verify every store object that a reachable commit needs; exit 1 on any problem.
 
-    Example: bgit fsck --json
+    Objects not fetched yet from a remote (a lazy clone) are listed, not problems.
+
+    Example: bgit fsck --remote origin --json
     """
-    result = _open().fsck(all_objects=all_objects)
+    result = api.fsck(".", all_objects=all_objects, remote=remote or None, ask_remote=remote is not None)
     if as_json:
-        _echo_json(result.to_json())
-    elif result.ok:
-        click.echo(f"ok: {result.manifests} manifests, {result.objects_checked} objects verified")
+        echo_json(result)
     else:
+        for name, count in sorted(Counter(n.remote for n in result.not_fetched).items()):
+            click.echo(f"{count} objects not fetched yet (on remote '{name}')")
+        if result.ok:
+            verified = result.objects_checked - len(result.not_fetched)
+            click.echo(f"ok: {result.manifests} manifests, {verified} objects verified")
         for problem in result.problems:
             click.echo(problem, err=True)
     if not result.ok:
@@ -402,29 +296,14 @@ def gc_cmd(grace: float, phase_days: float, as_json: bool) -> None:
 
     Example: bgit gc --grace 0 --phase-days 0
     """
-    from bgit.pipeline.phases import PhaseCache, referenced_phase_keys
-    from bgit.repo.integrity import reachable_commits
-
-    repo = _open()
-    with repo.lock("bgit gc"):
-        report = repo.gc(grace)
-        records = []
-        for commit in reachable_commits(repo):
-            entry = commit.tree["bake.yml"] if "bake.yml" in commit.tree else None
-            if entry is not None:
-                try:
-                    records.append(yaml.safe_load(repo.git[entry.id].data) or {})
-                except yaml.YAMLError:
-                    continue  # not a bake record bgit wrote: it names no phases
-        phases_removed, phases_bytes = PhaseCache(repo.bgit_dir / "phases").prune(
-            referenced_phase_keys(records), older_than=phase_days * 86400)
+    result = api.gc(".", grace, phase_days)
     if as_json:
-        _echo_json({**vars(report), "removed_phases": phases_removed, "removed_phase_bytes": phases_bytes})
+        echo_json(result)
         return
-    click.echo(f"removed {report.removed_objects} objects ({human_size(report.removed_bytes)}), "
-               f"kept {report.kept_objects} reachable and {report.kept_recent} recent")
-    click.echo(f"removed {phases_removed} cached phases ({human_size(phases_bytes)}) older than "
-               f"{phase_days:g} days that no commit uses")
+    click.echo(f"removed {result.removed_objects} objects ({human_size(result.removed_bytes)}), "
+               f"kept {result.kept_objects} reachable and {result.kept_recent} recent")
+    click.echo(f"removed {result.removed_phases} cached phases ({human_size(result.removed_phase_bytes)}) "
+               f"older than {phase_days:g} days that no commit uses")
 
 
 COMMANDS = [init_cmd, add_cmd, commit_cmd, status_cmd, log_cmd, show_cmd, branch_cmd, checkout_cmd,

@@ -13,17 +13,15 @@ so that PEFT can load them from a directory.
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from bgit.evaluate.errors import NotABakeError
+from bgit.record import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BAKE_RECORD, BakeRecord, BakeRecordError, RecordError
+from bgit.util.files import hash_bytes, replace_dir_atomic
 
-ADAPTER_CONFIG = "adapter/adapter_config.json"
-ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"
 
 
 @dataclass
@@ -31,7 +29,7 @@ class Bake:
     repo: object
     ref: str
     commit: object  # pygit2.Commit
-    record: dict = field(default_factory=dict)
+    record: BakeRecord = field(default_factory=BakeRecord)
 
     @property
     def sha(self) -> str:
@@ -43,11 +41,15 @@ class Bake:
 
     @property
     def base_model_name(self) -> str | None:
-        return (self.record.get("base_model") or {}).get("name")
+        return self.record.base_model.name
 
     @property
     def base_fingerprint(self) -> str | None:
-        return (self.record.get("base_model") or {}).get("fingerprint")
+        return self.record.base_model.fingerprint
+
+    @property
+    def message(self) -> str:
+        return self.commit.message if self.commit is not None else ""
 
     def read(self, path: str) -> bytes | None:
         return self.repo.read_file(self.sha, path)
@@ -60,7 +62,18 @@ class Bake:
         text = self.read_text(path)
         if text is None:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise RecordError(f"{self.short}:{path}:{number}: invalid JSON") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{self.short}:{path}:{number}: expected a JSON object")
+            rows.append(row)
+        return rows
 
     def manifest(self, path: str):
         return self.repo.read_manifest(self.sha, path)
@@ -94,54 +107,64 @@ class Bake:
         config = self.read(ADAPTER_CONFIG)
         if config is None:
             raise NotABakeError(self.ref, ADAPTER_CONFIG)
-        import blake3
-
-        digest = blake3.blake3(config + (manifest.blake3.encode() if manifest else self.sha.encode())).hexdigest()
+        digest = hash_bytes(config + (manifest.blake3.encode() if manifest else self.sha.encode()))
         target = self.repo.bgit_dir / "tmp" / "adapters" / digest[:24]
         if (target / "adapter_model.safetensors").exists():
             return target
         weights = self.read(ADAPTER_WEIGHTS)
         if weights is None:
             raise NotABakeError(self.ref, ADAPTER_WEIGHTS)
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         (tmp / "adapter_config.json").write_bytes(config)
         (tmp / "adapter_model.safetensors").write_bytes(weights)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process materialised it first
-            shutil.rmtree(tmp, ignore_errors=True)
+        replace_dir_atomic(tmp, target)  # False: another process materialised it first
         return target
+
+    def parent_bake(self) -> "Bake | None":
+        """For a sequential bake (BAKE.parent: head): the bake it was trained on top of."""
+        if not self.record.parent.commit:
+            return None
+        return open_bake(self.repo, self.record.parent.commit)
+
+
+def read_record(repo, commit) -> BakeRecord | None:
+    """The commit's bake.yml as a BakeRecord; None when it has none. The one reader of
+    bake.yml from a commit (bounded, see bgit.record.bake)."""
+    data = repo.read_file(str(commit.id), BAKE_RECORD)
+    if data is None:
+        return None
+    return BakeRecord.from_yaml(data, f"{str(commit.id)[:8]}:{BAKE_RECORD}")
 
 
 def open_bake(repo, ref: str = "HEAD", require_adapter: bool = True) -> Bake:
     """The bake at ``ref``; NotABakeError when it lacks bake.yml (or, if required, an adapter)."""
     commit = repo.resolve(ref)
-    data = repo.read_file(str(commit.id), "bake.yml")
-    if data is None:
-        raise NotABakeError(ref, "bake.yml")
-    record = yaml.safe_load(data) or {}
-    bake = Bake(repo, ref, commit, record if isinstance(record, dict) else {})
+    record = read_record(repo, commit)
+    if record is None:
+        raise NotABakeError(ref, BAKE_RECORD)
+    bake = Bake(repo, ref, commit, record)
     if require_adapter and repo.read_manifest(bake.sha, ADAPTER_WEIGHTS) is None and bake.read(ADAPTER_WEIGHTS) is None:
         raise NotABakeError(ref, ADAPTER_WEIGHTS)
     return bake
 
 
 def open_commit(repo, ref: str) -> Bake:
-    """Any commit seen through the Bake lens (bake.yml may be missing: record = {})."""
+    """Any commit seen through the Bake lens (without bake.yml the record has defaults)."""
     commit = repo.resolve(ref)
-    data = repo.read_file(str(commit.id), "bake.yml")
-    record = (yaml.safe_load(data) or {}) if data else {}
-    return Bake(repo, ref, commit, record if isinstance(record, dict) else {})
+    try:
+        record = read_record(repo, commit)
+    except BakeRecordError:
+        record = None  # a file named bake.yml that is not bgit's: compare it as a plain file
+    return Bake(repo, ref, commit, record or BakeRecord())
 
 
 class StagedBake(Bake):
     """A bake that is not committed yet (for eval before the post-bake hook and the commit):
     ``files`` maps tree paths (as in a bake commit) to files on disk; ``record`` is bake.yml."""
 
-    def __init__(self, files, record: dict, label: str = "staged bake") -> None:
-        super().__init__(repo=None, ref=label, commit=None, record=dict(record))
+    def __init__(self, files, record: BakeRecord, label: str = "staged bake", repo=None) -> None:
+        super().__init__(repo=repo, ref=label, commit=None, record=record)
         self.files = {path: Path(source) for path, source in files.items()}
 
     @property
@@ -169,8 +192,6 @@ class StagedBake(Bake):
         if config.parent == weights.parent and config.name == "adapter_config.json" \
                 and weights.name == "adapter_model.safetensors":
             return config.parent
-        import tempfile
-
         target = Path(tempfile.mkdtemp(prefix="bgit-staged-adapter-"))
         shutil.copyfile(config, target / "adapter_config.json")
         shutil.copyfile(weights, target / "adapter_model.safetensors")

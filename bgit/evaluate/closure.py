@@ -10,19 +10,25 @@ here from the prompted base model, seeded), with t = teacher prompt, s = student
 
 averaged over all response tokens. Contexts and responses are aligned on the response
 tokens (logits at position i predict token i+1), as in training.
+
+P0 is the *parent* model the bake was trained against (DESIGN §2): the base model, or for a
+sequential bake (BAKE.parent: head) the base model with the parent bake's adapter. Pθ is the
+base model with the committed adapter (for a sequential bake, the whole chain).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bgit.evaluate.bakes import Bake
 from bgit.evaluate.errors import BadStimsFileError, NoEvalStimsError
-from bgit.pipeline.progress import SILENT
-from bgit.pipeline.stim import stim_id as text_stim_id
+from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
+from bgit.record import stim_id as text_stim_id
+from bgit.util.progress import SILENT
 
 DEFAULT_MAX_STIMS = 64
 
@@ -72,8 +78,8 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
     if config is None:
         from bgit.evaluate.errors import NotABakeError
         raise NotABakeError(bake.ref, "input.yml")
-    names = list(bake.record.get("targets") or bake.targets())
-    eval_stims = bake.record.get("eval_stims")
+    names = list(bake.record.targets or bake.targets())
+    eval_stims = bake.record.eval_stims
     note = None
     if stims is not None:
         source = "file"
@@ -169,63 +175,91 @@ class _Sums:
         for key, value in kls.items():
             self.sums[key] += value
 
-    def result(self) -> dict:
+    def result(self) -> KlSums:
         means = {k: (v / self.tokens if self.tokens else None) for k, v in self.sums.items()}
         base, baked = means["kl_prompted_base"], means["kl_prompted_baked"]
-        means["closure"] = 1 - baked / base if base else None
-        return {**means, "tokens": self.tokens, "stims": len(self.stims)}
+        return KlSums(**means, closure=1 - baked / base if base else None, tokens=self.tokens,
+                      stims=len(self.stims))
+
+
+@contextmanager
+def _parent_model(model, has_parent: bool):
+    """P0 inside the block: the parent bake's adapter, or no adapter at all."""
+    if not has_parent:
+        with model.disable_adapter():
+            yield
+        return
+    model.set_adapter("parent")
+    try:
+        yield
+    finally:
+        model.set_adapter("baked")
+
+
+def _load_eval_model(bake: Bake, device, dtype):
+    """-> (peft model with adapter 'baked' [+ 'parent'], tokenizer, notes, teacher label)."""
+    from bgit.evaluate.models import load_base, with_adapter
+
+    base, tokenizer, notes = load_base(bake, device=device, dtype=dtype)
+    model = with_adapter(base, bake.adapter_dir(), name="baked")
+    parent = bake.parent_bake()
+    if parent is None:
+        return model, tokenizer, notes, "base"
+    model.load_adapter(str(parent.adapter_dir()), adapter_name="parent", is_trainable=False)
+    model.set_adapter("baked")
+    return model, tokenizer, notes, f"parent {parent.short}"
+
+
+def _item_kls(model, item: EvalItem, has_parent: bool) -> dict[str, float]:
+    with _parent_model(model, has_parent):
+        teacher = response_logits(model, item.teacher_ids, item.response_ids)
+        parent_student = response_logits(model, item.student_ids, item.response_ids)
+    baked = response_logits(model, item.student_ids, item.response_ids)
+    reprompted = response_logits(model, item.teacher_ids, item.response_ids)
+    return {"kl_prompted_base": float(_kl(teacher, parent_student).sum()),
+            "kl_prompted_baked": float(_kl(teacher, baked).sum()),
+            "kl_prompted_reprompted": float(_kl(teacher, reprompted).sum())}
 
 
 def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int = DEFAULT_MAX_STIMS,
                   max_tokens: int | None = None, seed: int = 0, device: str | None = None,
-                  dtype: str = "auto", reporter=SILENT) -> dict:
-    """Eval results of a bake (see module docstring) as a JSON-ready dict."""
+                  dtype: str = "auto", reporter=SILENT) -> EvalResult:
+    """Eval results of a bake (see the module docstring)."""
     from bgit import __version__
-    from bgit.evaluate.models import load_base, with_adapter
 
     started = time.monotonic()
-    base, tokenizer, notes = load_base(bake, device=device, dtype=dtype)
+    model, tokenizer, notes, teacher_label = _load_eval_model(bake, device, dtype)
+    has_parent = teacher_label != "base"
     items, source, note = held_out_items(bake, tokenizer, stims, max_stims)
-    if note:
-        notes.append(note)
+    notes += [note] if note else []
     config = bake.config()
-    model = with_adapter(base, bake.adapter_dir())
     totals, per_target = _Sums(), {}
     task = reporter.task("eval", total=len(items), unit="traj")
     try:
         for n, item in enumerate(items):
             if item.response_ids is None:
                 target = config.target(item.target)
-                with model.disable_adapter():
+                with _parent_model(model, has_parent):
                     item.response_ids = sample_response(model, tokenizer, item.teacher_ids,
                                                         max_tokens or target.max_tokens, target.temperature,
                                                         seed + n)
                 if not item.response_ids:
                     continue
-            with model.disable_adapter():
-                teacher = response_logits(model, item.teacher_ids, item.response_ids)
-                base_student = response_logits(model, item.student_ids, item.response_ids)
-            baked = response_logits(model, item.student_ids, item.response_ids)
-            reprompted = response_logits(model, item.teacher_ids, item.response_ids)
-            kls = {"kl_prompted_base": float(_kl(teacher, base_student).sum()),
-                   "kl_prompted_baked": float(_kl(teacher, baked).sum()),
-                   "kl_prompted_reprompted": float(_kl(teacher, reprompted).sum())}
-            tokens = len(item.response_ids)
-            totals.add(item.stim_id, tokens, **kls)
-            per_target.setdefault(item.target, _Sums()).add(item.stim_id, tokens, **kls)
+            kls = _item_kls(model, item, has_parent)
+            totals.add(item.stim_id, len(item.response_ids), **kls)
+            per_target.setdefault(item.target, _Sums()).add(item.stim_id, len(item.response_ids), **kls)
             task(advance=1)
     finally:
         task.close()
-    return {
-        "commit": bake.sha, "base_model": bake.base_model_name, "source": source, "notes": notes,
-        **totals.result(), "targets": {name: sums.result() for name, sums in per_target.items()},
-        "seed": seed, "seconds": round(time.monotonic() - started, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "bgit": __version__,
-    }
+    return EvalResult(
+        **vars(totals.result()), commit=bake.sha, base_model=bake.base_model_name, source=source,
+        teacher=teacher_label, notes=notes, targets={name: sums.result() for name, sums in per_target.items()},
+        seed=seed, seconds=round(time.monotonic() - started, 2),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), bgit=__version__)
 
 
 def behaviour_kl(a: Bake, b: Bake, *, max_stims: int = DEFAULT_MAX_STIMS, device: str | None = None,
-                 dtype: str = "auto") -> dict:
+                 dtype: str = "auto") -> BehaviourResult:
     """KL(P_A ‖ P_B) per response token between two baked models, student context, on B's held-out
     rollout rows (A or B without an adapter is the base model)."""
     from bgit.evaluate.errors import BaseModelMismatchError
@@ -255,5 +289,4 @@ def behaviour_kl(a: Bake, b: Bake, *, max_stims: int = DEFAULT_MAX_STIMS, device
         total += float(_kl(logits_a, logits_b).sum())
         tokens += len(item.response_ids)
         stims.add(item.stim_id)
-    return {"kl_a_b": total / tokens if tokens else None, "tokens": tokens, "stims": len(stims),
-            "source": source, "notes": notes}
+    return BehaviourResult(total / tokens if tokens else None, tokens, len(stims), source, notes)

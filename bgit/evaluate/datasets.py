@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 from bgit.evaluate.bakes import Bake
+from bgit.evaluate.results import ConfigChange, DatasetChange
+from bgit.util.yaml import load_bounded
 
 _MISSING = "<absent>"
 
@@ -26,18 +26,23 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
     return {prefix or ".": value}
 
 
-def config_changes(a: Bake, b: Bake) -> list[dict]:
-    """input.yml key by key: [{'key', 'old', 'new', 'change': added|removed|modified}]."""
-    old = flatten(yaml.safe_load(a.read_text("input.yml") or "") or {})
-    new = flatten(yaml.safe_load(b.read_text("input.yml") or "") or {})
+def _input_yml(bake: Bake) -> dict:
+    text = bake.read_text("input.yml")
+    data = load_bounded(text, f"{bake.short}:input.yml") if text else None
+    return data if isinstance(data, dict) else {}
+
+
+def config_changes(a: Bake, b: Bake) -> list[ConfigChange]:
+    """input.yml key by key (added | removed | modified)."""
+    old, new = flatten(_input_yml(a)), flatten(_input_yml(b))
     changes = []
     for key in sorted(set(old) | set(new)):
         if key not in old:
-            changes.append({"key": key, "old": None, "new": new[key], "change": "added"})
+            changes.append(ConfigChange(key, None, new[key], "added"))
         elif key not in new:
-            changes.append({"key": key, "old": old[key], "new": None, "change": "removed"})
+            changes.append(ConfigChange(key, old[key], None, "removed"))
         elif old[key] != new[key]:
-            changes.append({"key": key, "old": old[key], "new": new[key], "change": "modified"})
+            changes.append(ConfigChange(key, old[key], new[key], "modified"))
     return changes
 
 
@@ -53,31 +58,30 @@ def _rollout_counts(bake: Bake, path: str) -> dict:
     return {"rows": len(rows), "tokens": sum(len(r.get("response_ids") or []) for r in rows)}
 
 
-def dataset_changes(a: Bake, b: Bake) -> list[dict]:
+def dataset_changes(a: Bake, b: Bake) -> list[DatasetChange]:
     """Per target: stims added/removed (id + text), rollout rows and response tokens old -> new."""
     out = []
     for target in sorted(set(a.targets()) | set(b.targets())):
         stim_path, rollout_path = f"targets/{target}/stim.jsonl", f"targets/{target}/rollout.jsonl"
-        entry = {"target": target, "stims_added": [], "stims_removed": [], "stims_a": 0, "stims_b": 0}
         stims_a = {r["id"]: r.get("text", "") for r in a.read_jsonl(stim_path) if "id" in r}
         stims_b = stims_a if _same_file(a, b, stim_path) else \
             {r["id"]: r.get("text", "") for r in b.read_jsonl(stim_path) if "id" in r}
-        entry["stims_a"], entry["stims_b"] = len(stims_a), len(stims_b)
-        entry["stims_added"] = [{"id": i, "text": stims_b[i]} for i in stims_b if i not in stims_a]
-        entry["stims_removed"] = [{"id": i, "text": stims_a[i]} for i in stims_a if i not in stims_b]
         ra = _rollout_counts(a, rollout_path)
         rb = ra if _same_file(a, b, rollout_path) else _rollout_counts(b, rollout_path)
-        entry["rollout_rows"] = {"a": ra["rows"], "b": rb["rows"]}
-        entry["rollout_tokens"] = {"a": ra["tokens"], "b": rb["tokens"]}
-        entry["rollout_changed"] = not _same_file(a, b, rollout_path) and \
-            (a.read(rollout_path) != b.read(rollout_path))
-        out.append(entry)
+        out.append(DatasetChange(
+            target, len(stims_a), len(stims_b),
+            stims_added=[{"id": i, "text": stims_b[i]} for i in stims_b if i not in stims_a],
+            stims_removed=[{"id": i, "text": stims_a[i]} for i in stims_a if i not in stims_b],
+            rollout_rows={"a": ra["rows"], "b": rb["rows"]},
+            rollout_tokens={"a": ra["tokens"], "b": rb["tokens"]},
+            rollout_changed=not _same_file(a, b, rollout_path) and a.read(rollout_path) != b.read(rollout_path)))
     return out
 
 
 def metric_changes(a: Bake, b: Bake) -> dict:
-    ma, mb = a.record.get("metrics") or {}, b.record.get("metrics") or {}
-    return {key: {"a": ma.get(key), "b": mb.get(key)} for key in sorted(set(ma) | set(mb))}
+    ma, mb = vars(a.record.metrics), vars(b.record.metrics)
+    return {key: {"a": ma.get(key), "b": mb.get(key)} for key in sorted(set(ma) | set(mb))
+            if ma.get(key) is not None or mb.get(key) is not None}
 
 
 def dumps_value(value) -> str:

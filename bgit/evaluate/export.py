@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from bgit.evaluate.bakes import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Bake
 from bgit.evaluate.errors import ExportError
+from bgit.util.files import replace_dir_atomic
 
 FORMATS = ("peft", "merged")
 
@@ -37,9 +38,8 @@ def export_bake(bake: Bake, out, fmt: str = "peft", device: str | None = None) -
         raise ExportError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not empty")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if fmt == "peft":
             _export_peft(bake, tmp, out)
@@ -47,7 +47,8 @@ def export_bake(bake: Bake, out, fmt: str = "peft", device: str | None = None) -
             _export_merged(bake, tmp, device)
         if out.exists():
             out.rmdir()
-        os.replace(tmp, out)
+        if not replace_dir_atomic(tmp, out):
+            raise ExportError(f"{out} appeared while exporting; nothing was written there")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -61,11 +62,11 @@ def _export_peft(bake: Bake, tmp: Path, out: Path) -> None:
         if data is None:
             raise ExportError(f"{bake.ref} has no {path}")
         (tmp / Path(path).name).write_bytes(data)
-    metrics = bake.record.get("metrics") or {}
+    metrics = bake.record.metrics
     (tmp / "README.md").write_text(_README.format(
         title=(bake.commit.message.splitlines() or ["bake"])[0] or "bake", version=__version__, sha=bake.sha,
         base=bake.base_model_name, fingerprint=bake.base_fingerprint, out=out,
-        train_kl=metrics.get("final_train_kl"), eval_kl=metrics.get("final_eval_kl")))
+        train_kl=metrics.final_train_kl, eval_kl=metrics.final_eval_kl))
 
 
 def _export_merged(bake: Bake, tmp: Path, device: str | None) -> None:

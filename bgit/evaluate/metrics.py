@@ -37,7 +37,7 @@ def read_metrics(bake: Bake) -> dict:
     last = rows[-1] if rows else {}
     return {"train": train, "eval": evals, "rows": len(rows),
             "tokens": max((r.get("tokens", 0) for r in rows if _number(r.get("tokens")) is not None), default=None),
-            "last": last, "final": bake.record.get("metrics") or {}}
+            "last": last, "final": vars(bake.record.metrics)}
 
 
 def sparkline(values: list[float], width: int = 60) -> str:

@@ -5,18 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from bgit.evaluate.errors import EvaluateError
+from bgit.evaluate.weights import ModuleDelta
 
 
-def heatmap_grid(modules: list[dict]) -> tuple[list[str], list[str], list[list[float | None]]]:
-    layers = sorted({m["layer"] for m in modules}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x))
-    kinds = sorted({m["kind"] for m in modules})
+def heatmap_grid(modules: list[ModuleDelta]) -> tuple[list[str], list[str], list[list[float | None]]]:
+    layers = sorted({m.layer for m in modules}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x))
+    kinds = sorted({m.kind for m in modules})
     grid = [[None] * len(kinds) for _ in layers]
     for m in modules:
-        grid[layers.index(m["layer"])][kinds.index(m["kind"])] = m["relative"]
+        grid[layers.index(m.layer)][kinds.index(m.kind)] = m.relative
     return layers, kinds, grid
 
 
-def plot_weight_heatmap(modules: list[dict], path, title: str = "") -> Path:
+def plot_weight_heatmap(modules: list[ModuleDelta], path, title: str = "") -> Path:
     if not modules:
         raise EvaluateError("nothing to plot: neither commit has adapter weights")
     import matplotlib

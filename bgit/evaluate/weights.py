@@ -8,7 +8,7 @@ comparing anything but object ids.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from bgit.evaluate.bakes import ADAPTER_WEIGHTS, Bake
 from bgit.evaluate.lora import Factor, decode_tensor, factors_from_tensors, inner, layer_and_kind, module_of
@@ -107,13 +107,19 @@ def per_layer(deltas: list[ModuleDelta]) -> list[LayerDelta]:
     return layers
 
 
-def weight_diff(a: Bake, b: Bake) -> dict:
-    """{'modules': [...], 'layers': [...], 'total': {...}} between the adapters of a and b."""
+@dataclass
+class WeightsDiff:
+    modules: list[ModuleDelta]
+    layers: list[LayerDelta]
+    total: LayerDelta | None    # every module seen as one vector; None without adapters
+
+
+def weight_diff(a: Bake, b: Bake) -> WeightsDiff:
+    """Module, layer and total deltas between the adapters of a and b."""
     fa, pa = adapter_factors(a) if a.has_adapter() else ({}, {})
     fb, pb = adapter_factors(b) if b.has_adapter() else ({}, {})
     modules = compare_factors(fa, fb, pa, pb)
     layers = per_layer(modules)
     total = per_layer([ModuleDelta(d.module, "all", d.kind, d.norm_a, d.norm_b, d.diff_norm, d.relative,
                                    d.cosine, d.changed) for d in modules])
-    return {"modules": [asdict(d) for d in modules], "layers": [asdict(layer) for layer in layers],
-            "total": asdict(total[0]) if total else None}
+    return WeightsDiff(modules, layers, total[0] if total else None)

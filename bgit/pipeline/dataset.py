@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from bgit.config.schema import BakeConfig
+from bgit.config.schema import BakeConfig, InputConfig
+from bgit.errors import BgitError
+from bgit.record import RolloutRecord, read_jsonl
 
 
 @dataclass
@@ -74,7 +77,6 @@ def to_examples(tokenizer, pairs: list[tuple[str, dict]], targets: dict[str, Tar
                 with_teacher_ids: bool):
     """Trainer examples; contexts are rendered once per (target, stim)."""
     from bgit.models import render_context
-    from bgit.pipeline.records import RolloutRecord
     from bgit.train import TrainExample
 
     rendered: dict[tuple[str, str, str], list[int]] = {}
@@ -100,3 +102,29 @@ def to_examples(tokenizer, pairs: list[tuple[str, dict]], targets: dict[str, Tar
             teacher_ids=context(target, "teacher", row["stim"]) if with_teacher_ids else None,
         ))
     return examples
+
+
+@dataclass
+class TrainingData:
+    train: list                 # TrainExample, the weighted mix
+    held_out: list              # TrainExample of the held-out stims (eval KL during training)
+    eval_stims: dict[str, list[str]] = field(default_factory=dict)   # target -> held-out stim ids
+
+
+def training_data(config: InputConfig, rollout_dirs: dict[str, Path], tokenizer) -> TrainingData:
+    """Rollout phases -> the trainer's examples: held-out split per target, weighted mix."""
+    bake = config.bake
+    targets, train_parts, eval_pairs, eval_stims = {}, {}, [], {}
+    for name, path in rollout_dirs.items():
+        prompt = config.prompt_for(config.target(name))
+        rows = read_jsonl(path / "rollout.jsonl")
+        targets[name] = TargetRows(name, rows, prompt.student_messages, prompt.teacher_messages, prompt.teacher_tools)
+        train_parts[name], eval_rows = split_by_stim(rows, bake.data.train_eval_split, bake.seed)
+        eval_pairs.extend((name, row) for row in eval_rows)
+        eval_stims[name] = sorted({row["stim_id"] for row in eval_rows})
+    mix = compose_mix(train_parts, dataset_weights(bake, list(rollout_dirs)), bake.total_trajectories, bake.seed)
+    if not mix:
+        raise BgitError("no training trajectories: add stims or raise BAKE.data.train_eval_split")
+    full = bake.loss == "full"
+    return TrainingData(to_examples(tokenizer, mix, targets, with_teacher_ids=full),
+                        to_examples(tokenizer, eval_pairs, targets, with_teacher_ids=full), eval_stims)

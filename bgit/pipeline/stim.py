@@ -30,6 +30,7 @@ import string
 from pathlib import Path
 from typing import Callable
 
+from bgit.record import stim_id
 from bgit.errors import BgitError
 
 MIN_QUESTION_CHARS = 10
@@ -39,12 +40,6 @@ QUESTIONS_PER_CALL = 8  # sequences sampled per generate call (one batch)
 
 class StimError(BgitError):
     """A stim generator that cannot produce its stims."""
-
-
-def stim_id(text: str) -> str:
-    import blake3
-
-    return blake3.blake3(text.encode("utf-8")).hexdigest()[:12]
 
 
 def normalise(text: str) -> str:

@@ -21,8 +21,9 @@ from bgit.repo.worktree import prepare_parent, remove_file, write_atomic
 if TYPE_CHECKING:
     from bgit.repo.repository import Repository
 
-# progress(path, bytes_of_this_file, total_bytes) after each file is written
-Progress = Callable[[str, int, int], None]
+# progress(bytes_of_this_file, total_bytes, path=path) after each payload file is written
+# (the bgit.util.progress Task protocol)
+Progress = Callable[..., None]
 
 
 def checkout(
@@ -68,7 +69,7 @@ def checkout(
             if manifest is not None:
                 repo.stat_cache.record(path, os.stat(dests[path]), entry.oid)
                 if progress is not None:
-                    progress(path, manifest.size, total)
+                    progress(manifest.size, total, path=path)
         repo.stat_cache.save()
 
         _update_index(repo, index, target, old, new, staged, force)

@@ -1,4 +1,5 @@
-"""Reading history: log entries (with a one-line bake summary), a text graph, show."""
+"""Reading history: log entries, a text graph, show. (What a commit means as a bake is read
+above this layer: bgit.api.log adds bake summaries and eval notes.)"""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pygit2
-import yaml
 from pygit2.enums import SortMode
 
 from bgit.repo.trees import flatten_tree
 
 if TYPE_CHECKING:
     from bgit.repo.repository import Repository
-
-BAKE_RECORD = "bake.yml"
-
 
 @dataclass
 class LogEntry:
@@ -28,7 +25,6 @@ class LogEntry:
     offset: int  # minutes east of UTC
     message: str
     refs: list[str] = field(default_factory=list)
-    bake: dict | None = None  # {"base_model", "targets", "final_kl"} from bake.yml
 
     @property
     def summary(self) -> str:
@@ -39,8 +35,7 @@ class LogEntry:
 
     def to_json(self) -> dict:
         return {"id": self.id, "parents": self.parents, "author": self.author, "email": self.email,
-                "time": self.time, "date": self.date(), "message": self.message, "refs": self.refs,
-                "bake": self.bake}
+                "time": self.time, "date": self.date(), "message": self.message, "refs": self.refs}
 
 
 def _tz(offset: int) -> str:
@@ -63,7 +58,7 @@ def _entry(repo, commit: pygit2.Commit, decorations) -> LogEntry:
     return LogEntry(
         id=str(commit.id), parents=[str(p) for p in commit.parent_ids], author=commit.author.name,
         email=commit.author.email, time=commit.commit_time, offset=commit.commit_time_offset,
-        message=commit.message, refs=decorations.get(str(commit.id), []), bake=bake_summary(repo, commit),
+        message=commit.message, refs=decorations.get(str(commit.id), []),
     )
 
 
@@ -87,43 +82,6 @@ def _decorations(repo) -> dict[str, list[str]]:
     for names in out.values():
         names.sort(key=lambda s: (not s.startswith("HEAD"), s))
     return out
-
-
-def bake_summary(repo, commit: pygit2.Commit) -> dict | None:
-    """base model, targets and final KL from the commit's bake.yml; None when it has none.
-    Missing keys are tolerated (older or hand-written records)."""
-    try:
-        entry = commit.tree[BAKE_RECORD]
-    except KeyError:
-        return None
-    try:
-        record = yaml.safe_load(entry.data) if entry.type_str == "blob" else None
-    except yaml.YAMLError:
-        record = None
-    if not isinstance(record, dict):
-        return {"base_model": None, "targets": [], "final_kl": None}
-    base = record.get("base_model")
-    if isinstance(base, dict):
-        base = base.get("name")
-    targets = record.get("targets") or []
-    if isinstance(targets, dict):
-        targets = list(targets)
-    targets = [t.get("name") if isinstance(t, dict) else t for t in targets if t is not None]
-    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-    final_kl = metrics.get("final_eval_kl")
-    if final_kl is None:
-        final_kl = metrics.get("final_train_kl")
-    return {"base_model": None if base is None else str(base), "targets": [str(t) for t in targets],
-            "final_kl": final_kl if isinstance(final_kl, (int, float)) else None}
-
-
-def format_bake(bake: dict) -> str:
-    parts = [f"base {bake['base_model'] or '?'}"]
-    if bake["targets"]:
-        parts.append("targets " + ",".join(bake["targets"]))
-    if bake["final_kl"] is not None:
-        parts.append(f"KL {bake['final_kl']:.4g}")
-    return "bake: " + ", ".join(parts)
 
 
 def graph_lines(entries: list[LogEntry]) -> list[tuple[str, LogEntry | None]]:
@@ -207,5 +165,4 @@ def show(repo: "Repository", ref: str = "HEAD") -> ShowResult:
     return ShowResult(entry, files)
 
 
-__all__ = ["LogEntry", "FileInfo", "ShowResult", "log", "show", "graph_lines", "bake_summary",
-           "format_bake"]
+__all__ = ["LogEntry", "FileInfo", "ShowResult", "log", "show", "graph_lines"]

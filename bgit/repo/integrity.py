@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import pygit2
 
@@ -78,11 +78,23 @@ def reachable_object_ids(repo: "Repository") -> set[str]:
     return oids
 
 
+@dataclass(frozen=True)
+class NotFetched:
+    """An object this repository lacks that a remote's store holds (a lazy clone's normal state)."""
+    oid: str
+    remote: str
+    labels: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"oid": self.oid, "remote": self.remote, "needed_by": list(self.labels)}
+
+
 @dataclass
 class FsckResult:
     manifests: int
     objects_checked: int
     problems: list[str]
+    not_fetched: list[NotFetched] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -90,15 +102,30 @@ class FsckResult:
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "manifests": self.manifests, "objects_checked": self.objects_checked,
-                "problems": self.problems}
+                "problems": self.problems, "not_fetched": [n.to_json() for n in self.not_fetched]}
 
 
-def fsck(repo: "Repository", all_objects: bool = False) -> FsckResult:
-    """Verify every store object a reachable commit needs; problems name the file."""
+# Given the ids of needed objects absent from the local store: id -> name of a remote whose
+# store holds it. Filled by the caller (the remote layer); the repo knows nothing of remotes.
+AbsentLocator = Callable[[set[str]], Mapping[str, str]]
+
+
+def fsck(repo: "Repository", all_objects: bool = False,
+         locate_absent: AbsentLocator | None = None) -> FsckResult:
+    """Verify every store object a reachable commit needs; problems name the file.
+
+    Absent objects that ``locate_absent`` places on a remote are reported as not fetched
+    yet, not as problems."""
     found = reachable_manifests(repo)
     report = repo.store.fsck(found.manifests, all_objects=all_objects)
-    problems = found.corrupt + [p.message for p in report.problems]
-    return FsckResult(len(found.manifests), report.objects_checked, problems)
+    absent = {p.oid for p in report.problems if p.problem == "missing"}
+    located = dict(locate_absent(absent)) if locate_absent is not None and absent else {}
+    elsewhere = {p.oid for p in report.problems if p.oid in absent and p.oid in located}
+    not_fetched = [NotFetched(p.oid, located[p.oid], p.labels) for p in report.problems if p.oid in elsewhere]
+    problems = found.corrupt + [str(CorruptManifestError(m.label, m.reason))
+                                for m in report.manifest_problems]
+    problems += [p.message for p in report.problems if p.oid not in elsewhere]
+    return FsckResult(len(found.manifests), report.objects_checked, problems, not_fetched)
 
 
 def gc(repo: "Repository", grace_seconds: float = 3600.0) -> GcReport:

@@ -47,30 +47,6 @@ from bgit.store.errors import ManifestError
 
 FALLBACK_NAME, FALLBACK_EMAIL = "bgit", "bgit@localhost"
 
-PLACEHOLDER_INPUT_YML = """\
-# bgit input.yml: the prompt to bake and how. Edit it, then run: bgit bake -m "first bake"
-MODEL:
-  base: smollm2-135m
-PROMPT:
-  teacher:
-    messages:
-      - role: system
-        content: "You are Yoda. Speak like Yoda you must, with inverted word order."
-  student:
-    messages: []
-TARGET:
-  name: yoda
-  generators:
-    - type: hardcoded
-      stims:
-        - "What is the capital of France?"
-        - "How do I boil an egg?"
-        - "Give me one tip for learning to code."
-  max_tokens: 64
-BAKE:
-  name: yoda
-  epochs: 2
-"""
 
 
 @dataclass(frozen=True)
@@ -121,16 +97,15 @@ class Repository:
     @classmethod
     def init(cls, path: Path | str = ".", example: Mapping[str, bytes] | None = None) -> "Repository":
         """Create a git repository (branch ``main``) with a store, and write the example
-        files (``{"input.yml": ...}``; a small placeholder when None) where nothing stands
-        yet. Nothing is committed. An existing git repository without a store is adopted."""
+        files (``{"input.yml": ...}``) where nothing stands yet. Nothing is committed. An
+        existing git repository without a store is adopted."""
         root = Path(path).resolve()
         if (root / ".git" / "bgit").exists():
             raise AlreadyARepositoryError(root)
         root.mkdir(parents=True, exist_ok=True)
         git = pygit2.init_repository(str(root), initial_head="main")
         Store.init(Path(git.path) / "bgit")
-        files = example if example is not None else {"input.yml": PLACEHOLDER_INPUT_YML.encode()}
-        for rel, data in files.items():
+        for rel, data in (example or {}).items():
             dest = work_path(root, check_tree_path(rel))
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)

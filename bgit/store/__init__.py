@@ -24,12 +24,12 @@ parsing, pieces, norms), ``manifest``, ``files`` (store_file/materialise), ``wri
 
 from .errors import (CorruptObjectError, FileCorruptError, InvalidObjectIdError, LockedError,
                      ManifestError, ObjectNotFoundError, StoreError, StoreNotFoundError)
-from .maintenance import FsckProblem, FsckReport, GcReport
+from .maintenance import FsckProblem, FsckReport, GcReport, ManifestProblem
 from .manifest import Manifest, TensorEntry, is_manifest
 from .objects import hash_bytes
 from .store import Store
 
 __all__ = ["Store", "Manifest", "TensorEntry", "is_manifest", "hash_bytes", "FsckProblem",
-           "FsckReport", "GcReport", "StoreError", "StoreNotFoundError", "InvalidObjectIdError",
-           "ObjectNotFoundError", "CorruptObjectError", "ManifestError", "FileCorruptError",
-           "LockedError"]
+           "FsckReport", "GcReport", "ManifestProblem", "StoreError", "StoreNotFoundError",
+           "InvalidObjectIdError", "ObjectNotFoundError", "CorruptObjectError", "ManifestError",
+           "FileCorruptError", "LockedError"]
