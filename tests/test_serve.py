@@ -409,10 +409,10 @@ def test_bgit_serve_command_listens_prints_its_url_and_stops_on_ctrl_c(setup):
 def test_page_lists_the_bakes_with_closure_and_serves_their_plots_and_prompts(setup, tmp_path):
     import urllib.request
 
-    from bgit.evaluate import write_eval
+    from bgit.evaluate import EvalResult, write_eval
     from evaluate_helpers import SYSTEM, png_ok
 
-    write_eval(setup.repo, setup.shas["a"], {"closure": 0.8766, "commit": setup.shas["a"]})
+    write_eval(setup.repo, setup.shas["a"], EvalResult(closure=0.8766, commit=setup.shas["a"]))
     status, data = raw_request(setup.server.url, "GET", "/bgit/bakes")
     assert status == 200 and data["base_model"] == str(setup.base)
     bakes = {b["commit"]: b for b in data["bakes"]}

@@ -22,6 +22,7 @@ from pathlib import Path
 import pygit2
 
 from bgit.evaluate import NotABakeError, open_bake
+from bgit.record import BakeRecordError
 from bgit.repo.errors import RepoError
 from bgit.serve.errors import (
     APIError,
@@ -168,7 +169,7 @@ class BakeRegistry:
             try:
                 bake = open_bake(self.repo, commit)
                 info = _BakeInfo(bake.base_model_name, bake.adapter_dir())
-            except NotABakeError:
+            except (NotABakeError, BakeRecordError):  # no bake.yml / adapter, or a bake.yml not bgit's
                 info = _BakeInfo(None, None)
             self._bakes[commit] = info
         return info

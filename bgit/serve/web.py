@@ -40,9 +40,7 @@ def web_routes(backend, api_key: str | None) -> list[Route]:
 
 
 def bake_log(registry, limit: int = 50) -> list[dict]:
-    """The bakes reachable from the served refs, newest first: what the page lists."""
-    from bgit.evaluate import read_eval
-
+    """The bakes of our base model reachable from the served refs, newest first."""
     with registry.lock:
         served = registry.served_refs()
         names: dict[str, list[str]] = {}
@@ -50,19 +48,32 @@ def bake_log(registry, limit: int = 50) -> list[dict]:
             names.setdefault(commit, []).append(name)
         entries, seen = [], set()
         for _, tip in served:
-            for entry in registry.repo.log(tip, n=limit):
-                if entry.id in seen or entry.bake is None:
-                    continue
-                seen.add(entry.id)
-                results = read_eval(registry.repo, entry.id) or {}
-                entries.append({
-                    "commit": entry.id, "short": entry.id[:8], "refs": names.get(entry.id, []),
-                    "model": (names.get(entry.id) or [entry.id[:12]])[0], "summary": entry.summary,
-                    "message": entry.message, "time": entry.time, "date": entry.date(),
-                    "base_model": entry.bake["base_model"], "targets": entry.bake["targets"],
-                    "final_kl": entry.bake["final_kl"], "closure": results.get("closure")})
+            for entry in registry.repo.log(tip, limit):
+                if entry.id not in seen:
+                    seen.add(entry.id)
+                    item = _log_item(registry, entry, names.get(entry.id, []))
+                    if item is not None:
+                        entries.append(item)
     entries.sort(key=lambda e: e["time"], reverse=True)
     return entries[:limit]
+
+
+def _log_item(registry, entry, refs: list[str]) -> dict | None:
+    from bgit.evaluate import read_eval
+    from bgit.evaluate.bakes import read_record
+    from bgit.record import BakeRecordError
+
+    try:
+        record = read_record(registry.repo, registry.repo.git.get(entry.id))
+    except BakeRecordError:
+        return None
+    if record is None or record.base_model.name != registry.base_model:
+        return None
+    results = read_eval(registry.repo, entry.id)
+    return {"commit": entry.id, "short": entry.id[:8], "refs": refs, "model": (refs or [entry.id[:12]])[0],
+            "summary": entry.summary, "message": entry.message, "time": entry.time, "date": entry.date(),
+            "base_model": record.base_model.name, "targets": list(record.targets), "final_kl": record.final_kl,
+            "closure": results.closure if results else None}
 
 
 def bake_prompts(registry, commit: str) -> dict:
@@ -92,6 +103,8 @@ def loss_png(registry, commit: str) -> bytes:
 def weights_png(registry, commit: str) -> bytes:
     """Per-layer heatmap: relative change against the parent bake (as ``bgit diff --plot``), or
     ‖ΔW‖ of the adapter itself when the parent is not a bake of the same base model."""
+    from dataclasses import replace
+
     from bgit.evaluate.plots import plot_weight_heatmap
     from bgit.evaluate.weights import adapter_factors, compare_factors, weight_diff
 
@@ -99,19 +112,26 @@ def weights_png(registry, commit: str) -> bytes:
         bake = registry.open(commit)
         parent = _parent_bake(registry, bake)
         if parent is not None:
-            modules = weight_diff(parent, bake)["modules"]
+            modules = weight_diff(parent, bake).modules
             title = f"{parent.short} → {bake.short}: relative change ‖ΔW_B − ΔW_A‖ / ‖ΔW_A‖"
         else:
             factors, _ = adapter_factors(bake)
-            modules = [{**vars(m), "relative": m.diff_norm} for m in compare_factors({}, factors)]
+            modules = [replace(m, relative=m.diff_norm) for m in compare_factors({}, factors)]
             title = f"{bake.short}: ‖ΔW‖ of the adapter (vs the base model)"
     return _render(lambda path: plot_weight_heatmap(modules, path, title=title))
 
 
 def _parent_bake(registry, bake):
+    """The first parent when it is a bake of the same base model with an adapter, else None."""
+    from bgit.evaluate import NotABakeError
+    from bgit.record import BakeRecordError
+
     if not bake.commit.parent_ids:
         return None
-    parent = registry.open(str(bake.commit.parent_ids[0]))
+    try:
+        parent = registry.open(str(bake.commit.parent_ids[0]))
+    except (NotABakeError, BakeRecordError):
+        return None
     if parent.base_model_name != bake.base_model_name or not parent.has_adapter():
         return None
     return parent
