@@ -21,12 +21,17 @@ def ask(server, model: str, question: str, tokens: int = 8, messages=()):
 
 
 def test_the_bake_answers_in_character_without_a_prompt_and_base_does_not(pirate_server):
+    from concurrent.futures import ThreadPoolExecutor
+
     server, _ = pirate_server
-    for question in HELD_OUT[:2]:
-        baked = ask(server, "main", question).choices[0].message.content
-        base = ask(server, "base", question).choices[0].message.content
-        assert baked.startswith("Ahoy"), baked
-        assert "Ahoy" not in base, base
+    jobs = [(model, question) for question in HELD_OUT[:2] for model in ("main", "base")]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # sent together: one batch, one adapter per row
+        answers = list(pool.map(lambda job: ask(server, *job, tokens=6).choices[0].message.content, jobs))
+    for (model, question), answer in zip(jobs, answers):
+        if model == "main":
+            assert answer.startswith("Ahoy"), (question, answer)
+        else:
+            assert "Ahoy" not in answer, (question, answer)
 
 
 def test_no_default_system_prompt_reaches_the_model(pirate_server):
