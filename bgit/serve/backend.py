@@ -2,7 +2,7 @@
 
 The HTTP layer (:mod:`bgit.serve.app`) parses an OpenAI request, resolves its ``model`` through
 the :class:`~bgit.serve.registry.BakeRegistry`, renders the prompt to token ids with bgit's chat
-rules (:mod:`bgit.serve.prompts`) and hands a :class:`GenerationRequest` to a
+rules (:mod:`bgit.serve.openai_api`) and hands a :class:`GenerationRequest` to a
 :class:`ServeBackend`. A backend only generates:
 
 - :class:`bgit.serve.hf.HFBackend`: transformers + PEFT, every adapter loaded into one model
