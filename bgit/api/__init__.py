@@ -28,6 +28,7 @@ from bgit.api.remote import clone, fetch, pull, push, remote_add, remote_list, r
 from bgit.api.repo import (BakeSummary, CheckoutResult, CommitResult, GcResult, InitResult, LogItem, ShowItem, add,
                            branch_create, branch_delete, branch_list, checkout, commit, fsck, gc, init, log, show,
                            status, tag_create, tag_delete, tag_list)
+from bgit.api.serve import serve
 from bgit.api.use import GenerateResult, MetricsResult, chat_session, diff, eval, export, generate, metrics
 from bgit.errors import BgitError
 from bgit.repo import Repository
@@ -41,6 +42,8 @@ __all__ = [
     "validate", "stim", "rollout", "bake_plan", "bake", "baker",
     # using bakes
     "diff", "eval", "generate", "chat_session", "export", "metrics",
+    # serving
+    "serve",
     # remotes
     "remote_add", "remote_remove", "remote_list", "store_url", "push", "fetch", "pull", "clone",
     # hooks
