@@ -20,6 +20,7 @@ older bake in a clone fetches what it needs from the remote's store, as ``bgit c
 
 from bgit.api._open import open_repo
 from bgit.api.hooks import hook_disable, hook_enable, hooks_list
+from bgit.api.merge import RevertResult, merge, merge_abort, merge_continue, reset, revert, rm
 from bgit.api.pipeline import PhaseRows, ValidateResult, bake, bake_plan, baker, rollout, stim, validate
 from bgit.api.remote import clone, fetch, pull, push, remote_add, remote_list, remote_remove, store_url
 from bgit.api.repo import (BakeSummary, CheckoutResult, CommitResult, GcResult, InitResult, LogItem, ShowItem, add,
@@ -34,6 +35,8 @@ __all__ = [
     # repository
     "init", "add", "commit", "status", "log", "show", "branch_list", "branch_create", "branch_delete",
     "tag_list", "tag_create", "tag_delete", "checkout", "fsck", "gc",
+    # git's verbs for bakes
+    "merge", "merge_continue", "merge_abort", "revert", "reset", "rm",
     # pipeline
     "validate", "stim", "rollout", "bake_plan", "bake", "baker",
     # using bakes
@@ -44,5 +47,5 @@ __all__ = [
     "hooks_list", "hook_enable", "hook_disable",
     # results
     "InitResult", "CommitResult", "LogItem", "ShowItem", "BakeSummary", "CheckoutResult", "GcResult",
-    "ValidateResult", "PhaseRows", "GenerateResult", "MetricsResult",
+    "ValidateResult", "PhaseRows", "GenerateResult", "MetricsResult", "RevertResult",
 ]

@@ -46,9 +46,20 @@ def fetch(repo: RepoLike = ".", remote: str | None = None, payloads: bool = Fals
     return _remote.fetch(open_repo(repo, reporter), remote, payloads=payloads, progress=TransferProgress(reporter))
 
 
-def pull(repo: RepoLike = ".", remote: str | None = None, reporter: Reporter = SILENT) -> PullResult:
-    """Fetch, then fast-forward the current branch to its upstream."""
-    return _remote.pull(open_repo(repo, reporter), remote, progress=TransferProgress(reporter))
+def pull(repo: RepoLike = ".", remote: str | None = None, merge: bool = False, reporter: Reporter = SILENT):
+    """Fetch, then fast-forward the current branch to its upstream. A branch that has
+    diverged raises DivergedError, unless ``merge``: then the upstream is merged as
+    ``bgit merge`` does (-> the MergeOutcome)."""
+    from bgit.remote.errors import DivergedError
+
+    repo = open_repo(repo, reporter)
+    try:
+        return _remote.pull(repo, remote, progress=TransferProgress(reporter))
+    except DivergedError as diverged:
+        if not merge:
+            raise
+        from bgit.api.merge import merge as merge_ref
+        return merge_ref(repo, diverged.upstream, reporter=reporter)
 
 
 def clone(url: str, directory: str | os.PathLike | None = None, store: str | None = None, checkout: bool = True,

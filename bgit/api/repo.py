@@ -39,8 +39,14 @@ def init(path: str | os.PathLike = ".", example: str | None = "yoda") -> InitRes
 
 
 def add(repo: RepoLike = ".", paths=(), all: bool = False) -> list[str]:
-    """Stage files (payloads go to the store) and deletions; -> the staged paths."""
-    return open_repo(repo).add(paths, all=all)
+    """Stage files (payloads go to the store) and deletions; -> the staged paths. During a
+    merge, adding a conflicting path marks it resolved."""
+    from bgit.repo.merge import mark_resolved
+
+    repo = open_repo(repo)
+    staged = repo.add(paths, all=all)
+    mark_resolved(repo, staged)
+    return staged
 
 
 @dataclass
@@ -54,7 +60,14 @@ class CommitResult:
 
 
 def commit(repo: RepoLike = ".", message: str = "") -> CommitResult:
+    """Commit the index. During a merge this is refused: 'bgit merge --continue' makes the
+    merge commit (and its bake)."""
+    from bgit.repo.errors import MergeInProgressError
+    from bgit.repo.merge import read_state
+
     repo = open_repo(repo)
+    if read_state(repo) is not None:
+        raise MergeInProgressError()
     commit_id = repo.commit(message)
     return CommitResult(commit_id, repo.current_branch(), message.splitlines()[0] if message.strip() else "")
 
@@ -105,12 +118,15 @@ def _item(repo: Repository, entry: LogEntry) -> LogItem:
     return LogItem(entry, _bake_summary(repo, entry.id), read_eval(repo, entry.id))
 
 
-def log(repo: RepoLike = ".", ref: str = "HEAD", max_count: int | None = None) -> list[LogItem]:
-    """History from ``ref``, newest first; empty before the first commit."""
+def log(repo: RepoLike = ".", ref: str = "HEAD", max_count: int | None = None, all_refs: bool = False) -> list[LogItem]:
+    """History from ``ref`` (``all_refs``: from every branch, tag and remote-tracking branch),
+    newest first; empty before the first commit."""
+    from bgit.repo.history import log as history
+
     repo = open_repo(repo)
-    if ref == "HEAD" and repo.head_commit() is None:
+    if ref == "HEAD" and repo.head_commit() is None and not all_refs:
         return []
-    return [_item(repo, entry) for entry in repo.log(ref, max_count)]
+    return [_item(repo, entry) for entry in history(repo, ref, max_count, all_refs=all_refs)]
 
 
 @dataclass
@@ -158,6 +174,7 @@ class CheckoutResult:
     commit: str
     branch: str | None            # the branch now checked out; None when HEAD is detached
     new_branch: bool = False
+    tracking: str | None = None   # 'origin/NAME' when the branch was made from a remote's
 
     def to_json(self) -> dict:
         return vars(self).copy()
@@ -166,14 +183,22 @@ class CheckoutResult:
 def checkout(repo: RepoLike = ".", ref: str = "HEAD", force: bool = False, new_branch: str | None = None,
              reporter: Reporter = SILENT) -> CheckoutResult:
     """Switch to ``ref`` and materialise its payloads, fetching missing ones from the remote."""
+    from bgit.repo.refs import remote_branch_for, set_upstream
+
     repo = open_repo(repo, reporter)
+    tracked = remote_branch_for(repo, ref) if new_branch is None else None
     task = reporter.task("checkout", unit="B")
     try:
-        repo.checkout(ref, force=force, new_branch=new_branch, progress=task)
+        if tracked is not None:  # git's DWIM: a new branch from the one remote that has it
+            repo.checkout(f"{tracked[0]}/{tracked[1]}", force=force, new_branch=ref, progress=task)
+            set_upstream(repo, ref, *tracked)
+        else:
+            repo.checkout(ref, force=force, new_branch=new_branch, progress=task)
     finally:
         task.close()
     head = repo.head_commit()
-    return CheckoutResult(ref, str(head.id), repo.current_branch(), new_branch is not None)
+    return CheckoutResult(ref, str(head.id), repo.current_branch(), new_branch is not None or tracked is not None,
+                          "/".join(tracked) if tracked else None)
 
 
 def fsck(repo: RepoLike = ".", all_objects: bool = False):

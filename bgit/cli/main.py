@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "bgit.cli.pipeline_cmds",
     "bgit.cli.remote_cmds",
     "bgit.cli.use_cmds",
+    "bgit.cli.merge_cmds",
 ]
 
 

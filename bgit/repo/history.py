@@ -43,15 +43,36 @@ def _tz(offset: int) -> str:
     return f" {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
 
 
-def log(repo: "Repository", ref: str = "HEAD", n: int | None = None) -> list[LogEntry]:
-    start = repo.resolve(ref)
+def log(repo: "Repository", ref: str = "HEAD", n: int | None = None, all_refs: bool = False) -> list[LogEntry]:
+    """History from ``ref``, newest first; ``all_refs``: from every branch, tag,
+    remote-tracking branch and HEAD (``git log --branches --tags --remotes HEAD``; the notes
+    refs that hold evals are not history)."""
+    starts = _all_starts(repo) if all_refs else [repo.resolve(ref).id]
     decorations = _decorations(repo)
-    out = []
-    for commit in repo.git.walk(start.id, SortMode.TOPOLOGICAL | SortMode.TIME):
+    out: list[LogEntry] = []
+    if not starts:
+        return out
+    walker = repo.git.walk(None, SortMode.TOPOLOGICAL | SortMode.TIME)
+    for oid in starts:
+        walker.push(oid)
+    for commit in walker:
         if n is not None and len(out) >= n:
             break
         out.append(_entry(repo, commit, decorations))
     return out
+
+
+def _all_starts(repo) -> list[pygit2.Oid]:
+    starts = [] if repo.git.head_is_unborn else [repo.git.head.peel(pygit2.Commit).id]
+    for name in repo.git.references:
+        if name.startswith(("refs/heads/", "refs/tags/", "refs/remotes/")):
+            try:
+                oid = repo.git.references[name].peel(pygit2.Commit).id
+            except (ValueError, KeyError, pygit2.GitError):
+                continue  # a tag of a tree or blob, or a dangling symbolic ref
+            if oid not in starts:
+                starts.append(oid)
+    return starts
 
 
 def _entry(repo, commit: pygit2.Commit, decorations) -> LogEntry:

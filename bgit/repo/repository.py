@@ -21,7 +21,7 @@ import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import blake3
 import pygit2
@@ -308,13 +308,20 @@ class Repository:
             return self._commit_tree(tree, message, parent)
 
     def commit_files(
-        self, files: Mapping[str, Path | str], message: str, replace_dirs: Iterable[str] = ()
+        self, files: Mapping[str, Path | str], message: str, replace_dirs: Iterable[str] = (),
+        parents: Sequence[str] = (),
     ) -> str:
         """Commit HEAD's tree minus everything under ``replace_dirs`` plus ``files``
-        (tree path -> source file), then write those files into the work tree and index."""
+        (tree path -> source file), then write those files into the work tree and index.
+
+        ``parents``: further parents after HEAD (a merge commit). The tree then starts from
+        the index, where :mod:`bgit.repo.merge` staged the merge, instead of HEAD's tree."""
         with self.lock("bgit commit"):
             parent = self.head_commit()
             old = flatten_tree(parent.tree) if parent else {}
+            if parents:
+                self.git.index.read()
+                old = index_entries(self.git.index)
             dropped = [check_tree_path(d.strip("/")) for d in replace_dirs]
             new = {p: e for p, e in old.items() if not any(is_under(p, d) for d in dropped)}
             sources = {check_tree_path(rel): Path(src) for rel, src in files.items()}
@@ -325,7 +332,7 @@ class Repository:
                 oid, mode = self._stage_blob_from(rel, src)
                 new[rel] = Entry(str(oid), int(mode))
             tree = build_tree(self.git, new)
-            commit_id = self._commit_tree(tree, message, parent)
+            commit_id = self._commit_tree(tree, message, parent, extra_parents=parents)
             self._land_files(old, new, sources)
             return commit_id
 
@@ -357,12 +364,14 @@ class Repository:
         index.write()
         self.stat_cache.save()
 
-    def _commit_tree(self, tree: pygit2.Oid, message: str, parent: pygit2.Commit | None) -> str:
+    def _commit_tree(self, tree: pygit2.Oid, message: str, parent: pygit2.Commit | None,
+                     extra_parents: Sequence[str] = ()) -> str:
         signature = self.signature()
         parents = [parent.id] if parent is not None else []
+        parents += [self.resolve(p).id for p in extra_parents]
         commit_id = self.git.create_commit(None, signature, signature, message, tree, parents)
         summary = message.splitlines()[0] if message.strip() else ""
-        kind = "commit" if parent is not None else "commit (initial)"
+        kind = "commit (initial)" if parent is None else "commit (merge)" if extra_parents else "commit"
         self.move_head(commit_id, expected=parent.id if parent is not None else None,
                        reflog=f"{kind}: {summary}")
         return str(commit_id)
