@@ -46,6 +46,18 @@ def check_combination(combination: str, weights, density: float | None) -> float
     return None
 
 
+def check_adapters(ours: Bake, theirs: Bake, combination: str, weights, density: float | None) -> float | None:
+    """Everything that can be checked before loading a model; -> the density to use."""
+    density = check_combination(combination, weights, density)
+    if (ours.base_model_name, ours.base_fingerprint) != (theirs.base_model_name, theirs.base_fingerprint):
+        raise BaseModelMismatchError(ours.base_model_name or "?", theirs.base_model_name or "?")
+    ranks = (_rank(ours), _rank(theirs))
+    if combination in EQUAL_RANKS and ranks[0] != ranks[1]:
+        raise CombineError(f"the adapters have ranks {ranks[0]} and {ranks[1]}: {combination} needs equal "
+                           "ranks (use --combination cat)")
+    return density
+
+
 def _rank(bake: Bake) -> int:
     config = bake.adapter_config()
     return max([int(config.get("r", 0)), *map(int, (config.get("rank_pattern") or {}).values())])
@@ -57,13 +69,7 @@ def combine_adapters(ours: Bake, theirs: Bake, out: Path, combination: str = "li
     """Write the combination of the two bakes' adapters to ``out`` (a new directory)."""
     import torch
 
-    density = check_combination(combination, weights, density)
-    if (ours.base_model_name, ours.base_fingerprint) != (theirs.base_model_name, theirs.base_fingerprint):
-        raise BaseModelMismatchError(ours.base_model_name or "?", theirs.base_model_name or "?")
-    ranks = (_rank(ours), _rank(theirs))
-    if combination in EQUAL_RANKS and ranks[0] != ranks[1]:
-        raise CombineError(f"the adapters have ranks {ranks[0]} and {ranks[1]}: {combination} needs equal "
-                           "ranks (use --combination cat)")
+    density = check_adapters(ours, theirs, combination, weights, density)
     base, _, _ = load_base(ours, device="cpu", dtype="float32")
     model = with_adapter(base, ours.adapter_dir(), name="ours")
     model.load_adapter(str(theirs.adapter_dir()), adapter_name="theirs", is_trainable=False)

@@ -113,6 +113,9 @@ def start_merge(repo, ref: str, options: MergeOptions, message: str | None = Non
         raise MergeError(f"refusing to merge unrelated histories ('{ref}' shares no commit with HEAD)")
     if options.strategy == "train" and not any(repo.read_file(str(c.id), BAKE_RECORD) for c in (ours, theirs)):
         options.strategy = "files"   # neither side is a bake: a merge of files, as git makes
+    if options.strategy == "weights":
+        from bgit.pipeline.merge_weights import check_weights_merge
+        check_weights_merge(repo, str(ours.id), str(theirs.id), options)
     merged, writes, keys = plan_tree(repo, base, ours, theirs, options.strategy, ref)
     state = MergeState(str(ours.id), str(theirs.id), message or default_message(repo, ref),
                        {**options.to_dict(), "base": str(base.id), "theirs_ref": ref})

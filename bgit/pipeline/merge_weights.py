@@ -4,7 +4,7 @@ with a bake.yml saying how, evaluated on both sides' held-out stims like any bak
 from __future__ import annotations
 
 from bgit.evaluate import open_bake
-from bgit.evaluate.combine import check_combination, combine_adapters
+from bgit.evaluate.combine import check_adapters, combine_adapters
 from bgit.pipeline.commit import _device_name, _versions, evaluate_and_commit, staging_dir
 from bgit.record import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, BAKE_RECORD, INPUT_YML, TARGETS_DIR,
                          BakeRecord, ParentRef, PhaseKeys)
@@ -29,7 +29,7 @@ def combined_record(ours, theirs, merge: dict) -> BakeRecord:
 def commit_combined(repo, state, options, reporter: Reporter = SILENT) -> str:
     """Combine, evaluate, commit (parents HEAD and MERGE_HEAD); -> the commit id."""
     ours, theirs = open_bake(repo, state.head), open_bake(repo, state.theirs)
-    density = check_combination(options.combination, options.weights, options.density)
+    density = check_adapters(ours, theirs, options.combination, options.weights, options.density)
     merge = {"strategy": "weights", "combination": options.combination, "weights": list(options.weights),
              "density": density, "seed": options.seed, "ours": state.head, "theirs": state.theirs,
              "base": state.options.get("base")}
@@ -50,3 +50,9 @@ def commit_combined(repo, state, options, reporter: Reporter = SILENT) -> str:
                 files[path] = repo.root / path
         return evaluate_and_commit(repo, staging, files, record, state.message, reporter,
                                    parents=[state.theirs], replace_dirs=(ADAPTER_DIR,))
+
+
+def check_weights_merge(repo, ours: str, theirs: str, options) -> None:
+    """Before a weights merge starts: both sides are bakes whose adapters can be combined."""
+    check_adapters(open_bake(repo, ours), open_bake(repo, theirs), options.combination, options.weights,
+                   options.density)
