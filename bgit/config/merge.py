@@ -87,6 +87,8 @@ def merge_config_text(base: str | None, ours: str | None, theirs: str | None,
     writer = single[1] if ours is not None else single[2]   # how the side we write like spelled it
     if writer:
         merged = _single_target(merged, implicit_name=writer == "implicit")
+        if "TARGET" in merged:  # name the keys as the file does
+            conflicts = [re.sub(r"^TARGETS(\[[^]]*\])?", "TARGET", key) for key in conflicts]
     if conflicts:
         return ConfigMerge(merged, render_with_markers(merged, labels), conflicts)
     return ConfigMerge(merged, _text_for(merged, base, ours, theirs, sides), [])
@@ -129,12 +131,23 @@ def _normalise(data: dict) -> dict:
 
 
 def _single_target(data: dict, implicit_name: bool) -> dict:
-    targets = data.get("TARGETS")
-    if not isinstance(targets, list) or len(targets) != 1 or not isinstance(targets[0], dict):
+    """TARGETS of one target written back as TARGET (each side of a conflict too)."""
+    def single(value):
+        if isinstance(value, Conflict):
+            sides = [single(v) for v in (value.base, value.ours, value.theirs)]
+            return Conflict(*sides) if all(v is not None for v in sides) else None
+        if value is MISSING:
+            return MISSING
+        if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
+            return None
+        target = dict(value[0])
+        if implicit_name and target.get("name") == "default":
+            target.pop("name")
+        return target
+
+    target = single(data.get("TARGETS"))
+    if target is None:
         return data
-    target = dict(targets[0])
-    if implicit_name and target.get("name") == "default":
-        target.pop("name")
     return {("TARGET" if key == "TARGETS" else key): (target if key == "TARGETS" else value)
             for key, value in data.items()}
 
@@ -193,7 +206,12 @@ def _merge_list(base: list, ours: list, theirs: list, path: str, conflicts: list
         as_maps = [{item[key]: item for item in items} for items in (base, ours, theirs)]
         merged = _merge_mapping(*as_maps, path=path, conflicts=conflicts, keyed=True)
         return list(merged.values())
-    return merge_sequences(base, ours, theirs)
+    def items(b: list, o: list, t: list) -> list | None:  # a run changed on both sides, item by item
+        found: list[str] = []
+        merged = [_merge(*trio, path=f"{path}[{i}]", conflicts=found) for i, trio in enumerate(zip(b, o, t))]
+        return None if found else merged
+
+    return merge_sequences(base, ours, theirs, items)
 
 
 def _keyed(items: list, key: str) -> bool:
@@ -201,9 +219,11 @@ def _keyed(items: list, key: str) -> bool:
     return len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
 
 
-def merge_sequences(base: list, ours: list, theirs: list) -> list | None:
+def merge_sequences(base: list, ours: list, theirs: list, items=None) -> list | None:
     """diff3 on list items (lines of git's merge): None when both sides changed the same run
-    of items differently; insertions of both sides at the same place are all kept."""
+    of items differently; insertions of both sides at the same place are all kept. ``items``
+    (base, ours, theirs) -> merged run or None: tried on runs of equal length on all sides
+    (the same items edited on both sides)."""
     ident = [[json.dumps(item, sort_keys=True, default=str) for item in items] for items in (base, ours, theirs)]
     to_ours, to_theirs = _matches(ident[0], ident[1]), _matches(ident[0], ident[2])
     out: list = []
@@ -217,6 +237,8 @@ def merge_sequences(base: list, ours: list, theirs: list) -> list | None:
                   len(base))
         jo, jt = (to_ours[jb], to_theirs[jb]) if jb < len(base) else (len(ours), len(theirs))
         chunk = _merge_chunk(base[ib:jb], ours[io:jo], theirs[it:jt], ident[1][io:jo], ident[2][it:jt])
+        if chunk is None and items is not None and jb - ib == jo - io == jt - it:
+            chunk = items(base[ib:jb], ours[io:jo], theirs[it:jt])
         if chunk is None:
             return None
         out += chunk

@@ -26,10 +26,10 @@ def revert_commit(repo, ref: str, message: str | None = None, mainline: int | No
     parent = _parent(commit, ref, mainline)
     plan = three_way(repo.tree_entries(commit), repo.tree_entries("HEAD"),
                      repo.tree_entries(parent) if parent is not None else {})
-    if INPUT_YML in plan.conflicts:
-        _merge_config(repo, plan, ref)
+    keys = _merge_config(repo, plan, ref) if INPUT_YML in plan.conflicts else []
     if plan.conflicts:
-        raise MergeError(f"cannot revert {ref}: later commits changed {', '.join(sorted(plan.conflicts))} too; "
+        paths = [f"{p} (keys {', '.join(keys)})" if p == INPUT_YML else p for p in sorted(plan.conflicts)]
+        raise MergeError(f"cannot revert {ref}: later commits changed {', '.join(paths)} too; "
                          "nothing was changed (revert those commits first, or use 'bgit reset')")
     summary = commit.message.splitlines()[0] if commit.message.strip() else str(commit.id)[:8]
     text = message or f'Revert "{summary}"\n\nThis reverts commit {commit.id}.\n'
@@ -47,14 +47,15 @@ def _parent(commit, ref: str, mainline: int | None):
     return parents[(mainline or 1) - 1]
 
 
-def _merge_config(repo, plan, ref: str) -> None:
+def _merge_config(repo, plan, ref: str) -> list[str]:
+    """input.yml merged key by key into ``plan``; -> the keys that still conflict."""
     sides = plan.conflicts[INPUT_YML]
     texts = [None if e is None else repo.blob_data(e.oid).decode("utf-8") for e in sides]
     merged = merge_config_text(*texts, labels=("HEAD", f"parent of {ref}"))
     if not merged.clean:
-        raise MergeError(f"cannot revert {ref}: input.yml keys {', '.join(merged.conflicts)} changed since; "
-                         "nothing was changed")
+        return merged.conflicts
     del plan.conflicts[INPUT_YML]
     if merged.text is not None:
         oid = repo.git.create_blob(merged.text.encode("utf-8"))
         plan.entries[INPUT_YML] = Entry(str(oid), int(sides[1].mode if sides[1] else 0o100644))
+    return []
