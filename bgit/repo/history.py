@@ -106,26 +106,36 @@ def _decorations(repo) -> dict[str, list[str]]:
 
 
 def graph_lines(entries: list[LogEntry]) -> list[tuple[str, LogEntry | None]]:
-    """A simple ASCII graph: (prefix, entry) rows for commits and (prefix, None) connector
-    rows. ``columns`` holds, left to right, the commit each open line is waiting for."""
+    """An ASCII graph as git draws it: (prefix, entry) rows for commits and (prefix, None)
+    connector rows. ``columns`` holds, left to right, the commit each open line is waiting
+    for; two lines waiting for the same commit join at once, the right one moving left one
+    column per row ('/')."""
     columns: list[str] = []
     rows: list[tuple[str, LogEntry | None]] = []
     for entry in entries:
         if entry.id not in columns:
             columns.append(entry.id)
         col = columns.index(entry.id)
-        # lines that also wait for this commit join its column first
-        joined = [i for i, c in enumerate(columns) if c == entry.id and i != col]
-        if joined:
-            rows.append((_cells(len(columns), {2 * i - 1: "/" for i in joined}, skip=joined), None))
-            columns = [c for i, c in enumerate(columns) if i not in joined]
         rows.append((_cells(len(columns), {2 * col: "*"}), entry))
         extra = [p for p in entry.parents[1:] if p not in columns]
         columns[col:col + 1] = entry.parents[:1]
         if extra:
             rows.append((_cells(len(columns), {2 * (col + k) + 1: "\\" for k in range(len(extra))}), None))
             columns[col + 1:col + 1] = extra
+        columns = _join_duplicates(columns, rows)
     return rows
+
+
+def _join_duplicates(columns: list[str], rows: list) -> list[str]:
+    """Lines waiting for a commit another line already waits for move left into it."""
+    while True:
+        dup = next((j for j in range(len(columns) - 1, 0, -1) if columns[j] in columns[:j]), None)
+        if dup is None:
+            return columns
+        target = columns.index(columns[dup])
+        for k in range(dup, target, -1):
+            rows.append((_cells(len(columns), {2 * k - 1: "/"}, skip=[dup]), None))
+        columns = columns[:dup] + columns[dup + 1:]
 
 
 def _cells(n: int, marks: dict[int, str], skip: list[int] = ()) -> str:
