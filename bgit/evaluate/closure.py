@@ -119,7 +119,7 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
             items.append(item(stim_id, row.get("stim", ""), list(row.get("response_ids") or [])))
     items = [i for i in items if i.response_ids is None or i.response_ids]
     if not items:
-        raise NoEvalStimsError(f"{bake.ref}: no held-out stims to evaluate on (bake.yml eval_stims is empty); "
+        raise NoEvalStimsError(f"{bake.ref}: no held-out stims to evaluate on (bake.yml names none); "
                                "pass --stims FILE")
     return items, source, note
 
