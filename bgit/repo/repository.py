@@ -313,15 +313,11 @@ class Repository:
     ) -> str:
         """Commit HEAD's tree minus everything under ``replace_dirs`` plus ``files``
         (tree path -> source file), then write those files into the work tree and index.
-
-        ``parents``: further parents after HEAD (a merge commit). The tree then starts from
-        the index, where :mod:`bgit.repo.merge` staged the merge, instead of HEAD's tree."""
+        ``parents``: further parents (a merge); the tree then starts from the merge in the index."""
         with self.lock("bgit commit"):
             parent = self.head_commit()
-            old = flatten_tree(parent.tree) if parent else {}
-            if parents:
-                self.git.index.read()
-                old = index_entries(self.git.index)
+            self.git.index.read()
+            old = index_entries(self.git.index) if parents else flatten_tree(parent.tree) if parent else {}
             dropped = [check_tree_path(d.strip("/")) for d in replace_dirs]
             new = {p: e for p, e in old.items() if not any(is_under(p, d) for d in dropped)}
             sources = {check_tree_path(rel): Path(src) for rel, src in files.items()}
