@@ -199,8 +199,10 @@ def test_conflict_abort_restores_exactly_and_continue_finishes(branches, tmp_pat
     assert "You have unmerged paths." in git(root, "status").stdout
     assert "<<<<<<< HEAD\n  epochs: 6\n=======\n  epochs: 7\n>>>>>>> gamma\n" in (root / "input.yml").read_text()
     assert (root / "notes.txt").read_text() == "<<<<<<< HEAD\nbeta\n=======\ngamma\n>>>>>>> gamma\n"
-    assert run(root, monkeypatch, "commit", "-m", "x", code=1).output == (
-        "Error: a merge is in progress: finish it with 'bgit merge --continue' or undo it with 'bgit merge --abort'\n")
+    in_progress = ("Error: a merge is in progress: finish it with 'bgit merge --continue' or undo it with "
+                   "'bgit merge --abort'\n")
+    for command in (["commit", "-m", "x"], ["bake"], ["checkout", "main"], ["merge", "main"], ["revert", "HEAD"]):
+        assert run(root, monkeypatch, *command, code=1).output == in_progress, command
     line = (root / "input.yml").read_text().splitlines().index("<<<<<<< HEAD") + 1
     assert run(root, monkeypatch, "merge", "--continue", code=1).output == (
         f"Error: input.yml:{line}: conflict markers are still there: edit the file, then 'bgit merge --continue' "

@@ -51,8 +51,10 @@ def pull(repo: RepoLike = ".", remote: str | None = None, merge: bool = False, r
     diverged raises DivergedError, unless ``merge``: then the upstream is merged as
     ``bgit merge`` does (-> the MergeOutcome)."""
     from bgit.remote.errors import DivergedError
+    from bgit.repo.merge import refuse_during_merge
 
     repo = open_repo(repo, reporter)
+    refuse_during_merge(repo)
     try:
         return _remote.pull(repo, remote, progress=TransferProgress(reporter))
     except DivergedError as diverged:

@@ -62,12 +62,10 @@ class CommitResult:
 def commit(repo: RepoLike = ".", message: str = "") -> CommitResult:
     """Commit the index. During a merge this is refused: 'bgit merge --continue' makes the
     merge commit (and its bake)."""
-    from bgit.repo.errors import MergeInProgressError
-    from bgit.repo.merge import read_state
+    from bgit.repo.merge import refuse_during_merge
 
     repo = open_repo(repo)
-    if read_state(repo) is not None:
-        raise MergeInProgressError()
+    refuse_during_merge(repo)
     commit_id = repo.commit(message)
     return CommitResult(commit_id, repo.current_branch(), message.splitlines()[0] if message.strip() else "")
 
@@ -183,9 +181,11 @@ class CheckoutResult:
 def checkout(repo: RepoLike = ".", ref: str = "HEAD", force: bool = False, new_branch: str | None = None,
              reporter: Reporter = SILENT) -> CheckoutResult:
     """Switch to ``ref`` and materialise its payloads, fetching missing ones from the remote."""
+    from bgit.repo.merge import refuse_during_merge
     from bgit.repo.refs import remote_branch_for, set_upstream
 
     repo = open_repo(repo, reporter)
+    refuse_during_merge(repo)
     tracked = remote_branch_for(repo, ref) if new_branch is None else None
     task = reporter.task("checkout", unit="B")
     try:

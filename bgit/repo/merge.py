@@ -253,3 +253,9 @@ def fast_forward(repo: "Repository", target: pygit2.Commit, label: str) -> None:
         index.write()
         write_atomic(Path(repo.git.path) / "ORIG_HEAD", f"{head.id}\n")
         repo.move_head(target.id, expected=head.id, reflog=f"merge {label}: Fast-forward")
+
+
+def refuse_during_merge(repo: "Repository") -> None:
+    """For commands that would ignore or lose a merge in progress (bake, checkout, pull)."""
+    if read_state(repo) is not None:
+        raise MergeInProgressError()
