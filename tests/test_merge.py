@@ -178,6 +178,7 @@ def test_conflict_abort_restores_exactly_and_continue_finishes(branches, tmp_pat
     text = (root / "input.yml").read_text().replace("epochs: 5", "epochs: 7")
     (root / "input.yml").write_text(text)
     (root / "notes.txt").write_text("gamma\n")
+    (root / "gamma.txt").write_text("a file only gamma has\n")
     api.add(root, all=True)
     api.commit(root, "gamma: 7 epochs")
     run(root, monkeypatch, "checkout", "beta")
@@ -199,6 +200,7 @@ def test_conflict_abort_restores_exactly_and_continue_finishes(branches, tmp_pat
     assert "You have unmerged paths." in git(root, "status").stdout
     assert "<<<<<<< HEAD\n  epochs: 6\n=======\n  epochs: 7\n>>>>>>> gamma\n" in (root / "input.yml").read_text()
     assert (root / "notes.txt").read_text() == "<<<<<<< HEAD\nbeta\n=======\ngamma\n>>>>>>> gamma\n"
+    assert (root / "gamma.txt").is_file() and not (root / "adapter").exists()  # merged in; --no-bake: no adapter
     in_progress = ("Error: a merge is in progress: finish it with 'bgit merge --continue' or undo it with "
                    "'bgit merge --abort'\n")
     for command in (["commit", "-m", "x"], ["bake"], ["checkout", "main"], ["merge", "main"], ["revert", "HEAD"]):
