@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import pygit2
 
-from bgit.repo.errors import LocalChangesError, MergeError, MergeInProgressError, NoMergeInProgressError
+from bgit.repo.errors import LocalChangesError, MergeError, MergeInProgressError
 from bgit.repo.paths import work_path
 from bgit.repo.sync import conflicted_paths, sync_worktree, uncommitted_paths, untracked_in_the_way
 from bgit.repo.trees import Entry, flatten_tree
