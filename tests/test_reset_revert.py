@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -40,10 +41,18 @@ def index_matches(root, ref: str) -> bool:
     return git(root, "write-tree") == git(root, "rev-parse", f"{ref}^{{tree}}")
 
 
-@pytest.fixture
-def history(tmp_path):
-    repo, base_dir, adapters, shas = build_history(tmp_path)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    repo, base_dir, adapters, shas = build_history(tmp_path_factory.mktemp("history"))
     return repo.root, adapters, shas
+
+
+@pytest.fixture
+def history(built, tmp_path):
+    """A fresh copy of the two-bake repository (the base model and adapters are shared)."""
+    root, adapters, shas = built
+    shutil.copytree(root, tmp_path / "repo", symlinks=True)
+    return tmp_path / "repo", adapters, shas
 
 
 def test_reset_hard_round_trips_adapters_byte_identically(history, monkeypatch):

@@ -161,9 +161,10 @@ def finish_merge(repo, reporter: Reporter = SILENT) -> MergeOutcome:
         raise UnmergedPathsError(remaining)
     options = MergeOptions.from_dict(state.options)
     outcome = MergeOutcome("merged", state.theirs, None, options.strategy)
-    if options.strategy in ("train", "weights"):  # the sides' datasets and adapters (a clone may lack them)
+    if options.strategy in ("train", "weights"):  # what the merge reads of each side (a clone may lack it)
+        needed = (TARGETS_DIR,) if options.strategy == "train" else (TARGETS_DIR, ADAPTER_DIR)
         for commit in (state.head, state.theirs):
-            ensure_payloads(repo, repo.resolve(commit), (TARGETS_DIR, ADAPTER_DIR))
+            ensure_payloads(repo, repo.resolve(commit), needed)
     if options.strategy in ("none", "files"):
         outcome.commit = repo.commit_files({}, state.message, parents=[state.theirs])
     elif options.strategy == "weights":
