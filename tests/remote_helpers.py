@@ -166,8 +166,8 @@ class CountingStore(StoreRemote):
             self.put_oids.append(oid)
         self.inner.put(oid, raw)
 
-    def get(self, oid):
-        raw = self.inner.get(oid)
+    def get(self, oid, max_bytes=None):
+        raw = self.inner.get(oid, max_bytes)
         with self._lock:
             self.gets += 1
             self.bytes_got += len(raw)

@@ -77,3 +77,47 @@ def new_repo(tmp_path: Path, name: str = "repo") -> Repository:
 
 def store_files(repo: Repository) -> set[str]:
     return set(repo.store.iter_object_ids())
+
+
+# -- "nothing lost" checks shared by the trust tests ----------------------------------------
+
+
+def snapshot(repo: Repository) -> dict[str, str]:
+    """sha256 of every file HEAD tracks, read from the work tree (symlinks: their target)."""
+    out = {}
+    for path in repo.tree_entries("HEAD"):
+        full = repo.root / path
+        out[path] = "link:" + os.readlink(full) if full.is_symlink() else sha256(full)
+    return out
+
+
+def temp_leftovers(root: Path) -> list[str]:
+    """Temporary files anywhere under the repository: work tree, .git/bgit, the store's tmp/."""
+    from bgit.repo.worktree import is_temp_name
+
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root).as_posix()
+        if rel == ".git":
+            dirnames[:] = [d for d in dirnames if d == "bgit"]
+        for name in filenames + dirnames:
+            if is_temp_name(name) or ".tmp-" in name or (rel == ".git/bgit/tmp"):
+                found.append(f"{rel}/{name}")
+    return found
+
+
+def assert_nothing_lost(root: Path, commits: dict[str, dict[str, str]]) -> None:
+    """bgit fsck and git fsck clean, no temporary file left anywhere, and every commit in
+    ``commits`` (id -> snapshot) checks out byte-identical; HEAD's branch is restored."""
+    fsck = git(root, "fsck", "--full", "--strict", "--no-dangling", check=False)
+    assert fsck.returncode == 0 and fsck.stdout == "", fsck.stdout + fsck.stderr
+    repo = Repository.open(root)
+    result = repo.fsck(all_objects=True)
+    assert result.ok, result.problems
+    assert temp_leftovers(root) == []
+    branch = repo.current_branch()
+    back = branch or str(repo.head_commit().id)
+    for commit, files in commits.items():
+        repo.checkout(commit, force=True)
+        assert snapshot(repo) == files, commit
+    repo.checkout(back, force=True)

@@ -71,7 +71,7 @@ def test_gc_keeps_what_commits_need_and_remote_remove_forgets(tmp_path):
     api.add(root, all=True)
     api.commit(root, "keep")
     result = api.gc(root, grace_seconds=0, phase_days=0)
-    assert result.removed_objects == 0 and result.kept_objects > 0
+    assert result.store.removed_objects == 0 and result.store.kept_objects > 0
     assert api.fsck(root).ok
     api.remote_add(root, "origin", str(tmp_path / "o.git"))
     assert [r.name for r in api.remote_list(root)] == ["origin"]

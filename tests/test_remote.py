@@ -132,11 +132,12 @@ def test_repush_sends_nothing_and_a_one_tensor_change_sends_no_dataset(tmp_path,
     assert push(a, store_remote=counting).updated == [] and counting.bytes_put == 0
 
 
-def _corrupt(store_url: str, oid: str) -> None:
-    """Replace a remote object with a well-formed encoding of other bytes."""
+def _corrupt(store_url: str, oid: str, size: int) -> None:
+    """Replace a remote object with a well-formed encoding of other bytes of its size."""
     remote = open_store_remote(store_url)
-    bogus = codecs.encode(b"not the original bytes" * 100)
-    assert hash_bytes(b"not the original bytes" * 100) != oid
+    other = (b"not the original bytes" * (size // 22 + 1))[:size]
+    bogus = codecs.encode(other)
+    assert hash_bytes(other) != oid
     if store_url.startswith("s3://"):
         remote.put(oid, bogus)
     else:
@@ -148,8 +149,8 @@ def _corrupt(store_url: str, oid: str) -> None:
 def test_corrupt_remote_object_is_reported_and_not_stored(tmp_path, origin, monkeypatch):
     kind, url, store_url = origin
     a = published(tmp_path, origin)
-    victim = sorted(payload_ids(a, "HEAD", ADAPTER))[0]
-    _corrupt(store_url_of(get_remote(a.git, "origin")), victim)
+    victim, size = sorted(a.read_manifest("HEAD", ADAPTER).pieces)[0]
+    _corrupt(store_url_of(get_remote(a.git, "origin")), victim, size)
 
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["clone", url, "b", *(["--store", store_url] if store_url else [])])

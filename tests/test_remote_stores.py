@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from bgit.cli.main import cli
 from bgit.remote.known import KnownObjects
-from bgit.remote.stores import (DirectoryStoreRemote, ObjectAbsentError, StoreRemoteError,
-                                StoreUnreachableError, open_store_remote)
+from bgit.remote.stores import (DirectoryStoreRemote, ObjectAbsentError, ObjectTooLargeError,
+                                StoreRemoteError, StoreUnreachableError, open_store_remote)
 from bgit.repo import Repository
 from bgit.store import codecs
 from bgit.store.objects import hash_bytes
@@ -79,8 +79,20 @@ def test_get_absent_and_invalid_ids(remote):
     missing = "ab" * 32
     with pytest.raises(ObjectAbsentError):
         remote.get(missing)
-    with pytest.raises(Exception, match="invalid object id"):
-        remote.put("../../etc/passwd", b"x")
+    for bad in ("../../etc/passwd", "../" + "a" * 61, "AB" * 32):
+        for call in (lambda: remote.put(bad, b"x"), lambda: remote.get(bad), lambda: remote.has_many([bad])):
+            with pytest.raises(Exception, match="^invalid object id "):
+                call()
+    assert list(remote.list()) == []
+
+
+def test_get_reads_no_more_than_max_bytes(remote):
+    (oid, raw), = objects(1).items()
+    remote.put(oid, raw)
+    assert remote.get(oid, max_bytes=len(raw)) == raw
+    with pytest.raises(ObjectTooLargeError, match=f"^object {oid} on the remote store is larger than "
+                                                  f"{len(raw) - 1} bytes$"):
+        remote.get(oid, max_bytes=len(raw) - 1)
 
 
 def test_directory_store_never_shows_partial_objects(tmp_path):

@@ -91,13 +91,16 @@ def test_gc_removes_unreachable_keeps_reachable(store, tmp_path):
     keep, drop = store.store_file(a), store.store_file(b)
     only_drop = drop.object_ids() - keep.object_ids()
     assert only_drop
-    leftover = store.tmp_dir / "12345-deadbeef"
+    leftover = store.tmp_dir / ("12345-" + "deadbeef" * 4)
     leftover.write_bytes(b"half an object")
+    (store.tmp_dir / "not-the-stores").mkdir()       # another layer's directory: never the store's to delete
+    (store.tmp_dir / "not-the-stores" / "f").write_bytes(b"x")
     young = store.gc(keep.object_ids(), grace_seconds=3600)
     assert young.removed_objects == 0 and young.kept_recent == len(only_drop)
     assert young.removed_tmp_files == 0
     report = store.gc(keep.object_ids(), grace_seconds=3600, now=time.time() + 7200)
     assert report.removed_objects == len(only_drop) and report.removed_tmp_files == 1
+    assert not leftover.exists() and (store.tmp_dir / "not-the-stores" / "f").is_file()
     assert report.removed_bytes > 0 and report.kept_objects == len(keep.object_ids())
     assert set(store.iter_object_ids()) == keep.object_ids()
     assert store.fsck({"keep": keep}).ok

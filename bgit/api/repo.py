@@ -9,10 +9,15 @@ from pathlib import Path
 from bgit.api._open import RepoLike, open_repo
 from bgit.config.examples import example_files
 from bgit.evaluate import EvalResult, read_eval, read_record
+from bgit.pipeline.phases import PhaseCache
 from bgit.record import BakeRecordError
+from bgit.remote import fsck as remote_fsck
 from bgit.repo import Repository
+from bgit.repo.checkout import CheckoutResult as RepoCheckoutResult
 from bgit.repo.history import LogEntry, ShowResult
 from bgit.repo.hooks import install_sample_hooks
+from bgit.repo.integrity import reachable_commits
+from bgit.store import GcReport
 from bgit.repo.refs import RefInfo
 from bgit.util.progress import SILENT, Reporter
 
@@ -167,20 +172,18 @@ def tag_delete(repo: RepoLike = ".", name: str = "") -> None:
 
 
 @dataclass
-class CheckoutResult:
-    ref: str
-    commit: str
-    branch: str | None            # the branch now checked out; None when HEAD is detached
-    new_branch: bool = False
-    tracking: str | None = None   # 'origin/NAME' when the branch was made from a remote's
+class CheckoutResult(RepoCheckoutResult):
+    tracking: str | None = None   # 'origin/NAME' when the branch was made from a remote's (git's DWIM)
 
     def to_json(self) -> dict:
-        return vars(self).copy()
+        return {**super().to_json(), "tracking": self.tracking}
 
 
 def checkout(repo: RepoLike = ".", ref: str = "HEAD", force: bool = False, new_branch: str | None = None,
              reporter: Reporter = SILENT) -> CheckoutResult:
-    """Switch to ``ref`` and materialise its payloads, fetching missing ones from the remote."""
+    """Switch to ``ref`` and materialise its payloads, fetching missing ones from the remote;
+    the result lists commits of a detached HEAD that the switch leaves behind. A ``ref`` that
+    only one remote has as a branch becomes a new local branch tracking it, as in git."""
     from bgit.repo.merge import refuse_during_merge
     from bgit.repo.refs import remote_branch_for, set_upstream
 
@@ -189,52 +192,65 @@ def checkout(repo: RepoLike = ".", ref: str = "HEAD", force: bool = False, new_b
     tracked = remote_branch_for(repo, ref) if new_branch is None else None
     task = reporter.task("checkout", unit="B")
     try:
-        if tracked is not None:  # git's DWIM: a new branch from the one remote that has it
-            repo.checkout(f"{tracked[0]}/{tracked[1]}", force=force, new_branch=ref, progress=task)
+        if tracked is not None:
+            result = repo.checkout(f"{tracked[0]}/{tracked[1]}", force=force, new_branch=ref, progress=task)
             set_upstream(repo, ref, *tracked)
         else:
-            repo.checkout(ref, force=force, new_branch=new_branch, progress=task)
+            result = repo.checkout(ref, force=force, new_branch=new_branch, progress=task)
     finally:
         task.close()
-    head = repo.head_commit()
-    return CheckoutResult(ref, str(head.id), repo.current_branch(), new_branch is not None or tracked is not None,
-                          "/".join(tracked) if tracked else None)
+    return CheckoutResult(**vars(result), tracking="/".join(tracked) if tracked else None)
 
 
-def fsck(repo: RepoLike = ".", all_objects: bool = False):
-    return open_repo(repo).fsck(all_objects=all_objects)
+def fsck(repo: RepoLike = ".", all_objects: bool = False, remote: str | None = None, ask_remote: bool = False):
+    """Verify every object reachable commits need. Objects not here that a remote's store holds
+    are "not fetched yet" (a lazy clone), not problems; ``ask_remote`` asks ``remote``'s store
+    (default: the branch's remote) about them, and what it lacks too is missing."""
+    return remote_fsck(open_repo(repo), all_objects, remote_name=remote, ask_remote=ask_remote)
 
 
 @dataclass
 class GcResult:
-    removed_objects: int
-    removed_bytes: int
-    kept_objects: int
-    kept_recent: int
-    removed_phases: int
-    removed_phase_bytes: int
+    """What ``gc`` removed: store objects (``store``) and cached phases."""
+
+    store: GcReport
+    removed_phases: int = 0
+    removed_phase_bytes: int = 0
+    kept_pinned_phases: int = 0
+    phase_days: float = 14.0
 
     def to_json(self) -> dict:
-        return vars(self).copy()
+        return {**vars(self.store), "removed_phases": self.removed_phases,
+                "removed_phase_bytes": self.removed_phase_bytes, "kept_pinned_phases": self.kept_pinned_phases,
+                "phase_days": self.phase_days}
 
 
-def gc(repo: RepoLike = ".", grace_seconds: float = 3600.0, phase_days: float = 14.0) -> GcResult:
-    """Delete unreachable store objects older than the grace period, and cached phases no
-    reachable bake names that are older than ``phase_days``."""
-    from bgit.pipeline.phases import PhaseCache
-    from bgit.repo.integrity import reachable_commits
+def referenced_phase_keys(repo: Repository) -> set[str]:
+    """Phase keys named by the bake.yml of every commit a ref or HEAD reaches."""
+    keys, seen = set(), set()
+    for commit in reachable_commits(repo):
+        entry = commit.tree["bake.yml"] if "bake.yml" in commit.tree else None
+        if entry is None or entry.id in seen:
+            continue
+        seen.add(entry.id)
+        try:
+            record = read_record(repo, commit)
+        except BakeRecordError:
+            continue  # not a record bgit wrote: it names no phases
+        if record is not None:
+            keys |= record.phase_keys.all()
+    return keys
 
+
+def gc(repo: RepoLike = ".", grace_seconds: float = 3600.0, phase_days: float = 14.0,
+       now: float | None = None) -> GcResult:
+    """Delete store objects no ref, HEAD or index reaches (older than ``grace_seconds``), then
+    cached phases that no reachable bake names, no running bake has pinned, and nothing used
+    for ``phase_days`` days. Holds the repository lock."""
     repo = open_repo(repo)
+    cache = PhaseCache(repo.bgit_dir / "phases")
     with repo.lock("bgit gc"):
         report = repo.gc(grace_seconds)
-        keep: set[str] = set()
-        for commit in reachable_commits(repo):
-            try:
-                record = read_record(repo, commit)
-            except BakeRecordError:
-                continue  # not a record bgit wrote: it names no phases
-            if record is not None:
-                keep |= record.phase_keys.all()
-        removed, freed = PhaseCache(repo.bgit_dir / "phases").prune(keep, older_than=phase_days * 86400)
-    return GcResult(report.removed_objects, report.removed_bytes, report.kept_objects, report.kept_recent,
-                    removed, freed)
+        cache.clean_temporaries()
+        pruned = cache.prune(referenced_phase_keys(repo), older_than=phase_days * 86400, now=now)
+    return GcResult(report, pruned.removed, pruned.freed, pruned.kept_pinned, phase_days)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 
@@ -34,6 +35,25 @@ class BgitGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # `bgit log | head`: the reader left. Like git, stop quietly; point stdout at
+            # /dev/null so the interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
+        except OSError as error:
+            # Last resort: the layers name the operation and path where they know them
+            # (OsOperationError); anything that still gets here is named by the command.
+            click.echo(f"Error: {os_error_line(ctx.invoked_subcommand or 'bgit', error)}", err=True)
+            ctx.exit(1)
+
+
+def os_error_line(command: str, error: OSError) -> str:
+    """``bgit clone: /x/y: Not a directory`` -- one line, whatever the OSError carries."""
+    detail = error.strerror or (os.strerror(error.errno) if error.errno else "")
+    detail = detail or (str(error) or type(error).__name__).splitlines()[0]
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    where = f"{' -> '.join(paths)}: " if paths else ""
+    return f"bgit {command}: {where}{detail}"
 
 
 @click.group(cls=BgitGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,6 +5,8 @@ Each command parses its options, calls :mod:`bgit.api` and renders the typed res
 
 from __future__ import annotations
 
+from collections import Counter
+
 import click
 
 from bgit import api
@@ -31,7 +33,7 @@ def init_cmd(directory: str, as_json: bool) -> None:
 
 
 @click.command("add")
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))  # the library names unreadable files
 @click.option("-A", "--all", "add_all", is_flag=True, help="Stage every change in the work tree.")
 @json_option
 def add_cmd(paths: tuple[str, ...], add_all: bool, as_json: bool) -> None:
@@ -214,18 +216,34 @@ def checkout_cmd(ref: str | None, new_branch: str | None, force: bool, as_json: 
         raise click.UsageError("missing REF (a branch, tag or commit)")
     result = api.checkout(".", ref or "HEAD", force=force, new_branch=new_branch,
                           reporter=RichReporter(quiet=as_json))
+    if result.left_behind_count:
+        _warn_left_behind(result)
     if as_json:
         echo_json(result)
     elif result.tracking:
         click.echo(f"branch '{result.branch}' set up to track '{result.tracking}'.", err=True)
         click.echo(f"Switched to a new branch '{result.branch}'", err=True)
-    elif result.new_branch:
+    elif new_branch:
         click.echo(f"Switched to a new branch '{new_branch}'", err=True)
     elif result.branch:
         click.echo(f"Switched to branch '{result.branch}'", err=True)
     else:
         summary = api.show(".", result.commit).entry.summary
         click.echo(f"HEAD is now at {result.commit[:7]} {summary}", err=True)
+
+
+def _warn_left_behind(result) -> None:
+    """git's warning when a checkout leaves commits of a detached HEAD that no ref reaches."""
+    n = result.left_behind_count
+    lines = [f"Warning: you are leaving {n} commit{'s' if n > 1 else ''} behind, not connected to",
+             "any of your branches:", ""]
+    lines += [f"  {c.id[:7]} {c.summary}" for c in result.left_behind]
+    if n > len(result.left_behind):
+        lines.append(f"  ... and {n - len(result.left_behind)} more.")
+    it = "it" if n == 1 else "them"
+    lines += ["", f"If you want to keep {it}, create a new branch:", "",
+              f"  bgit branch <new-branch-name> {result.left_behind[0].id[:7]}", ""]
+    click.echo("\n".join(lines), err=True)
 
 
 @click.command("tag")
@@ -261,19 +279,27 @@ def tag_cmd(name: str | None, ref: str, message: str | None, delete: str | None,
 
 @click.command("fsck")
 @click.option("--all", "all_objects", is_flag=True, help="Also verify objects nothing references.")
+@click.option("--remote", "remote", is_flag=False, flag_value="", default=None, metavar="[NAME]",
+              help="Ask remote NAME's payload store (default: the branch's remote) about the "
+                   "objects not here; those it lacks too are missing.")
 @json_option
 @click.pass_context
-def fsck_cmd(ctx: click.Context, all_objects: bool, as_json: bool) -> None:
+def fsck_cmd(ctx: click.Context, all_objects: bool, remote: str | None, as_json: bool) -> None:
     """Verify every store object that a reachable commit needs; exit 1 on any problem.
 
-    Example: bgit fsck --json
+    Objects not fetched yet from a remote (a lazy clone) are listed, not problems.
+
+    Example: bgit fsck --remote origin --json
     """
-    result = api.fsck(".", all_objects=all_objects)
+    result = api.fsck(".", all_objects=all_objects, remote=remote or None, ask_remote=remote is not None)
     if as_json:
         echo_json(result)
-    elif result.ok:
-        click.echo(f"ok: {result.manifests} manifests, {result.objects_checked} objects verified")
     else:
+        for name, count in sorted(Counter(n.remote for n in result.not_fetched).items()):
+            click.echo(f"{count} objects not fetched yet (on remote '{name}')")
+        if result.ok:
+            verified = result.objects_checked - len(result.not_fetched)
+            click.echo(f"ok: {result.manifests} manifests, {verified} objects verified")
         for problem in result.problems:
             click.echo(problem, err=True)
     if not result.ok:
@@ -287,7 +313,7 @@ def fsck_cmd(ctx: click.Context, all_objects: bool, as_json: bool) -> None:
               help="Keep cached bake phases no commit uses for this many days.")
 @json_option
 def gc_cmd(grace: float, phase_days: float, as_json: bool) -> None:
-    """Delete store objects that no branch, tag or HEAD reaches, and old unused cached phases.
+    """Delete store objects that no branch, tag, HEAD or index reaches, and old unused cached phases.
 
     Example: bgit gc --grace 0 --phase-days 0
     """
@@ -295,10 +321,12 @@ def gc_cmd(grace: float, phase_days: float, as_json: bool) -> None:
     if as_json:
         echo_json(result)
         return
-    click.echo(f"removed {result.removed_objects} objects ({human_size(result.removed_bytes)}), "
-               f"kept {result.kept_objects} reachable and {result.kept_recent} recent")
+    report = result.store
+    click.echo(f"removed {report.removed_objects} objects ({human_size(report.removed_bytes)}), "
+               f"kept {report.kept_objects} reachable and {report.kept_recent} recent")
+    pinned = f"; kept {result.kept_pinned_phases} in use by a running bake" if result.kept_pinned_phases else ""
     click.echo(f"removed {result.removed_phases} cached phases ({human_size(result.removed_phase_bytes)}) "
-               f"older than {phase_days:g} days that no commit uses")
+               f"older than {phase_days:g} days that no commit uses{pinned}")
 
 
 COMMANDS = [init_cmd, add_cmd, commit_cmd, status_cmd, log_cmd, show_cmd, branch_cmd, checkout_cmd,

@@ -113,7 +113,7 @@ class Bake:
         if config is None:
             raise NotABakeError(self.ref, ADAPTER_CONFIG)
         digest = hash_bytes(config + (manifest.blake3.encode() if manifest else self.sha.encode()))
-        target = self.repo.bgit_dir / "tmp" / "adapters" / digest[:24]
+        target = self.repo.bgit_dir / "cache" / "adapters" / digest[:24]
         if (target / "adapter_model.safetensors").exists():
             return target
         weights = self.read(ADAPTER_WEIGHTS)

@@ -66,8 +66,12 @@ class Baker:
         """``parents`` and ``merge``: the further parents and bake.yml ``merge`` entry of a merge
         bake (bgit.pipeline.merge)."""
         run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
+        self.runner.cache.clean_temporaries()
+        with self.runner.cache.pinned():  # gc keeps every phase this bake touches while it runs
+            return self._bake(message, force)
+
+    def _bake(self, message: str | None, force: bool) -> BakeResult:
         runner = self.runner
-        runner.cache.clean_temporaries()
         targets = runner.trained_targets()
         stim_dirs, rollout_dirs, outcomes = {}, {}, []
         for target in targets:

@@ -115,8 +115,8 @@ def commit_bake(repo, config: InputConfig, parent: ParentModel, phase_dirs: dict
 @contextmanager
 def staging_dir(repo) -> Iterator[Path]:
     """A temporary directory inside the repository (same file system as the store)."""
-    (repo.bgit_dir / "tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=repo.bgit_dir / "tmp") as staging:
+    (repo.bgit_dir / "staging").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=repo.bgit_dir / "staging") as staging:
         yield Path(staging)
 
 

@@ -96,7 +96,7 @@ class ParentModel:
         info = self.info
         if not info.commit:
             return None
-        target = self.repo.bgit_dir / "tmp" / f"head-adapter-{info.adapter_digest[:16]}"
+        target = self.repo.bgit_dir / "cache" / "adapters" / f"head-{info.adapter_digest[:16]}"
         if not (target / "adapter_model.safetensors").exists():
             target.mkdir(parents=True, exist_ok=True)
             for path in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # weights last: their presence marks completion

@@ -10,18 +10,19 @@ Layout this package adds under ``.git/bgit/``::
 
 from .config import (RemoteConfig, add_remote, get_remote, list_remotes, remove_remote,
                      store_url_of)
-from .errors import (DivergedError, NoRemoteError, NoStoreError, PushRejectedError, RemoteError,
-                     RemoteObjectCorruptError, RemoteObjectMissingError, RemoteUnreachableError,
-                     UnknownRemoteError)
+from .errors import (BadUrlError, DivergedError, NoRemoteError, NoStoreError, PushObjectError,
+                     PushRejectedError, RemoteError, RemoteObjectCorruptError,
+                     RemoteObjectMissingError, RemoteUnreachableError, UnknownRemoteError)
+from .fsck import fsck
 from .ops import (FetchResult, PullResult, PushResult, clone, default_remote, fetch,
                   fetch_missing, fetch_objects, install_fetcher, pull, push)
 from .stores import DirectoryStoreRemote, StoreRemote, open_store_remote
 from .transfer import Progress, TransferResult
 
 __all__ = ["RemoteConfig", "add_remote", "get_remote", "list_remotes", "remove_remote",
-           "store_url_of", "DivergedError", "NoRemoteError", "NoStoreError", "PushRejectedError",
-           "RemoteError", "RemoteObjectCorruptError", "RemoteObjectMissingError",
-           "RemoteUnreachableError", "UnknownRemoteError", "FetchResult", "PullResult",
-           "PushResult", "clone", "default_remote", "fetch", "fetch_missing", "fetch_objects",
-           "install_fetcher", "pull", "push", "DirectoryStoreRemote", "StoreRemote",
-           "open_store_remote", "Progress", "TransferResult"]
+           "store_url_of", "BadUrlError", "DivergedError", "NoRemoteError", "NoStoreError",
+           "PushObjectError", "PushRejectedError", "RemoteError", "RemoteObjectCorruptError",
+           "RemoteObjectMissingError", "RemoteUnreachableError", "UnknownRemoteError",
+           "FetchResult", "PullResult", "PushResult", "clone", "default_remote", "fetch", "fsck",
+           "fetch_missing", "fetch_objects", "install_fetcher", "pull", "push",
+           "DirectoryStoreRemote", "StoreRemote", "open_store_remote", "Progress", "TransferResult"]

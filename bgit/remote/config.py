@@ -45,6 +45,22 @@ def local_path(url: str) -> Path | None:
     return Path(url).expanduser()
 
 
+def redact_url(url: str) -> str:
+    """``url`` fit for a message: a password (or, for S3, any user part) becomes ***."""
+    if not _SCHEME_RE.match(url or "") or "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        secret = parts.password is not None or (parts.scheme == "s3" and parts.username is not None)
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
+    if not secret:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = "***" if parts.scheme == "s3" else f"{parts.username}:***"
+    return parts._replace(netloc=f"{user}@{host}").geturl()
+
+
 def check_url(url: str) -> str:
     if not url or "\n" in url:
         raise BadUrlError(url, "empty or multi-line")
@@ -56,6 +72,25 @@ def check_url(url: str) -> str:
         if parts.scheme not in ("git", "ssh", "http", "https", "s3"):
             raise BadUrlError(url, f"unsupported scheme '{parts.scheme}'")
     return url
+
+
+def check_store_url(store_url: str) -> str:
+    """Refuse what must not be written into .git/config: credentials (an S3 URL never
+    carries a user part; keys come from the environment or ~/.aws)."""
+    if not store_url or "\n" in store_url:
+        raise BadUrlError(store_url, "empty or multi-line", what="payload store URL")
+    if store_url.startswith("s3://"):
+        parts = urlsplit(store_url)
+        if parts.username is not None or parts.password is not None:
+            raise BadUrlError(store_url, "credentials in the URL would be written into .git/config; "
+                                         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or use "
+                                         "~/.aws instead", what="payload store URL")
+        if not parts.hostname:
+            raise BadUrlError(store_url, "expected s3://BUCKET[/PREFIX]", what="payload store URL")
+    elif _SCHEME_RE.match(store_url) and not store_url.startswith("file://"):
+        raise BadUrlError(store_url, "a payload store is a directory or s3://BUCKET/PREFIX",
+                          what="payload store URL")
+    return store_url
 
 
 def normalise_url(url: str) -> str:
@@ -102,13 +137,9 @@ def add_remote(git: pygit2.Repository, name: str, url: str, store_url: str | Non
 
 
 def normalise_store_url(store_url: str) -> str:
+    check_store_url(store_url)
     if store_url.startswith("s3://"):
-        parts = urlsplit(store_url)
-        if not parts.netloc:
-            raise BadUrlError(store_url, "expected s3://BUCKET[/PREFIX]")
         return store_url.rstrip("/")
-    if _SCHEME_RE.match(store_url) and not store_url.startswith("file://"):
-        raise BadUrlError(store_url, "a payload store is a directory or s3://BUCKET/PREFIX")
     return str(local_path(store_url).resolve())
 
 

@@ -28,8 +28,10 @@ class NoRemoteError(RemoteError):
 
 class RemoteUnreachableError(RemoteError):
     def __init__(self, name: str, url: str, reason: str) -> None:
+        from .config import redact_url
+
         reason = " ".join(str(reason).split()) or "unknown error"
-        super().__init__(f"cannot reach remote '{name}' ({url}): {reason}")
+        super().__init__(f"cannot reach remote '{name}' ({redact_url(url)}): {reason}")
         self.name, self.url, self.reason = name, url, reason
 
 
@@ -53,6 +55,16 @@ class RemoteObjectCorruptError(RemoteError):
         self.oid, self.name, self.reason = oid, name, reason
 
 
+class PushObjectError(RemoteError):
+    """push found a local object it must send missing or corrupt; nothing moved on the remote."""
+
+    def __init__(self, oid: str, name: str, problem: str, files: list[str]) -> None:
+        needed = f"; needed by {', '.join(files)}" if files else ""
+        super().__init__(f"cannot push to '{name}': local object {oid} {problem}{needed}; "
+                         f"no ref was updated")
+        self.oid, self.name, self.problem, self.files = oid, name, problem, files
+
+
 class RemoteObjectMissingError(RemoteError):
     def __init__(self, oid: str, name: str) -> None:
         super().__init__(f"object {oid} is missing from the store of remote '{name}'")
@@ -68,9 +80,12 @@ class NoStoreError(RemoteError):
 
 
 class BadUrlError(RemoteError):
-    def __init__(self, url: str, why: str) -> None:
-        super().__init__(f"invalid remote URL '{url}': {why}")
-        self.url, self.why = url, why
+    def __init__(self, url: str, why: str, what: str = "remote URL") -> None:
+        from .config import redact_url
+
+        shown = redact_url(url)  # the message may be logged: never echo a secret
+        super().__init__(f"invalid {what} '{shown}': {why}")
+        self.url, self.why = shown, why
 
 
 class NoUpstreamError(RemoteError):

@@ -11,7 +11,7 @@ import os
 
 import pygit2
 
-from .config import RemoteConfig, local_path
+from .config import RemoteConfig, local_path, redact_url
 from .errors import PushRejectedError, RemoteError, RemoteUnreachableError
 
 
@@ -26,14 +26,14 @@ class Callbacks(pygit2.RemoteCallbacks):
     def credentials(self, url, username_from_url, allowed_types):
         self._tries += 1
         if self._tries > 3:  # libgit2 asks again after each refusal; stop the loop
-            raise RemoteError(f"authentication failed for {url}")
+            raise RemoteError(f"authentication failed for {redact_url(url)}")
         user = username_from_url or os.environ.get("BGIT_GIT_USERNAME") or "git"
         if allowed_types & pygit2.enums.CredentialType.SSH_KEY:
             return pygit2.KeypairFromAgent(user)
         password = os.environ.get("BGIT_GIT_PASSWORD")
         if allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT and password:
             return pygit2.UserPass(user, password)
-        raise RemoteError(f"no credentials for {url} (use an ssh agent or set "
+        raise RemoteError(f"no credentials for {redact_url(url)} (use an ssh agent or set "
                           f"BGIT_GIT_USERNAME / BGIT_GIT_PASSWORD)")
 
     def push_update_reference(self, refname, message):

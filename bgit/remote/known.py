@@ -10,10 +10,11 @@ Losing it costs only round trips: ``has_many`` asks the remote again.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from pathlib import Path
+
+from bgit.util.files import write_atomic
 
 OID_RE = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -52,11 +53,8 @@ class KnownObjects:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.ids
-        if fresh:
-            tmp = self.path.with_name(f"known.{os.getpid()}.tmp")
-            tmp.write_text(f"store {self.store_url}\n")
-            os.replace(tmp, self.path)
+        if not self.ids:  # a new file, or one describing another store: start afresh
+            write_atomic(self.path, f"store {self.store_url}\n")
         self._file = open(self.path, "a")
 
     def close(self) -> None:

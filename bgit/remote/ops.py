@@ -12,15 +12,19 @@ import pygit2
 
 from bgit.repo import Repository
 from bgit.repo.errors import NoCommitsError
+from bgit.store.errors import CorruptObjectError, ObjectNotFoundError
 
 from . import graph
-from .config import RemoteConfig, get_remote, local_path, store_url_of, add_remote
+from .config import (RemoteConfig, add_remote, check_store_url, get_remote, local_path,
+                     normalise_url, store_url_of)
 from .errors import (DivergedError, NoRemoteError, NoStoreError, NoUpstreamError,
-                     PushRejectedError, RemoteUnreachableError, UnknownRemoteError)
+                     PushObjectError, PushRejectedError, RemoteUnreachableError,
+                     UnknownRemoteError)
 from .known import KnownObjects
-from .needs import commit_needs, push_needs
+from .needs import (commit_needs, files_needing, new_commits, object_sizes, peel_commit,
+                    push_needs)
 from .stores import StoreRemote, StoreUnreachableError, has_many_batched, open_store_remote
-from .transfer import Progress, TransferResult, download, upload
+from .transfer import WORKERS, Progress, TransferResult, download, upload
 
 
 @dataclass
@@ -150,8 +154,11 @@ def _init_bare(remote: RemoteConfig, first_ref: str) -> bool:
     return True
 
 
-def _commit_of(git: pygit2.Repository, ref: str) -> pygit2.Oid:
-    return git.references[ref].peel(pygit2.Commit).id
+def _commit_of(git: pygit2.Repository, ref: str) -> pygit2.Oid | None:
+    """The commit a branch or tag (annotated ones peeled) points at; None for a tag of a
+    tree or blob, which needs no payloads."""
+    commit = peel_commit(git, git.references[ref].target)
+    return commit.id if commit is not None else None
 
 
 def _run_pre_push(repo: Repository, remote, to_update) -> None:
@@ -190,20 +197,13 @@ def push(repo: Repository, remote_name: str | None = None, branches=(), all_bran
 
         remote_tips = [o for r, o in heads.items() if r != "HEAD"]
         remote_tips += [str(git.references[r].target) for r in git.references
-                        if r.startswith(f"refs/remotes/{remote.name}/") and r != f"refs/remotes/{remote.name}/HEAD"]
-        sizes = push_needs(git, [_commit_of(git, ref) for ref, _, _ in to_update], remote_tips)
+                        if r.startswith(f"refs/remotes/{remote.name}/")
+                        and r != f"refs/remotes/{remote.name}/HEAD"]
+        tips = [c for c in (_commit_of(git, ref) for ref, _, _ in to_update) if c is not None]
+        sizes = push_needs(git, tips, remote_tips)
         if sizes:
-            store = _open_store(remote, store_remote, create=True)  # a push creates a directory store
-            store.check()
-            with _known(repo, remote, store) as known:
-                unknown = [oid for oid in sizes if oid not in known]
-                result.objects_checked = len(unknown)
-                present = has_many_batched(store, unknown)
-                known.add(present)
-                missing = {oid: sizes[oid] for oid in unknown if oid not in present}
-                result.transfer = upload(repo.store, store, missing, f"pushing to {remote.name}",
-                                         progress, on_done=lambda oid: known.add([oid]))
-
+            result.objects_checked, result.transfer = _push_objects(
+                repo, remote, store_remote, sizes, progress, lambda: new_commits(git, tips, remote_tips))
         graph.push(git, remote, [ref for ref, _, _ in to_update])
     for ref, old, new in to_update:
         result.updated.append((ref, old, new))
@@ -214,6 +214,28 @@ def push(repo: Repository, remote_name: str | None = None, branches=(), all_bran
                 git.config[f"branch.{branch}.remote"] = remote.name
                 git.config[f"branch.{branch}.merge"] = ref
     return result
+
+
+def _push_objects(repo, remote, store_remote, sizes, progress, pushed_commits) -> tuple[int, TransferResult]:
+    """Upload what the remote's store lacks of ``sizes``; returns (ids asked about, transfer).
+    A missing or corrupt local object stops the push before any ref moves, naming the files
+    (among ``pushed_commits()``) that need it."""
+    store = _open_store(remote, store_remote, create=True)  # a push creates a directory store
+    store.check()
+    with _known(repo, remote, store) as known:
+        unknown = [oid for oid in sizes if oid not in known]
+        present = has_many_batched(store, unknown)
+        known.add(present)
+        missing = {oid: sizes[oid] for oid in unknown if oid not in present}
+        try:
+            transfer = upload(repo.store, store, missing, f"pushing to {remote.name}",
+                              progress, on_done=lambda oid: known.add([oid]))
+        except (CorruptObjectError, ObjectNotFoundError) as error:
+            problem = (f"is corrupt ({error.reason})" if isinstance(error, CorruptObjectError)
+                       else "is missing")
+            files = files_needing(repo.git, pushed_commits(), error.oid)
+            raise PushObjectError(error.oid, remote.name, problem, files) from None
+    return len(unknown), transfer
 
 
 def _check_fast_forward(git, remote, ref, old, new) -> None:
@@ -251,7 +273,7 @@ def fetch(repo: Repository, remote_name: str | None = None, payloads: bool = Fal
     if payloads:
         sizes = {}
         for target in after.values():
-            sizes.update(commit_needs(git, git[target].peel(pygit2.Commit)))
+            sizes.update(commit_needs(git, target))
         result.transfer = fetch_objects(repo, sizes, remote.name, progress, store_remote)
     return result
 
@@ -259,18 +281,26 @@ def fetch(repo: Repository, remote_name: str | None = None, payloads: bool = Fal
 def fetch_objects(repo: Repository, oids, remote_name: str | None = None,
                   progress: Progress | None = None,
                   store_remote: StoreRemote | None = None) -> TransferResult:
-    """Download the objects among ``oids`` (ids, or id -> size) the local store lacks."""
-    sizes = oids if isinstance(oids, dict) else {oid: 0 for oid in oids}
+    """Download the objects among ``oids`` (ids, or id -> size) the local store lacks.
+
+    Sizes bound what each download may take; ids given without one are looked up in the
+    manifests of commits the refs reach (a checkout's fetcher passes bare ids)."""
+    sizes = dict(oids) if isinstance(oids, dict) else dict.fromkeys(oids)
     missing = {oid: size for oid, size in sizes.items() if not repo.store.has(oid)}
     if not missing:
         return TransferResult()
+    unsized = {oid for oid, size in missing.items() if size is None}
+    if unsized:
+        missing.update(object_sizes(repo.git, unsized))
+    # An id no manifest at hand sizes may take up to MAX_OBJECT_SIZE: one at a time, then.
+    workers = 1 if None in missing.values() else WORKERS
     remote = default_remote(repo, remote_name)
     with _naming(remote):
         store = _open_store(remote, store_remote, create=False)
         store.check()
         with _known(repo, remote, store) as known:
             return download(repo.store, store, remote.name, missing, f"fetching from {remote.name}",
-                            progress, on_done=lambda oid: known.add([oid]))
+                            progress, on_done=lambda oid: known.add([oid]), workers=workers)
 
 
 def fetch_missing(repo: Repository, commit, remote_name: str | None = None,
@@ -357,6 +387,9 @@ def clone(url: str, directory=None, store_url: str | None = None, checkout: bool
           progress: Progress | None = None, store_remote: StoreRemote | None = None) -> Repository:
     """A new repository with remote 'origin': the whole graph, then the default branch
     checked out with only the payloads it needs."""
+    normalise_url(url)  # refuse a bad URL or credentials before anything is created
+    if store_url is not None:
+        check_store_url(store_url)
     target = Path(directory if directory is not None else default_clone_dir(url))
     existed = target.exists()
     if existed and any(target.iterdir()):

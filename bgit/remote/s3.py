@@ -13,8 +13,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from .stores import (ObjectAbsentError, StoreRemote, StoreRemoteError, StoreUnreachableError,
-                     check_oid, OID_RE)
+from .stores import (OID_RE, ObjectAbsentError, ObjectTooLargeError, StoreRemote,
+                     StoreRemoteError, StoreUnreachableError, check_oid)
 
 HEAD_WORKERS = 16
 
@@ -94,9 +94,20 @@ class S3StoreRemote(StoreRemote):
     def put(self, oid, raw):
         self._call(self.client.put_object, Key=self._key(oid), Body=raw)
 
-    def get(self, oid):
+    def get(self, oid, max_bytes=None):
         response = self._call(self.client.get_object, Key=self._key(oid))
-        return response["Body"].read()
+        body = response["Body"]
+        try:
+            if max_bytes is None:
+                return body.read()
+            if response.get("ContentLength", 0) > max_bytes:
+                raise ObjectTooLargeError(oid, max_bytes)
+            raw = body.read(max_bytes + 1)
+            if len(raw) > max_bytes:
+                raise ObjectTooLargeError(oid, max_bytes)
+            return raw
+        finally:
+            body.close()
 
     def list(self):
         paginator = self.client.get_paginator("list_objects_v2")

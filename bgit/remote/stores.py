@@ -6,8 +6,10 @@ Both hold objects in their raw on-disk (compressed) form, keyed like the local s
       ab/                 first two hex digits of the object id
         cdef...           the other 62; bytes exactly as in .git/bgit/objects
 
-A remote store is dumb storage: the receiving side verifies (``Store.put_raw``), and an
-object is only ever visible complete (directory: temp file + rename; S3: PUT is atomic).
+A remote store is dumb storage and may be hostile: the sender verifies what it sends
+(transfer.upload), the receiving side verifies what arrives (``Store.put_raw``), and reads
+are bounded by the size the manifest records (``get(oid, max_bytes)``). An object is only
+ever visible complete (directory: temp file + rename + directory fsync; S3: PUT is atomic).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from bgit.store.writers import link_or_copy
+from bgit.util.files import fsync_dir, write_atomic
 
-from .config import local_path
+from .config import check_store_url, local_path
 from .errors import BadUrlError, RemoteError
 
 OID_RE = re.compile(r"[0-9a-f]{64}\Z")
@@ -46,6 +49,14 @@ class ObjectAbsentError(RemoteError):
         self.oid = oid
 
 
+class ObjectTooLargeError(RemoteError):
+    """The remote holds more bytes for an object than its recorded size allows."""
+
+    def __init__(self, oid: str, max_bytes: int) -> None:
+        super().__init__(f"object {oid} on the remote store is larger than {max_bytes} bytes")
+        self.oid, self.max_bytes = oid, max_bytes
+
+
 def check_oid(oid: str) -> str:
     if not isinstance(oid, str) or not OID_RE.match(oid):
         raise RemoteError(f"invalid object id {str(oid)[:80]!r}")
@@ -66,8 +77,9 @@ class StoreRemote(ABC):
         """Store the raw form of ``oid``; atomic, idempotent."""
 
     @abstractmethod
-    def get(self, oid: str) -> bytes:
-        """The raw form of ``oid``; ObjectAbsentError if it is not there. Unverified."""
+    def get(self, oid: str, max_bytes: int | None = None) -> bytes:
+        """The raw form of ``oid``; ObjectAbsentError if it is not there. Unverified.
+        ObjectTooLargeError, before reading it all, when it holds more than ``max_bytes``."""
 
     @abstractmethod
     def list(self) -> Iterator[str]:
@@ -97,44 +109,50 @@ class DirectoryStoreRemote(StoreRemote):
         return {oid for oid in oids if self._path(oid).is_file()}
 
     def put(self, oid, raw):
+        path = self._path(oid)
+        if path.is_file():
+            return
         try:
-            self._put(oid, raw)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, raw)  # durable: the refs that will point at it move after this
         except OSError as e:
             raise StoreRemoteError(f"cannot write to payload store {self.root}: {e.strerror or e}") from None
 
     def put_from_file(self, oid: str, source) -> int:
-        """Fast path for a local source file (kernel-side copy); returns the bytes copied."""
-        try:
-            return self._put(oid, source=source)
-        except OSError as e:
-            raise StoreRemoteError(f"cannot write to payload store {self.root}: {e.strerror or e}") from None
-
-    def _put(self, oid, raw=None, source=None) -> int:
+        """Fast path for a local source file: a hard link on the same filesystem, else a
+        kernel-side copy (so not bgit.util.files.atomic_writer, which writes through Python
+        buffers); returns the bytes it holds. The caller has verified ``source``."""
         path = self._path(oid)
         if path.is_file():
             return 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The temp name never matches an object id, so list() and readers never see it.
-        tmp = path.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            if source is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The temp name never matches an object id, so list() and readers never see it.
+            tmp = path.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+            try:
                 link_or_copy(source, tmp)
-            with open(tmp, "r+b" if source is not None else "wb") as f:
-                if source is None:
-                    f.write(raw)
-                    f.flush()
-                os.fsync(f.fileno())  # the refs that will point at it are updated after this
-                size = f.seek(0, os.SEEK_END)
-            os.replace(tmp, path)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())  # the refs that will point at it move after this
+                    size = os.fstat(f.fileno()).st_size
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            fsync_dir(path.parent)
             return size
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        except OSError as e:
+            raise StoreRemoteError(f"cannot write to payload store {self.root}: {e.strerror or e}") from None
 
-    def get(self, oid):
+    def get(self, oid, max_bytes=None):
         try:
             with open(self._path(oid), "rb") as f:
-                return f.read()
+                if max_bytes is None:
+                    return f.read()
+                if os.fstat(f.fileno()).st_size > max_bytes:
+                    raise ObjectTooLargeError(oid, max_bytes)
+                raw = f.read(max_bytes + 1)  # the file may grow after fstat
+                if len(raw) > max_bytes:
+                    raise ObjectTooLargeError(oid, max_bytes)
+                return raw
         except FileNotFoundError:
             raise ObjectAbsentError(oid) from None
         except OSError as e:
@@ -152,7 +170,8 @@ class DirectoryStoreRemote(StoreRemote):
 
 
 def open_store_remote(url: str, create: bool = False) -> StoreRemote:
-    """A directory path / file:// URL or ``s3://bucket/prefix``."""
+    """A directory path / file:// URL or ``s3://bucket/prefix`` (never with credentials)."""
+    check_store_url(url)
     if url.startswith("s3://"):
         from .s3 import S3StoreRemote  # boto3 is optional and slow to import
 

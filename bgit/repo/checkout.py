@@ -1,22 +1,26 @@
 """Checkout: move HEAD to another commit and materialise its files.
 
-Order: plan and check everything (paths, dirty files, manifests, store objects) before
-the first write; then remove, write, update the index, and move HEAD last. A crash in
-the middle leaves HEAD at the old commit; ``checkout --force`` finishes the job.
+Order: plan and check everything (paths, symlink chains, dirty files, manifests, store
+objects) before the first write; then remove, write, update the index, and move HEAD last.
+A crash or an OS error (full disk, read-only file system) in the middle leaves HEAD,
+the index and every committed byte as they were; running the same checkout again
+finishes the job (files already written match the target, so they are not in the way).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import pygit2
 from pygit2.enums import FileMode
 
-from bgit.repo.errors import BranchError, DirtyWorkTreeError, MissingObjectError, UnsafePathError
+from bgit.errors import os_errors
+from bgit.repo.errors import BranchError, DirtyWorkTreeError, MissingObjectError
 from bgit.repo.paths import work_path
-from bgit.repo.trees import Entry, flatten_tree, index_entries
-from bgit.repo.worktree import prepare_parent, remove_file, write_atomic
+from bgit.repo.trees import Entry, check_tree_links, flatten_tree, index_entries
+from bgit.repo.worktree import prepare_parent, remove_file, temp_path, write_atomic
 
 if TYPE_CHECKING:
     from bgit.repo.repository import Repository
@@ -25,6 +29,29 @@ if TYPE_CHECKING:
 # (the bgit.util.progress Task protocol)
 Progress = Callable[..., None]
 
+# git lists at most this many of the commits a checkout leaves behind
+SHOWN_LEFT_BEHIND = 4
+
+
+@dataclass(frozen=True)
+class LeftCommit:
+    id: str
+    summary: str
+
+
+@dataclass
+class CheckoutResult:
+    commit: str                       # the commit HEAD now points at
+    branch: str | None                # None: detached
+    # Commits reachable from the previous (detached) HEAD and from no ref: git warns that
+    # they are left behind. Newest first; at most SHOWN_LEFT_BEHIND, ``left_behind_count`` all.
+    left_behind: list[LeftCommit] = field(default_factory=list)
+    left_behind_count: int = 0
+
+    def to_json(self) -> dict:
+        return {"commit": self.commit, "branch": self.branch, "left_behind_count": self.left_behind_count,
+                "left_behind": [{"id": c.id, "summary": c.summary} for c in self.left_behind]}
+
 
 def checkout(
     repo: "Repository",
@@ -32,13 +59,15 @@ def checkout(
     force: bool = False,
     new_branch: str | None = None,
     progress: Progress | None = None,
-) -> None:
-    with repo.lock("bgit checkout"):
+) -> CheckoutResult:
+    with repo.writing("bgit checkout"):
         target = repo.resolve(ref)
         head_ref = _head_destination(repo, ref, new_branch)
         head = repo.head_commit()
+        was_detached = head is not None and repo.git.head_is_detached
         old = flatten_tree(head.tree) if head else {}
         new = flatten_tree(target.tree)
+        check_tree_links(repo.git, new)
         index = repo.git.index
         index.read()
         staged = index_entries(index)
@@ -59,21 +88,55 @@ def checkout(
         manifests = {p: repo.manifest_of(e.oid, f"{short}:{p}") for p, e in writes.items() if e.is_file}
         _ensure_objects(repo, {p: m for p, m in manifests.items() if m is not None})
 
-        for path in removals:
-            remove_file(repo.root, dests[path])
-            repo.stat_cache.forget(path)
-        total = sum(m.size if m is not None else 0 for m in manifests.values())
-        for path in sorted(writes):
-            entry, manifest = writes[path], manifests.get(path)
-            _write_entry(repo, dests[path], entry, manifest)
-            if manifest is not None:
-                repo.stat_cache.record(path, os.stat(dests[path]), entry.oid)
-                if progress is not None:
-                    progress(manifest.size, total, path=path)
-        repo.stat_cache.save()
+        try:
+            _write_work_tree(repo, removals, writes, manifests, dests, progress)
+        finally:
+            repo.stat_cache.save()  # also after a failure: a rerun need not rehash what was written
 
         _update_index(repo, index, target, old, new, staged, force)
         _move_head(repo, target, head_ref, new_branch)
+        left, count = _left_behind(repo, head) if was_detached else ([], 0)
+        return CheckoutResult(str(target.id), repo.current_branch(), left, count)
+
+
+def _write_work_tree(repo, removals, writes, manifests, dests, progress) -> None:
+    for path in removals:
+        with os_errors("remove", path):
+            remove_file(repo.root, dests[path])
+        repo.stat_cache.forget(path)
+    total = sum(m.size if m is not None else 0 for m in manifests.values())
+    for path in sorted(writes):
+        entry, manifest = writes[path], manifests.get(path)
+        try:
+            with os_errors("write", path):
+                _write_entry(repo, dests[path], entry, manifest)
+        except BaseException:
+            if not os.path.lexists(dests[path]):
+                remove_file(repo.root, dests[path])  # and the directories made for it
+            raise
+        if manifest is not None:
+            repo.stat_cache.record(path, os.stat(dests[path]), entry.oid)
+            if progress is not None:
+                progress(manifest.size, total, path=path)
+
+
+def _left_behind(repo: "Repository", old_head: pygit2.Commit) -> tuple[list[LeftCommit], int]:
+    """Commits the old detached HEAD reached that no ref (nor the new HEAD) reaches."""
+    walker = repo.git.walk(old_head.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    for name in list(repo.git.references):
+        try:
+            walker.hide(repo.git.references[name].peel(pygit2.Commit).id)
+        except (ValueError, KeyError, pygit2.GitError):
+            continue  # refs to trees/blobs, dangling symbolic refs
+    if not repo.git.head_is_unborn:
+        walker.hide(repo.git.head.peel(pygit2.Commit).id)
+    shown, count = [], 0
+    for commit in walker:
+        count += 1
+        if len(shown) < SHOWN_LEFT_BEHIND:
+            summary = commit.message.splitlines()[0] if commit.message.strip() else ""
+            shown.append(LeftCommit(str(commit.id), summary))
+    return shown, count
 
 
 def _head_destination(repo: "Repository", ref: str, new_branch: str | None) -> str | None:
@@ -149,22 +212,23 @@ def _write_entry(repo, dest, entry: Entry, manifest) -> None:
         prepare_parent(dest)
         repo.store.materialise(manifest, dest)
     elif entry.mode == FileMode.LINK:
-        _write_link(repo, dest, repo.blob_data(entry.oid).decode())
+        _write_link(repo, dest, os.fsdecode(repo.blob_data(entry.oid)))
     elif entry.is_file:
-        write_atomic(dest, repo.blob_data(entry.oid), entry.mode)
+        prepare_parent(dest)
+        write_atomic(dest, repo.blob_data(entry.oid), executable=entry.mode == FileMode.BLOB_EXECUTABLE)
     # submodule entries (gitlinks) have no content to write
 
 
 def _write_link(repo, dest, target: str) -> None:
-    resolved = os.path.normpath(os.path.join(os.path.dirname(dest), target))
-    root = str(repo.root)
-    if os.path.isabs(target) or not (resolved == root or resolved.startswith(root + os.sep)):
-        raise UnsafePathError(str(dest.relative_to(repo.root)), f"symlink target {target!r} leaves the work tree")
+    """A symlink whose whole chain was resolved inside the work tree (check_tree_links)."""
     prepare_parent(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.bgit-tmp")
+    tmp = temp_path(dest)
     tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, dest)
+    try:
+        os.symlink(target, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _update_index(repo, index, target, old, new, staged, force) -> None:

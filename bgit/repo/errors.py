@@ -110,11 +110,20 @@ class BranchError(RepoError):
     """Creating, deleting or naming a branch or tag failed."""
 
 
-
 class MissingObjectError(RepoError):
     def __init__(self, label: str, oid: str) -> None:
         super().__init__(f"missing store object {oid[:12]} for {label} (fetch it from a remote)")
         self.label = label
+        self.oid = oid
+
+
+class UnstoredPayloadError(RepoError):
+    """A commit would record a manifest whose object the store does not hold."""
+
+    def __init__(self, path: str, oid: str) -> None:
+        super().__init__(f"cannot commit {path}: store object {oid} is missing "
+                         f"(run 'bgit add {path}' again); nothing was committed")
+        self.path = path
         self.oid = oid
 
 

@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+from bgit.util.files import write_atomic
+
 DEFAULT_THRESHOLD = 1 << 20
 PAYLOAD_SUFFIXES = (".safetensors", ".jsonl")
 
@@ -29,10 +31,12 @@ def is_payload(path: str, size: int, threshold: int) -> bool:
 
 
 class StatCache:
-    """path -> (size, mtime_ns, inode, manifest blob oid), persisted as JSON.
+    """path -> (size, mtime_ns, ctime_ns, inode, manifest blob oid, recorded_ns), as JSON.
 
     Layout: ``.git/bgit/statcache.json``; written atomically (temp + rename). A lost or
-    broken cache only costs a rehash.
+    broken cache only costs a rehash. ctime is part of the key because mtime is not
+    evidence: ``os.utime`` (or ``touch -r``, ``rsync -t``) puts an old mtime back on new
+    bytes, while the kernel moves ctime on every change and nobody can set it back.
     """
 
     def __init__(self, file: Path) -> None:
@@ -51,17 +55,17 @@ class StatCache:
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         entry = self._load().get(path)
-        if not isinstance(entry, list) or len(entry) != 5:
-            return None
-        size, mtime_ns, inode, oid, recorded_ns = entry
-        if (size, mtime_ns, inode) != (st.st_size, st.st_mtime_ns, st.st_ino):
+        if not isinstance(entry, list) or len(entry) != 6:
+            return None  # also entries of the older (size, mtime, inode) format: rehash once
+        *key, oid, recorded_ns = entry
+        if key != _stat_key(st) or not isinstance(recorded_ns, int):
             return None
         if st.st_mtime_ns + RACY_WINDOW_NS > recorded_ns:
             return None
         return oid
 
     def record(self, path: str, st: os.stat_result, oid: str) -> None:
-        self._load()[path] = [st.st_size, st.st_mtime_ns, st.st_ino, oid, time.time_ns()]
+        self._load()[path] = [*_stat_key(st), oid, time.time_ns()]
         self._dirty = True
 
     def forget(self, path: str) -> None:
@@ -71,11 +75,12 @@ class StatCache:
     def save(self) -> None:
         if not self._dirty:
             return
-        tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(self._entries, sort_keys=True))
-            os.replace(tmp, self.file)
+            write_atomic(self.file, json.dumps(self._entries, sort_keys=True), durable=False)
         except OSError:
-            tmp.unlink(missing_ok=True)  # a cache that cannot be written is only slower
-            return
+            return  # a cache that cannot be written (full disk) is only slower
         self._dirty = False
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]

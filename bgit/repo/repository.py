@@ -6,27 +6,30 @@ content-addressed store, with a manifest at the file's path in the git tree.
       adapter/..., targets/<name>/...
       .git/                                plain git: objects, refs, index, reflogs
         bgit/                              the payload store (see bgit.store), plus
-          statcache.json                   path -> (size, mtime_ns, inode, manifest oid)
+          statcache.json                   path -> (size, mtime_ns, ctime_ns, inode, manifest oid)
 
-Every mutating operation holds the store's lock. A commit writes payloads, then the tree
-and commit objects, then moves the branch with one atomic compare-and-swap ref update,
-and only then touches the index and work tree: a crash at any point leaves either the
-old or the new commit at the branch tip, never a half-written one.
+Every mutating operation holds the store's lock and first sweeps up the temporary files
+of killed processes. A commit writes payloads, then the tree and commit objects, then
+moves the branch with one atomic compare-and-swap ref update, and only then touches the
+index and work tree: a crash at any point leaves either the old or the new commit at the
+branch tip, never a half-written one. A commit never records a manifest whose objects the
+store lacks, and OS errors (full disk, permissions) surface as one-line
+:class:`bgit.errors.OsOperationError` naming the operation and the work-tree path.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-import blake3
 import pygit2
 from pygit2.enums import FileMode
 
+from bgit.errors import OsOperationError, os_errors
 from bgit.repo.errors import (
     AlreadyARepositoryError,
     CorruptManifestError,
@@ -37,13 +40,16 @@ from bgit.repo.errors import (
     PathspecError,
     RepoError,
     UnknownRevisionError,
+    UnsafePathError,
 )
-from bgit.repo.paths import check_tree_path, is_under, repo_relative, work_path
+from bgit.repo.integrity import check_commit_tree
+from bgit.repo.paths import check_link_on_disk, check_tree_path, is_under, repo_relative, work_path
 from bgit.repo.payload import DEFAULT_THRESHOLD, StatCache, is_payload, parse_size
 from bgit.repo.trees import Entry, build_tree, flatten_tree, index_entries
-from bgit.repo.worktree import copy_atomic, remove_file, walk_files
+from bgit.repo.worktree import copy_atomic, prepare_parent, remove_file, remove_stale_temporaries, walk_files
 from bgit.store import Manifest, Store, is_manifest
 from bgit.store.errors import ManifestError
+from bgit.util.files import hash_file, write_atomic
 
 FALLBACK_NAME, FALLBACK_EMAIL = "bgit", "bgit@localhost"
 
@@ -102,14 +108,19 @@ class Repository:
         root = Path(path).resolve()
         if (root / ".git" / "bgit").exists():
             raise AlreadyARepositoryError(root)
-        root.mkdir(parents=True, exist_ok=True)
-        git = pygit2.init_repository(str(root), initial_head="main")
-        Store.init(Path(git.path) / "bgit")
+        with os_errors("create", root):
+            root.mkdir(parents=True, exist_ok=True)
+            try:
+                git = pygit2.init_repository(str(root), initial_head="main")
+            except pygit2.GitError as error:
+                raise GitOperationError(str(error), root / ".git") from error
+            Store.init(Path(git.path) / "bgit")
         for rel, data in (example or {}).items():
             dest = work_path(root, check_tree_path(rel))
             if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
+                with os_errors("write", dest):
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(dest, data)
         return cls(git)
 
     @classmethod
@@ -130,11 +141,28 @@ class Repository:
         """Hold the single-writer lock (re-entrant within a process, so a bake holding it
         can call commit_files); LockedError names the holder. libgit2 failures inside
         (e.g. an index.lock left by a killed git) become one-line GitOperationErrors."""
-        with self.store.lock(holder):
+        with ExitStack() as held:
+            with os_errors("lock", self.bgit_dir / "lock"):  # the holder record needs a byte of disk
+                held.enter_context(self.store.lock(holder))
             try:
                 yield
             except pygit2.GitError as error:
                 raise GitOperationError(str(error), Path(self.git.path).as_posix().rstrip("/")) from error
+
+    @contextmanager
+    def writing(self, holder: str) -> Iterator[None]:
+        """The lock of a mutating operation, which first removes what killed writers left."""
+        with self.lock(holder):
+            self.sweep_temporaries()
+            yield
+
+    def sweep_temporaries(self) -> list[Path]:
+        """Remove temporary files of processes that no longer run (work tree, .git/bgit,
+        the store's tmp/). Needs the lock: no live bgit writer can own one then."""
+        try:
+            return remove_stale_temporaries(self.root, self.bgit_dir, self._is_ignored)
+        except OSError:
+            return []  # leftovers are harmless (hidden from status); never fail a command for them
 
     # -- settings ------------------------------------------------------------------------
 
@@ -218,7 +246,7 @@ class Repository:
     def add(self, paths: Iterable[Path | str] = (), all: bool = False) -> list[str]:
         """Stage files (payloads go to the store) and deletions; returns the staged paths.
         Relative paths are relative to the work tree root."""
-        with self.lock("bgit add"):
+        with self.writing("bgit add"):
             index = self.git.index
             index.read()
             tracked = {e.path for e in index}
@@ -237,7 +265,11 @@ class Repository:
                 else:
                     raise PathspecError(rel)
             for rel in sorted(present):
-                oid, mode = self._stage_blob(rel, self.root / rel)
+                src = self.root / rel
+                try:
+                    oid, mode = self._stage_blob(rel, src)
+                except OSError as error:
+                    raise OsOperationError.wrap(_failed_step(error, src), rel, error) from error
                 index.add(pygit2.IndexEntry(rel, oid, mode))
             for rel in sorted(gone - present):
                 index.remove(rel)
@@ -259,11 +291,14 @@ class Repository:
         """Write ``src`` as the git blob for ``rel``: the file itself, or its manifest."""
         st = os.lstat(src)
         if stat.S_ISLNK(st.st_mode):
-            return self.git.create_blob(os.readlink(src).encode()), FileMode.LINK
+            check_link_on_disk(self.root, rel)
+            return self.git.create_blob(os.fsencode(os.readlink(src))), FileMode.LINK
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(rel, "not a regular file (device, FIFO or socket)")
         if self._is_payload_file(rel, src, st.st_size):
             return self._store_payload(rel, src, st), FileMode.BLOB
         mode = FileMode.BLOB_EXECUTABLE if st.st_mode & 0o100 else FileMode.BLOB
-        return self.git.create_blob_fromdisk(str(src)), mode
+        return self.git.create_blob(Path(src).read_bytes()), mode
 
     def _is_payload_file(self, rel: str, src: Path, size: int) -> bool:
         if is_payload(rel, size, self.threshold):
@@ -296,7 +331,7 @@ class Repository:
 
     def commit(self, message: str) -> str:
         """Commit the index on the current branch (or detached HEAD); returns the commit id."""
-        with self.lock("bgit commit"):
+        with self.writing("bgit commit"):
             index = self.git.index
             index.read()
             parent = self.head_commit()
@@ -305,6 +340,7 @@ class Repository:
             tree = index.write_tree()
             if parent is not None and parent.tree_id == tree:
                 raise NothingToCommitError()
+            check_commit_tree(self, self.git[tree], parent)
             return self._commit_tree(tree, message, parent)
 
     def commit_files(
@@ -314,7 +350,7 @@ class Repository:
         """Commit HEAD's tree minus everything under ``replace_dirs`` plus ``files``
         (tree path -> source file), then write those files into the work tree and index.
         ``parents``: further parents (a merge); the tree then starts from the merge in the index."""
-        with self.lock("bgit commit"):
+        with self.writing("bgit commit"):
             parent = self.head_commit()
             self.git.index.read()
             old = index_entries(self.git.index) if parents else flatten_tree(parent.tree) if parent else {}
@@ -325,19 +361,26 @@ class Repository:
                 # A new file replaces whatever stands where it or its directories go.
                 for other in [p for p in new if is_under(p, rel) or is_under(rel, p)]:
                     del new[other]
-                oid, mode = self._stage_blob_from(rel, src)
+                try:
+                    oid, mode = self._stage_blob_from(rel, src)
+                except OSError as error:
+                    step = _failed_step(error, src)
+                    raise OsOperationError.wrap(step, src if step == "read" else rel, error) from error
                 new[rel] = Entry(str(oid), int(mode))
             tree = build_tree(self.git, new)
+            check_commit_tree(self, self.git[tree], parent)
             commit_id = self._commit_tree(tree, message, parent, extra_parents=parents)
             self._land_files(old, new, sources)
             return commit_id
 
     def _stage_blob_from(self, rel: str, src: Path) -> tuple[pygit2.Oid, int]:
-        size = os.stat(src).st_size
-        if self._is_payload_file(rel, src, size):
+        st = os.stat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(rel, f"source {src} is not a regular file")
+        if self._is_payload_file(rel, src, st.st_size):
             return self._store_payload(rel, src), FileMode.BLOB
-        mode = FileMode.BLOB_EXECUTABLE if os.stat(src).st_mode & 0o100 else FileMode.BLOB
-        return self.git.create_blob_fromdisk(str(src)), mode
+        mode = FileMode.BLOB_EXECUTABLE if st.st_mode & 0o100 else FileMode.BLOB
+        return self.git.create_blob(Path(src).read_bytes()), mode
 
     def _land_files(self, old: dict[str, Entry], new: dict[str, Entry], sources: dict[str, Path]) -> None:
         """After a commit_files commit: bring the work tree and index up to the new tree."""
@@ -346,13 +389,17 @@ class Repository:
         for rel in sorted(set(old) - set(new)):
             dest = work_path(self.root, rel)
             if os.path.lexists(dest) and self.matches_worktree(rel, old[rel]):
-                remove_file(self.root, dest)
+                with os_errors("remove", rel):
+                    remove_file(self.root, dest)
             if rel in index:
                 index.remove(rel)
             self.stat_cache.forget(rel)
         for rel, src in sources.items():
             dest = work_path(self.root, rel)
-            copy_atomic(src, dest)
+            with os_errors("write", rel):
+                prepare_parent(dest)
+                if not (dest.exists() and os.path.samefile(src, dest)):
+                    copy_atomic(src, dest)
             entry = new[rel]
             index.add(pygit2.IndexEntry(rel, pygit2.Oid(hex=entry.oid), entry.mode))
             if is_manifest(self.blob_data(entry.oid)):
@@ -416,7 +463,7 @@ class Repository:
         except OSError:
             return False
         if stat.S_ISLNK(st.st_mode):
-            return entry.mode == FileMode.LINK and str(pygit2.hash(os.readlink(full).encode())) == entry.oid
+            return entry.mode == FileMode.LINK and str(pygit2.hash(os.fsencode(os.readlink(full)))) == entry.oid
         if not stat.S_ISREG(st.st_mode) or not entry.is_file:
             return False
         blob = self.git[entry.oid]
@@ -424,24 +471,30 @@ class Repository:
             executable = bool(st.st_mode & 0o100)
             if executable != (entry.mode == FileMode.BLOB_EXECUTABLE) or blob.size != st.st_size:
                 return False
-            return str(pygit2.hashfile(str(full))) == entry.oid
+            with os_errors("read", path):
+                return str(pygit2.hash(full.read_bytes())) == entry.oid
         if self.stat_cache.lookup(path, st) == entry.oid:
             return True
         try:
             manifest = Manifest.from_bytes(blob.data)
         except ManifestError:
             return False
-        if manifest.size != st.st_size or hash_file(full) != manifest.blake3:
+        if manifest.size != st.st_size:
             return False
+        with os_errors("read", path):
+            if hash_file(full) != manifest.blake3:
+                return False
         self.stat_cache.record(path, st, entry.oid)
         return True
 
     # -- the rest lives in sibling modules -------------------------------------------------
 
-    def checkout(self, ref: str, force: bool = False, new_branch: str | None = None, progress=None) -> None:
+    def checkout(self, ref: str, force: bool = False, new_branch: str | None = None, progress=None):
+        """-> CheckoutResult (commit, branch, left_behind: commits only the old detached
+        HEAD reached, which git would warn about)."""
         from bgit.repo.checkout import checkout
 
-        checkout(self, ref, force=force, new_branch=new_branch, progress=progress)
+        return checkout(self, ref, force=force, new_branch=new_branch, progress=progress)
 
     def reachable_object_ids(self) -> set[str]:
         from bgit.repo.integrity import reachable_object_ids
@@ -499,7 +552,9 @@ class Repository:
         return list_tags(self)
 
 
-def hash_file(path: Path) -> str:
-    hasher = blake3.blake3()
-    hasher.update_mmap(str(path))
-    return hasher.hexdigest()
+def _failed_step(error: OSError, src: Path) -> str:
+    """'read' when the OS refused the source file itself, else 'store' (the store's write)."""
+    try:
+        return "read" if error.filename is not None and os.fspath(error.filename) == os.fspath(src) else "store"
+    except TypeError:
+        return "store"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pygit2
 from pygit2.enums import FileMode
 
-from bgit.repo.paths import check_tree_path
+from bgit.repo.paths import check_tree_path, resolve_link
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,18 @@ def build_tree(git: pygit2.Repository, entries: dict[str, Entry]) -> pygit2.Oid:
 
 def index_entries(index: pygit2.Index) -> dict[str, Entry]:
     return {e.path: Entry(str(e.id), int(e.mode)) for e in index}
+
+
+def link_targets(git: pygit2.Repository, entries: dict[str, Entry]) -> dict[str, str]:
+    """tree path -> target of every symlink among ``entries``."""
+    return {p: os.fsdecode(git[e.oid].data)
+            for p, e in entries.items() if e.mode == FileMode.LINK}
+
+
+def check_tree_links(git: pygit2.Repository, entries: dict[str, Entry]) -> dict[str, str]:
+    """Resolve every symlink of a tree through the tree's other symlinks; UnsafePathError
+    names the first whose chain leaves the work tree. -> the link targets."""
+    links = link_targets(git, entries)
+    for path in sorted(links):
+        resolve_link(path, links)
+    return links

@@ -1,40 +1,32 @@
-"""Writing and removing files in the work tree: atomic, never outside it."""
+"""Writing and removing files in the work tree: atomic, never outside it; and sweeping
+up the temporary files that a killed process left behind.
+
+Temporary files carry the writer's pid in their name, so a later writer (holding the
+repository lock) can tell a dead process's leftovers from a live one's work:
+
+    <dir>/.<name>.<pid>.bgit-tmp            atomic writes (bgit.util.files), symlinks
+    <dir>/.<name>.bgit-<pid>-<hex>.tmp      the store's materialise
+    .git/bgit/tmp/<pid>-<hex>               store objects being written
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pygit2.enums import FileMode
+from bgit.util.files import TMP_SUFFIX, copy_atomic, temp_path, write_atomic
 
-TMP_SUFFIX = ".bgit-tmp"
+__all__ = ["TMP_SUFFIX", "copy_atomic", "write_atomic", "temp_path", "prepare_parent", "remove_file",
+           "is_temp_name", "walk_files", "temp_owner", "remove_stale_temporaries"]
 
-
-def write_atomic(dest: Path, data: bytes, mode: int = FileMode.BLOB) -> None:
-    prepare_parent(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        if mode == FileMode.BLOB_EXECUTABLE:
-            os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def copy_atomic(src: Path, dest: Path) -> None:
-    prepare_parent(dest)
-    if dest.exists() and os.path.samefile(src, dest):
-        return
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+_OWNED_TEMP = [
+    re.compile(r"\..+\.(?P<pid>\d+)" + re.escape(TMP_SUFFIX) + r"\Z"),
+    re.compile(r"\..+\.bgit-(?P<pid>\d+)-[0-9a-f]+\.tmp\Z"),
+]
+_STORE_TEMP = re.compile(r"(?P<pid>\d+)-[0-9a-f]{32}\Z")
 
 
 def prepare_parent(dest: Path) -> None:
@@ -65,6 +57,62 @@ def remove_file(root: Path, dest: Path) -> None:
 def is_temp_name(name: str) -> bool:
     """Temp files of atomic writes in progress (ours and the store's materialise)."""
     return name.endswith(TMP_SUFFIX) or (name.startswith(".") and ".bgit-" in name and name.endswith(".tmp"))
+
+
+def temp_owner(name: str) -> int | None:
+    """The pid in a bgit temporary file's name, or None for any other name."""
+    for pattern in _OWNED_TEMP:
+        match = pattern.match(name)
+        if match:
+            return int(match["pid"])
+    return None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(root: Path, bgit_dir: Path, is_ignored: Callable[[str], bool]) -> list[Path]:
+    """Delete the temporary files of processes that no longer run: in the work tree, in
+    ``.git/bgit`` (the stat cache's) and the store's ``tmp/``. The caller holds the
+    repository lock, so no live writer can be mid-way through one of ours. -> removed."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+        rel_dir = os.path.relpath(dirpath, root)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))
+                       and not is_ignored(prefix + d + "/")]
+        found += [Path(dirpath, n) for n in filenames if _is_dead(temp_owner(n))]
+    if bgit_dir.is_dir():
+        found += [p for p in bgit_dir.iterdir() if _is_dead(temp_owner(p.name))]
+    store_tmp = bgit_dir / "tmp"
+    if store_tmp.is_dir():
+        for entry in store_tmp.iterdir():
+            match = _STORE_TEMP.match(entry.name)
+            if match and entry.is_file() and _is_dead(int(match["pid"])):
+                found.append(entry)
+    removed = []
+    for path in found:
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def _is_dead(pid: int | None) -> bool:
+    return pid is not None and pid != os.getpid() and not process_alive(pid)
 
 
 def walk_files(root: Path, is_ignored: Callable[[str], bool]) -> Iterator[str]:

@@ -12,7 +12,8 @@ On-disk layout, under ``root`` = ``<repo>/.git/bgit``::
     └── lock                     flock'ed by the one writer; holds {"pid", "holder", "since"}
 
 Higher layers keep their own state beside it: ``statcache.json`` (repo), ``phases/`` (the
-pipeline's phase cache, see bgit/pipeline/phases.py), ``remotes/<name>/known`` (remote).
+pipeline's phase cache, see bgit/pipeline/phases.py), ``staging/`` (bakes being committed),
+``cache/adapters/`` (adapters materialised for PEFT), ``remotes/<name>/known`` (remote).
 
 A file enters the store through :meth:`Store.store_file`, which returns a :class:`Manifest`
 (the small text that the git tree holds in the file's place); :meth:`Store.materialise`
@@ -24,12 +25,12 @@ parsing, pieces, norms), ``manifest``, ``files`` (store_file/materialise), ``wri
 
 from .errors import (CorruptObjectError, FileCorruptError, InvalidObjectIdError, LockedError,
                      ManifestError, ObjectNotFoundError, StoreError, StoreNotFoundError)
-from .maintenance import FsckProblem, FsckReport, GcReport
+from .maintenance import FsckProblem, FsckReport, GcReport, ManifestProblem
 from .manifest import Manifest, TensorEntry, is_manifest
 from .objects import hash_bytes
 from .store import Store
 
 __all__ = ["Store", "Manifest", "TensorEntry", "is_manifest", "hash_bytes", "FsckProblem",
-           "FsckReport", "GcReport", "StoreError", "StoreNotFoundError", "InvalidObjectIdError",
-           "ObjectNotFoundError", "CorruptObjectError", "ManifestError", "FileCorruptError",
-           "LockedError"]
+           "FsckReport", "GcReport", "ManifestProblem", "StoreError", "StoreNotFoundError",
+           "InvalidObjectIdError", "ObjectNotFoundError", "CorruptObjectError", "ManifestError",
+           "FileCorruptError", "LockedError"]

@@ -3,16 +3,19 @@
 import errno
 import mmap
 import os
+import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
 
+from bgit.util.files import fsync_dir
+
 from . import chunking, codecs, safetensors_split as st, writers
-from .errors import CorruptObjectError, FileCorruptError
+from .errors import FileCorruptError
 from .manifest import Manifest, TensorEntry
-from .objects import ObjectStore, fsync_dir
+from .objects import ObjectStore
 
 CHUNK_THRESHOLD = 1 << 20     # smaller non-safetensors files are a single object
 WORKERS = max(2, min(8, os.cpu_count() or 2))
@@ -34,12 +37,26 @@ def store_file(store: ObjectStore, path) -> Manifest:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return Manifest("blob", 0, blake3.blake3(b"").hexdigest(), ())
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                return _store_view(store, view, size)
-            finally:
-                view.release()
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mm)
+        try:
+            return _store_view(store, view, size)
+        except BaseException as error:
+            # The traceback's frames (the worker jobs' too) hold slices of the map; while
+            # they live the map cannot close, and closing it would raise BufferError in
+            # place of the real error (a full disk). Drop them first.
+            traceback.clear_frames(error.__traceback__)
+            raise
+        finally:
+            _unmap(view, mm)
+
+
+def _unmap(view: memoryview, mm: mmap.mmap) -> None:
+    try:
+        view.release()
+        mm.close()
+    except BufferError:
+        pass  # a slice is still referenced somewhere: the map goes with its last reference
 
 
 def _store_view(store: ObjectStore, view, size: int) -> Manifest:
@@ -128,15 +145,14 @@ def materialise(store: ObjectStore, manifest: Manifest, dest) -> None:
 
 
 def _materialise(store, manifest, dest: Path, writer_class) -> None:
-    tmp = dest.parent / f".{dest.name}.bgit-{uuid.uuid4().hex[:12]}.tmp"
+    # Not bgit.util.files.atomic_writer: the bytes go through writers.py (O_DIRECT for big
+    # files, fdatasync overlapped with decoding), which that writer cannot do.
+    tmp = dest.parent / f".{dest.name}.bgit-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"  # pid: see repo.worktree
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
     def load(piece):
         oid, size = piece
-        buf = store.get_buffer(oid, verify=False)
-        if memoryview(buf).nbytes != size:
-            raise CorruptObjectError(oid, "size differs from the manifest")
-        return buf
+        return store.get_buffer(oid, verify=False, size=size)  # size checked before decoding
 
     try:
         writer = writer_class(tmp)
@@ -157,8 +173,8 @@ def _materialise(store, manifest, dest: Path, writer_class) -> None:
             writer.close()
         actual = hasher.hexdigest()
         if actual != manifest.blake3:
-            for oid in dict.fromkeys(oid for oid, _ in manifest.pieces):
-                store.verify(oid)  # raises CorruptObjectError naming the bad object
+            for oid, size in dict.fromkeys(manifest.pieces):
+                store.verify(oid, size)  # raises CorruptObjectError naming the bad object
             raise FileCorruptError(dest, manifest.blake3, actual)
         os.replace(tmp, dest)
     except BaseException:

@@ -53,8 +53,12 @@ def _acquire(path: str, holder: str) -> int:
         raise
     record = {"pid": os.getpid(), "holder": holder,
               "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
+    except OSError:
+        _release(fd)  # a full disk must not leave this process holding a lock it reports as failed
+        raise
     return fd
 
 

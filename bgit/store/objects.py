@@ -9,6 +9,8 @@ from typing import Iterator
 
 import blake3
 
+from bgit.util.files import fsync_dir, hash_bytes  # noqa: F401 (hash_bytes: part of the store API)
+
 from . import codecs, writers
 from .errors import (CorruptObjectError, InvalidObjectIdError, ObjectNotFoundError,
                      StoreNotFoundError)
@@ -19,30 +21,10 @@ OID_RE = re.compile(r"[0-9a-f]{64}\Z")
 DIRECT_OBJECT_MIN = 1 << 20
 
 
-def hash_bytes(data) -> str:
-    """Hex BLAKE3 of a buffer; large buffers hash on several threads."""
-    n = memoryview(data).nbytes
-    threads = blake3.blake3.AUTO if n >= (4 << 20) else 1
-    return blake3.blake3(data, max_threads=threads).hexdigest()
-
-
 def check_oid(oid) -> str:
     if not isinstance(oid, str) or not OID_RE.match(oid):
         raise InvalidObjectIdError(oid)
     return oid
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path) -> None:
@@ -97,10 +79,12 @@ class ObjectStore:
         self._put_encoded(oid, lambda: codecs.encode(data, group), sync_dir=True)
         return oid
 
-    def put_raw(self, oid: str, raw: bytes) -> None:
-        """Store an object in its on-disk form (from a remote) after checking it decodes to ``oid``."""
+    def put_raw(self, oid: str, raw: bytes, size: int | None = None) -> None:
+        """Store an object in its on-disk form (from a remote) after checking it decodes to
+        ``oid``. ``size`` = the uncompressed size the manifest records: a header claiming
+        anything else is refused before any memory is allocated for it."""
         check_oid(oid)
-        data = codecs.decode(raw, oid)
+        data = codecs.decode(raw, oid, size)
         if hash_bytes(data) != oid:
             raise CorruptObjectError(oid)
         self._put_encoded(oid, lambda: raw, sync_dir=True)
@@ -134,6 +118,9 @@ class ObjectStore:
         """Write buffers to a temp file in tmp/, fsync, rename onto ``path``."""
         self._commit_tmp(self._write_tmp(buffers), path)
 
+    # Objects keep their own temp-file writer rather than bgit.util.files.atomic_writer:
+    # large ones go out with O_DIRECT (see writers.py), and store_file overlaps the fsync +
+    # rename of many objects on a side pool and fsyncs each fan-out directory once.
     def _write_tmp(self, buffers) -> Path:
         self.tmp_dir.mkdir(exist_ok=True)
         tmp = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
@@ -178,24 +165,26 @@ class ObjectStore:
         except FileNotFoundError:
             raise ObjectNotFoundError(oid) from None
 
-    def get_buffer(self, oid: str, verify: bool = True):
+    def get_buffer(self, oid: str, verify: bool = True, size: int | None = None):
         """Decoded content as a buffer (bytes, memoryview or numpy array), hash-verified.
 
         ``verify=False`` is only for callers that verify a hash over the result themselves
-        (materialise checks the whole file and then names the bad object).
+        (materialise checks the whole file and then names the bad object). ``size`` = the
+        size a manifest records, when the caller knows it (see codecs.decode).
         """
-        data = codecs.decode(self.read_raw(oid), oid)
+        data = codecs.decode(self.read_raw(oid), oid, size)
         if verify and blake3.blake3(data).hexdigest() != oid:
             raise CorruptObjectError(oid)
         return data
 
-    def get_bytes(self, oid: str) -> bytes:
-        data = self.get_buffer(oid)
+    def get_bytes(self, oid: str, size: int | None = None) -> bytes:
+        data = self.get_buffer(oid, size=size)
         return data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
 
-    def verify(self, oid: str) -> None:
-        """Raise ObjectNotFoundError / CorruptObjectError unless the object is intact."""
-        self.get_buffer(oid)
+    def verify(self, oid: str, size: int | None = None) -> None:
+        """Raise ObjectNotFoundError / CorruptObjectError unless the object is intact (and,
+        given ``size``, holds that many bytes)."""
+        self.get_buffer(oid, size=size)
 
     def object_size(self, oid: str) -> int:
         """Bytes the object takes on disk."""
