@@ -68,9 +68,9 @@ class Baker:
         run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
         self.runner.cache.clean_temporaries()
         with self.runner.cache.pinned():  # gc keeps every phase this bake touches while it runs
-            return self._bake(message, force)
+            return self._bake(message, force, parents, merge)
 
-    def _bake(self, message: str | None, force: bool) -> BakeResult:
+    def _bake(self, message: str | None, force: bool, parents: Sequence[str], merge: dict | None) -> BakeResult:
         runner = self.runner
         targets = runner.trained_targets()
         stim_dirs, rollout_dirs, outcomes = {}, {}, []
