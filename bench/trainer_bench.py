@@ -94,14 +94,17 @@ def run_bgit(rows, eval_rows, autocast: str, mbs: int) -> dict:
     import torch
     from peft import PeftModel
 
-    from bgit.train import TrainSettings, train_adapter
+    from bgit.config import from_dict
+    from bgit.config.schema import BakeConfig
+    from bgit.train import train_adapter
     from bgit.train.data import prepare_examples
     from bgit.train.loop import evaluate_kl
 
     model, tok = load()
-    settings = TrainSettings(epochs=1, micro_batch_size=mbs, learning_rate=1e-4, lora_r=LORA["r"],
-                             lora_alpha=LORA["lora_alpha"], autocast=autocast, checkpoint_every_epoch=False,
-                             eval_every_epoch=False, max_length=1024)
+    settings = from_dict(BakeConfig, {
+        "epochs": 1, "micro_batch_size": mbs, "autocast": autocast, "optimizer": {"learning_rate": 1e-4},
+        "lora": {"r": LORA["r"], "lora_alpha": LORA["lora_alpha"]}, "data": {"max_length": 1024},
+        "checkpoint": []})  # no checkpoints; eval is not run by train_adapter without eval examples
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
         result = train_adapter(model, tok, examples(rows), [], settings, Path(work))

@@ -98,7 +98,7 @@ def test_a_bake_killed_during_training_resumes_and_matches_an_uninterrupted_one(
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     phases = root / ".git" / "bgit" / "phases" / "train"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(phases.glob("*.work/checkpoints/epoch-*")):
+    while time.monotonic() < deadline and not list(phases.glob("*.work/checkpoints/step-*")):
         assert process.poll() is None, "the bake finished before a checkpoint could be interrupted"
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)

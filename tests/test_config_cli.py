@@ -82,8 +82,12 @@ def test_reference_doc_is_up_to_date():
 def test_reference_documents_every_schema_field():
     import dataclasses
 
+    from bgit.config.declare import Settings
+
     fields = {(cls.__name__, f.name) for cls in vars(schema).values()
-              if dataclasses.is_dataclass(cls) and cls is not schema.InputConfig for f in dataclasses.fields(cls)}
+              if isinstance(cls, type) and dataclasses.is_dataclass(cls) and issubclass(cls, Settings)
+              and cls is not schema.InputConfig
+              for f in dataclasses.fields(cls)}
     assert fields == documented_fields()
 
 
@@ -126,7 +130,7 @@ def test_validate_errors_one_line_each_exit_1(tmp_path, monkeypatch):
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"Error: input.yml:{top_k_line}: TARGET.top_k: expected an integer, got 'lots'",
-        f"Error: input.yml:{epochs_line}: BAKE.epochs: must be at least 1, got -3",
+        f"Error: input.yml:{epochs_line}: BAKE.epochs: must be in [1, 1000], got -3",
         f"Error: input.yml:{epochs_line + 1}: BAKE.epoch: unknown key (did you mean 'epochs'?)",
     ]
     assert "Traceback" not in result.output

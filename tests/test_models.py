@@ -33,13 +33,20 @@ def decode(tokenizer, ids):
 # --- resolution errors --------------------------------------------------------------------
 
 
-def test_unknown_model_error_names_what_was_tried(tmp_path):
+def test_unknown_model_error_names_what_was_tried(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFoundError) as caught:
         resolve_model("xyz")
     assert str(caught.value) == (
         "model 'xyz' not found: not an embedded model (smollm2-135m), "
-        "not a directory with config.json, not a .gguf file"
+        "not a directory with config.json, not a .gguf file, not a Hugging Face id (org/name[@revision])"
     )
+    # org/name whose org is a local directory is a mistyped path, not a hub id
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ModelNotFoundError, match="not a directory with config.json"):
+        resolve_model(str(tmp_path / "models" / "tiny"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="not a directory with config.json"):
+        resolve_model("models/tiny")
     assert isinstance(caught.value, BgitError)
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(ModelNotFoundError):

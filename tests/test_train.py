@@ -9,20 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from bgit.train import TrainExample, TrainSettings, full_kl, topk_kl, train_adapter
+from bgit.config import ConfigValueError
+from bgit.config.schema import BakeConfig
+from bgit.train import TrainExample, full_kl, topk_kl, train_adapter
 from bgit.train.data import collate, prepare_examples
-from bgit.train.errors import CheckpointMismatchError, InvalidExampleError, TrainError, TrainSettingsError
+from bgit.train.errors import CheckpointMismatchError, InvalidExampleError, TrainError
 from bgit.train.lora import attach_lora, detach_lora
 from bgit.train.loop import TorchStepper, backward_group, evaluate_kl
 from bgit.train.loss import batch_kl
-from train_helpers import VOCAB, baking_examples, teacher_logprobs, tiny_llama, topk_arrays
+from train_helpers import VOCAB, bake_settings, baking_examples, teacher_logprobs, tiny_llama, topk_arrays
 
-
-def fast_settings(**kw) -> TrainSettings:
-    base = dict(epochs=2, micro_batch_size=4, learning_rate=1e-2, lora_r=8, warmup_ratio=0.0,
-                scheduler="constant", autocast="off")
-    base.update(kw)
-    return TrainSettings(**base)
+fast_settings = bake_settings
 
 
 def randomise_lora(peft_model, seed=0):
@@ -197,7 +194,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
     model = tiny_llama(seed=2)
     examples = baking_examples(model, 8, seed=3)
     settings = fast_settings(epochs=3, micro_batch_size=2, gradient_accumulation_steps=2,
-                             scheduler="cosine", warmup_ratio=0.2, lora_dropout=0.1)
+                             scheduler={"type": "cosine", "warmup_ratio": 0.2}, lora={"lora_dropout": 0.1})
     whole = train_adapter(model, None, examples, examples[:3], settings, tmp_path / "whole")
 
     calls = []
@@ -209,7 +206,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
 
     with pytest.raises(Crash):
         train_adapter(model, None, examples, examples[:3], settings, tmp_path / "crashed", progress=crash_in_epoch_two)
-    assert (tmp_path / "crashed" / "checkpoints" / "epoch-0001" / "state.json").is_file()
+    assert (tmp_path / "crashed" / "checkpoints" / "step-00000002-epoch-0001" / "state.json").is_file()
     resumed_progress = []
     again = train_adapter(model, None, examples, examples[:3], settings, tmp_path / "crashed",
                           progress=lambda n, total, **info: resumed_progress.append((n, info)))
@@ -241,9 +238,9 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path):
     with pytest.raises(Crash):
         train_adapter(model, None, examples, [], fast_settings(epochs=2), tmp_path, progress=crash_after_first_epoch)
     with pytest.raises(CheckpointMismatchError) as err:
-        train_adapter(model, None, examples, [], fast_settings(epochs=2, learning_rate=5e-3), tmp_path)
+        train_adapter(model, None, examples, [], fast_settings(epochs=2, optimizer={"learning_rate": 5e-3}), tmp_path)
     assert str(err.value) == (
-        f"checkpoint {tmp_path / 'checkpoints' / 'epoch-0001'} was made with other training data or settings;"
+        f"checkpoint {tmp_path / 'checkpoints' / 'step-00000001-epoch-0001'} was made with other training data or settings;"
         " remove it to start over"
     )
 
@@ -259,7 +256,7 @@ def test_no_dropout_while_baking(tmp_path):
         assert not any(m.training for n, m in peft_model.named_modules() if "lora_dropout" not in n)
     finally:
         detach_lora(peft_model)
-    configured = attach_lora(model, fast_settings(lora_dropout=0.1))  # LoRA's own dropout stays as asked
+    configured = attach_lora(model, fast_settings(lora={"lora_dropout": 0.1}))  # LoRA's own dropout stays as asked
     try:
         lora_dropouts = [m for n, m in configured.named_modules() if n.endswith("lora_dropout.default")]
         assert lora_dropouts and all(m.training for m in lora_dropouts)
@@ -280,9 +277,10 @@ def test_truncation_keeps_context_and_cuts_response_tail():
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path):
-    with pytest.raises(TrainSettingsError) as err:
-        TrainSettings(scheduler="step")
-    assert str(err.value) == "training setting scheduler: must be one of constant, linear, cosine, got 'step'"
+    with pytest.raises(ConfigValueError) as err:
+        fast_settings(scheduler={"type": "step"})
+    assert str(err.value).startswith("BAKE.scheduler.type: expected one of constant, linear, cosine, ")
+    assert str(err.value).endswith(", got 'step'")
     with pytest.raises(TrainError) as err:
         train_adapter(tiny_llama(), None, [], [], fast_settings(), tmp_path)
     assert str(err.value) == "no training examples: the rollout produced no trajectories to bake"
@@ -290,9 +288,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     with pytest.raises(InvalidExampleError) as err:
         prepare_examples([bad], 64, True, False)
     assert str(err.value) == "training example 0: top-K arrays have shapes (1, 2)/(1, 2), expected [2, K]"
-    with pytest.raises(TrainSettingsError) as err:
-        TrainSettings(deepspeed_stage=3)
-    assert str(err.value) == "training setting deepspeed_stage: must be 0, 1 or 2 (ZeRO-3 is not supported), got 3"
+    with pytest.raises(ConfigValueError) as err:
+        fast_settings(deepspeed={"enabled": True, "zero_stage": 3})
+    assert str(err.value) == "BAKE.deepspeed.zero_optimization.stage: must be in [0, 2] (ZeRO-3 is not supported yet), got 3"
 
 
 def test_full_mode_loop_recomputes_the_teacher_and_lowers_kl(tmp_path):

@@ -20,16 +20,15 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install
 SCRIPT = r"""
 import json, sys, tempfile
 sys.path.insert(0, sys.argv[1])
-from train_helpers import baking_examples, tiny_llama
-from bgit.train import TrainSettings, train_adapter
+from train_helpers import bake_settings, baking_examples, tiny_llama
+from bgit.train import train_adapter
 
 model = tiny_llama(seed=0)
 examples = baking_examples(model, 8, seed=1)
 out = {}
 for name, stage in (("torch", None), ("zero0", 0), ("zero2", 2)):
-    settings = TrainSettings(epochs=3, micro_batch_size=2, gradient_accumulation_steps=2, learning_rate=1e-2,
-                             lora_r=8, warmup_ratio=0.0, scheduler="constant", deepspeed_stage=stage,
-                             autocast="off")
+    settings = bake_settings(epochs=3, micro_batch_size=2, gradient_accumulation_steps=2,
+                             deepspeed={"enabled": stage is not None, "zero_stage": stage or 0})
     with tempfile.TemporaryDirectory() as work:
         result = train_adapter(model, None, examples, examples, settings, work)
         out[name] = [row["eval_kl"] for row in result.metrics if "eval_kl" in row]

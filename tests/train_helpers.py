@@ -69,3 +69,16 @@ def baking_examples(model, n: int, k: int = 16, prefix_len: int = 6, ctx_len=(3,
         ids, lps, tail = topk_arrays(teacher_logprobs(model, teacher, response), k)
         out.append(TrainExample(ctx, response, ids, lps, tail, teacher_ids=teacher))
     return out
+
+
+def bake_settings(**overrides):
+    """A BakeConfig for trainer tests: fast defaults, ``overrides`` keyed by field names, nested
+    configs as dicts merged over the defaults: bake_settings(epochs=3, lora={"lora_dropout": 0.1})."""
+    from bgit.config import from_dict
+    from bgit.config.schema import BakeConfig
+
+    settings = {"epochs": 2, "micro_batch_size": 4, "autocast": "off", "lora": {"r": 8},
+                "optimizer": {"learning_rate": 1e-2}, "scheduler": {"type": "constant", "warmup_ratio": 0.0}}
+    for key, value in overrides.items():
+        settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
+    return from_dict(BakeConfig, settings)

@@ -13,6 +13,8 @@ subclasses with one-line messages. Long operations take a ``reporter``
         print(item.entry.id[:7], item.entry.summary, item.eval.closure if item.eval else None)
     api.checkout("yoda", "HEAD~1")                 # fetches missing payloads from the remote
     api.push("yoda", "origin")
+    for entry in api.models().models:              # embedded, Hugging Face cache, --path
+        print(entry.name, entry.loadable)
 
 Opening a repository through the api installs the lazy payload fetcher, so a checkout of an
 older bake in a clone fetches what it needs from the remote's store, as ``bgit checkout`` does.
@@ -21,6 +23,7 @@ older bake in a clone fetches what it needs from the remote's store, as ``bgit c
 from bgit.api._open import open_repo
 from bgit.api.hooks import hook_disable, hook_enable, hooks_list
 from bgit.api.merge import RevertResult, merge, merge_abort, merge_continue, reset, revert, rm
+from bgit.api.models import ModelEntry, ModelsListing, models
 from bgit.api.pipeline import PhaseRows, ValidateResult, bake, bake_plan, baker, rollout, stim, validate
 from bgit.api.remote import clone, fetch, pull, push, remote_add, remote_list, remote_remove, store_url
 from bgit.api.repo import (BakeSummary, CheckoutResult, CommitResult, GcResult, InitResult, LogItem, ShowItem, add,
@@ -45,7 +48,10 @@ __all__ = [
     "remote_add", "remote_remove", "remote_list", "store_url", "push", "fetch", "pull", "clone",
     # hooks
     "hooks_list", "hook_enable", "hook_disable",
+    # models
+    "models",
     # results
     "InitResult", "CommitResult", "LogItem", "ShowItem", "BakeSummary", "CheckoutResult", "GcResult",
-    "ValidateResult", "PhaseRows", "GenerateResult", "MetricsResult", "RevertResult",
+    "ValidateResult", "PhaseRows", "GenerateResult", "MetricsResult", "RevertResult", "ModelEntry",
+    "ModelsListing",
 ]

@@ -39,7 +39,7 @@ def baker(repo: RepoLike = ".", config: str | os.PathLike | None = None, backend
     """A Baker for ``config`` (default: the repository's input.yml)."""
     repo = open_repo(repo, reporter)
     path = Path(config) if config else repo.root / "input.yml"
-    return Baker(repo, load_config(path), backend=backend, reporter=reporter, config_dir=path.parent)
+    return Baker(repo, load_config(path, root=repo.root), backend=backend, reporter=reporter, config_dir=path.parent)
 
 
 @dataclass

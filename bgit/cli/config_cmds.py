@@ -9,15 +9,15 @@ from bgit.cli.render import echo_json
 from bgit.config import InputConfig, config_to_dict
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def _generator_summary(generator) -> str:
     if generator.type == "hardcoded":
         return f"hardcoded {_plural(len(generator.stims), 'stim')}"
     if generator.type == "from_dataset":
-        return f"from_dataset {generator.path} ({'all rows' if generator.numq == 0 else generator.numq})"
+        return f"from_dataset {generator.path or generator.dataset} ({'all rows' if generator.numq == 0 else generator.numq})"
     return f"{generator.type} {generator.numq}"
 
 
@@ -26,7 +26,7 @@ def summary_lines(config: InputConfig) -> list[str]:
     for target in config.targets:
         generators = ", ".join(_generator_summary(g) for g in target.generators)
         lines.append(f"  target:  {target.name} ({_plural(len(target.generators), 'generator')}: {generators}; "
-                     f"{_plural(target.num_traj_per_stimulus, 'trajectory')} per stim, max_tokens {target.max_tokens})")
+                     f"{_plural(target.num_traj_per_stimulus, 'trajectory', 'trajectories')} per stim, max_tokens {target.max_tokens})")
     bake = config.bake
     weights = ", ".join(f"{d.target} {d.weight:g}" for d in bake.datasets)
     lines.append(f"  bake:    {bake.name}: {_plural(bake.epochs, 'epoch')}, LoRA r={bake.lora.r} "

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "bgit.cli.remote_cmds",
     "bgit.cli.use_cmds",
     "bgit.cli.merge_cmds",
+    "bgit.cli.models_cmds",
 ]
 
 

@@ -3,19 +3,19 @@
 The loader walks the node tree of ``yaml.compose`` (not the plain data of
 ``yaml.safe_load``) so that every value still knows the line it was written on.
 A read that fails records one :class:`ConfigIssue` and raises :class:`Invalid`;
-:meth:`Reader.get` turns that into the field's default so that checking goes on
-and ``bgit validate`` can list every problem at once.
+:mod:`bgit.config.load` then leaves the field at its default so that checking goes
+on and ``bgit validate`` can list every problem at once.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
+from bgit.config.declare import first_non_json, suggestion
 from bgit.config.errors import ConfigIssue
 
 STR_TAG = "tag:yaml.org,2002:str"
@@ -56,36 +56,25 @@ def shown(node: yaml.Node) -> str:
     return node.value or "null"
 
 
-def suggestion(word: str, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for a close choice, compared case-insensitively."""
-    lowered = {choice.lower(): choice for choice in choices}
-    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
-    return f" (did you mean '{lowered[close[0]]}'?)" if close else ""
-
-
-def range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    def fmt(x: float) -> str:
-        return str(int(x)) if float(x).is_integer() else repr(x)
-
-    if low is not None and high is not None:
-        return f"must be in {'(' if low_open else '['}{fmt(low)}, {fmt(high)}{')' if high_open else ']'}"
-    if low is not None:
-        return f"must be greater than {fmt(low)}" if low_open else f"must be at least {fmt(low)}"
-    return f"must be less than {fmt(high)}" if high_open else f"must be at most {fmt(high)}"
-
-
 class Reader:
     """Reads typed values from nodes of one file and collects the issues."""
 
     def __init__(self, filename: str):
         self.filename = filename
         self.issues: list[ConfigIssue] = []
+        self.notices: list[ConfigIssue] = []
         self._constructor = yaml.SafeLoader("")
 
     # -- issues ---------------------------------------------------------------
 
     def report(self, line: int | None, key: str | None, message: str) -> None:
         self.issues.append(ConfigIssue(self.filename, line, key, message))
+
+    def note(self, line: int | None, key: str | None, message: str) -> None:
+        """A key accepted without effect here: not an error, but never silent."""
+        issue = ConfigIssue(self.filename, line, key, message)
+        if issue not in self.notices:
+            self.notices.append(issue)
 
     def fail(self, entry: Entry, message: str, line: int | None = None) -> Invalid:
         self.report(line or line_of(entry.node), entry.path, message)
@@ -132,16 +121,6 @@ class Reader:
             raise self.expected(entry, "a list")
         return [entry.item(i, node) for i, node in enumerate(entry.node.value)]
 
-    def get(self, entries: dict[str, Entry], key: str, read: Callable[..., Any], default: Any, **kwargs) -> Any:
-        """``read(entries[key], **kwargs)``, or ``default`` when absent or invalid."""
-        entry = entries.get(key)
-        if entry is None:
-            return default
-        try:
-            return read(entry, **kwargs)
-        except Invalid:
-            return default
-
     # -- scalars --------------------------------------------------------------
 
     def is_null(self, entry: Entry) -> bool:
@@ -151,33 +130,14 @@ class Reader:
         """The Python value of a node, as yaml.safe_load would build it."""
         return self._constructor.construct_object(entry.node, deep=True)
 
-    def integer(self, entry: Entry, minimum: int | None = None, optional: bool = False) -> int | None:
-        if optional and self.is_null(entry):
-            return None
+    def integer(self, entry: Entry) -> int:
         value = self.plain(entry) if isinstance(entry.node, yaml.ScalarNode) else None
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.expected(entry, "an integer")
-        if minimum is not None and value < minimum:
-            raise self.fail(entry, f"{range_text(minimum, None, False, False)}, got {entry.node.value}")
         return value
 
-    def number(
-        self,
-        entry: Entry,
-        low: float | None = None,
-        high: float | None = None,
-        low_open: bool = False,
-        high_open: bool = False,
-        optional: bool = False,
-    ) -> float | None:
-        if optional and self.is_null(entry):
-            return None
-        value = self._float(entry)
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high:
-            raise self.fail(entry, f"{range_text(low, high, low_open, high_open)}, got {entry.node.value}")
-        return value
+    def number(self, entry: Entry) -> float:
+        return self._float(entry)
 
     def _float(self, entry: Entry) -> float:
         value = self.plain(entry) if isinstance(entry.node, yaml.ScalarNode) else None
@@ -207,16 +167,6 @@ class Reader:
             raise self.fail(entry, "must not be empty")
         return value
 
-    def choice(self, entry: Entry, choices: list[str], aliases: dict[str, str] | None = None) -> str:
-        value = self.string(entry, allow_empty=True)
-        aliases = aliases or {}
-        if value in aliases:
-            return aliases[value]
-        if value not in choices:
-            listed = ", ".join(choices)
-            raise self.fail(entry, f"expected one of {listed}, got {value!r}{suggestion(value, choices)}")
-        return value
-
     def string_list(self, entry: Entry, nonempty: bool = False) -> list[str]:
         items = self.sequence(entry)
         if nonempty and not items:
@@ -234,29 +184,7 @@ class Reader:
     def data(self, entry: Entry) -> Any:
         """Free-form data (tool schemas, tool calls), checked only for JSON-compatibility."""
         value = self.plain(entry)
-        bad = _first_non_json(value)
+        bad = first_non_json(value)
         if bad is not None:
             raise self.fail(entry, f"unsupported value {bad!r} (use strings, numbers, lists and mappings)")
         return value
-
-
-def _first_non_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return key
-            bad = _first_non_json(item)
-            if bad is not None:
-                return bad
-        return None
-    if isinstance(value, list):
-        for item in value:
-            bad = _first_non_json(item)
-            if bad is not None:
-                return bad
-        return None
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float) and math.isfinite(value):
-        return None
-    return value

@@ -1,199 +1,209 @@
-"""The input.yml reference (docs/input-yml.md), generated from the schema's field help.
+"""The input.yml reference (docs/input-yml.md), generated from the schema's declarations.
 
     python -m bgit.config.reference > docs/input-yml.md
 
-A test fails when the file and this generator disagree, or when a schema field has
-no row here.
+Every row (key, type, default, allowed values, meaning, notice) comes from the field's
+declaration in :mod:`bgit.config.schema`; a test fails when the file is stale or when a
+declared field cannot be reached from the YAML layout.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from bgit.config.load import AUTOCASTS, DTYPES, GENERATOR_TYPES, LOSSES, PARENTS, ROLES, SCHEDULERS
+from bgit.config.declare import Declared, Group, declared_fields, layout
 from bgit.config.schema import (
+    ROLES,
     BakeConfig,
-    DataConfig,
+    CheckpointConfig,
     DatasetWeight,
-    DeepSpeedConfig,
     GeneratorConfig,
-    LoraConfig,
     ModelConfig,
-    OptimizerConfig,
     PromptConfig,
-    SchedulerConfig,
     TargetConfig,
 )
 
-# (YAML key, dataclass, field) per section, in the order a user writes them.
-SECTIONS: list[tuple[str, str, list[tuple[str, type, str]]]] = [
-    ("MODEL", "The model to bake into.", [
-        ("MODEL.base", ModelConfig, "base"),
-        ("MODEL.dtype", ModelConfig, "dtype"),
-        ("MODEL.trust_remote_code", ModelConfig, "trust_remote_code"),
-    ]),
-    ("PROMPT", "The teacher prompt (baked in) and the student prompt (what the baked model sees). "
-               f"A message is `{{role, content}}` with role one of {', '.join(ROLES)}; "
-               "`name`, `tool_calls` and `tool_call_id` are passed through.", [
-        ("PROMPT.teacher.messages", PromptConfig, "teacher_messages"),
-        ("PROMPT.teacher.tools", PromptConfig, "teacher_tools"),
-        ("PROMPT.student.messages", PromptConfig, "student_messages"),
-    ]),
-    ("TARGET", "One target (or `TARGETS:`, a list of them; each then needs a `name`).", [
-        ("TARGET.name", TargetConfig, "name"),
-        ("TARGET.generators", TargetConfig, "generators"),
-        ("TARGET.max_tokens", TargetConfig, "max_tokens"),
-        ("TARGET.temperature", TargetConfig, "temperature"),
-        ("TARGET.num_traj_per_stimulus", TargetConfig, "num_traj_per_stimulus"),
-        ("TARGET.top_k", TargetConfig, "top_k"),
-        ("TARGET.prompt", TargetConfig, "prompt"),
-    ]),
-    ("TARGET.generators[]", f"Stim generators; `type` is one of {', '.join(GENERATOR_TYPES)}. "
-                            "A key a type does not use is an error.", [
-        ("type", GeneratorConfig, "type"),
-        ("stims", GeneratorConfig, "stims"),
-        ("path", GeneratorConfig, "path"),
-        ("field", GeneratorConfig, "field"),
-        ("numq", GeneratorConfig, "numq"),
-        ("seed", GeneratorConfig, "seed"),
-        ("template", GeneratorConfig, "template"),
-        ("personas", GeneratorConfig, "personas"),
-        ("model", GeneratorConfig, "model"),
-        ("temperature", GeneratorConfig, "temperature"),
-        ("max_tokens", GeneratorConfig, "max_tokens"),
-    ]),
-    ("BAKE", "Training. Every key is optional.", [
-        ("BAKE.name", BakeConfig, "name"),
-        ("BAKE.datasets", BakeConfig, "datasets"),
-        ("BAKE.datasets[].target", DatasetWeight, "target"),
-        ("BAKE.datasets[].weight", DatasetWeight, "weight"),
-        ("BAKE.epochs", BakeConfig, "epochs"),
-        ("BAKE.micro_batch_size", BakeConfig, "micro_batch_size"),
-        ("BAKE.gradient_accumulation_steps", BakeConfig, "gradient_accumulation_steps"),
-        ("BAKE.total_trajectories", BakeConfig, "total_trajectories"),
-        ("BAKE.seed", BakeConfig, "seed"),
-        ("BAKE.parent", BakeConfig, "parent"),
-        ("BAKE.loss", BakeConfig, "loss"),
-        ("BAKE.autocast", BakeConfig, "autocast"),
-        ("BAKE.model.baked_adapter_config.r", LoraConfig, "r"),
-        ("BAKE.model.baked_adapter_config.lora_alpha", LoraConfig, "lora_alpha"),
-        ("BAKE.model.baked_adapter_config.lora_dropout", LoraConfig, "lora_dropout"),
-        ("BAKE.model.baked_adapter_config.target_modules", LoraConfig, "target_modules"),
-        ("BAKE.optimizer.learning_rate", OptimizerConfig, "learning_rate"),
-        ("BAKE.optimizer.weight_decay", OptimizerConfig, "weight_decay"),
-        ("BAKE.optimizer.betas", OptimizerConfig, "betas"),
-        ("BAKE.scheduler.type", SchedulerConfig, "type"),
-        ("BAKE.scheduler.warmup_ratio", SchedulerConfig, "warmup_ratio"),
-        ("BAKE.scheduler.min_lr_ratio", SchedulerConfig, "min_lr_ratio"),
-        ("BAKE.data.max_length", DataConfig, "max_length"),
-        ("BAKE.data.train_eval_split", DataConfig, "train_eval_split"),
-        ("BAKE.deepspeed.zero_optimization.stage", DeepSpeedConfig, "zero_stage"),
-    ]),
+# (title, class, key prefix, text) in the order a user writes them.
+SECTIONS: list[tuple[str, type, str, str]] = [
+    ("MODEL", ModelConfig, "MODEL", "The model to bake into."),
+    ("PROMPT", PromptConfig, "PROMPT", "The teacher prompt (baked in) and the student prompt (what the baked "
+     f"model sees). A message is `{{role, content}}` with role one of {', '.join(ROLES)}; `name`, "
+     "`tool_calls` and `tool_call_id` are passed through."),
+    ("TARGET", TargetConfig, "TARGET", "One target (or `TARGETS:`, a list of them; each then needs a `name`)."),
+    ("TARGET.generators[]", GeneratorConfig, "", "Stim generators. Which keys a generator reads depends on "
+     "its `type` (column *used by*); a key its type does not read is an error."),
+    ("BAKE", BakeConfig, "BAKE", "Training. Every key is optional."),
+    ("BAKE.datasets[]", DatasetWeight, "", "The training mix."),
+    ("BAKE.checkpoint[]", CheckpointConfig, "", "Training checkpoints; several entries combine."),
 ]
 
-# Fields that are structure, not keys of their own (sections, sub-mappings, derived flags).
-STRUCTURAL = {
-    ("BakeConfig", "lora"), ("BakeConfig", "optimizer"), ("BakeConfig", "scheduler"),
-    ("BakeConfig", "data"), ("BakeConfig", "deepspeed"), ("DeepSpeedConfig", "enabled"),
-}
-
-# Keys the loader insists on although the dataclass has a default.
-REQUIRED = {("GeneratorConfig", "type"), ("DatasetWeight", "target"), ("PromptConfig", "teacher_messages"), ("TargetConfig", "generators")}
+KIND_TYPES = {"messages": "list of messages", "tools": "list of mappings", "prompt": "mapping like PROMPT",
+              "split": "number or [train, eval]", "template": "string", "data_path": "path",
+              "template_file": "path", "target_name": "string"}
 
 _INTRO = """\
 # input.yml reference
 
-<!-- Generated by `python -m bgit.config.reference > docs/input-yml.md`; edit the
-     schema's field help (bgit/config/schema.py), not this file. -->
+<!-- Generated by `python -m bgit.config.reference > docs/input-yml.md` from the declarations
+     in bgit/config/schema.py; edit those, not this file. -->
 
 `input.yml` describes one bake: the prompt to bake in (`PROMPT`), how to generate
 training data for it (`TARGET` or `TARGETS`) and how to train (`BAKE`). The format is
-the one prompt-baking users already write, plus `MODEL`, `TARGETS`, `BAKE.parent` and
-`TARGET.top_k`. Check a file with `bgit validate [FILE]`; see `examples/` for
-commented files (`bgit/config/examples/` in the installed package).
+the one prompt-baking users already write, plus `MODEL`, `TARGETS`, `BAKE.parent`,
+`BAKE.loss`, `BAKE.autocast` and `TARGET.top_k`. Check a file with `bgit validate [FILE]`;
+see `examples/` for commented files (`bgit/config/examples/` in the installed package).
 
 Every problem is reported as `FILE:LINE: KEY: message`, e.g.
 
     input.yml:21: BAKE.epoch: unknown key (did you mean 'epochs'?)
-    input.yml:20: BAKE.epochs: expected an integer, got 'abc'
+    input.yml:20: BAKE.epochs: must be in [1, 1000], got 99999999999999999999999
 
-Unknown keys and wrong types are errors. Numbers may be written `1e-4` or `0.0001`.
-The loader fills in defaults that depend on other values, so the config saved with
-a bake is explicit: `lora_alpha` = 2*r, `BAKE.datasets` = every target with weight
-1, a generator's `seed` = `BAKE.seed` and `model` = `MODEL.base`, a hardcoded
-generator's `numq` = its number of stims.
+Unknown keys, wrong types and values outside *allowed* are errors; `bgit validate` and
+`bgit bake` read the same declarations, so validate rejects exactly what a bake would.
+A config built in Python (`bgit.config.schema`) gets the same checks. Numbers may be
+written `1e-4` or `0.0001`. Keys that mean something only on the hosted prompt-baking
+service, and keys bgit parses ahead of implementing them, are accepted with one notice
+each (printed by `bgit validate`, kept in `config.notices`); nothing is dropped silently.
+
+The loader fills in defaults that depend on other values, so the config saved with a
+bake is explicit: `lora_alpha` = 2*r, `BAKE.datasets` = every target with weight 1, a
+generator's `seed` = `BAKE.seed` and `model` = `MODEL.base`, `numq` = the number of stims
+(hardcoded) or 10, `BAKE.data.seed` = `BAKE.seed`, `BAKE.model.dtype` = `MODEL.dtype`.
 
 """
 
-_NOTES = f"""\
-## Values
-
-| key | allowed values |
-|---|---|
-| `MODEL.dtype` | {', '.join(DTYPES)} (also fp32, bf16, fp16) |
-| message `role` | {', '.join(ROLES)} |
-| generator `type` | {', '.join(GENERATOR_TYPES)} |
-| `BAKE.parent` | {', '.join(PARENTS)} |
-| `BAKE.loss` | {', '.join(LOSSES)} |
-| `BAKE.autocast` | {', '.join(AUTOCASTS)} |
-| `BAKE.scheduler` | {', '.join(SCHEDULERS)}: a name, or a mapping `{{type, warmup_ratio, min_lr_ratio}}` |
-
+_NOTES = """\
 ## Notes
 
-- A target's own `prompt:` has the shape of `PROMPT`; the parts it leaves out
-  (teacher messages, tools, student messages) come from the top-level `PROMPT`.
-- `oneshot_qs` and `persona` templates are Python `string.Template`s; they must use
-  `${{numq}}` and `${{prompt_u}}` (persona also `${{persona}}`), and no other
-  placeholder (write `$$` for a literal `$`). Without `template`, a built-in one is used.
-- A relative `from_dataset` path is taken from the directory of the input file; it
-  must exist when the file is loaded from disk.
-- The presence of `BAKE.deepspeed` (a mapping, possibly `{{}}`) turns DeepSpeed on.
-- Older configs may call a hardcoded generator's `stims` `questions`.
+- Files a config names (`path`, `template_path`) are relative to the config file and must
+  resolve, symlinks included, inside the repository (outside any repository: inside the
+  config file's directory). Absolute paths, `/proc`, `/sys` and anything that is not a
+  regular file or directory (FIFOs, devices) are refused, when the file is loaded and again
+  right before a bake reads it.
+- `template` (also `template_content`) and `template_path` are Python `string.Template`s;
+  they must use `${numq}` and `${prompt_u}` (persona also `${persona}`) and no other
+  placeholder (write `$$` for a literal `$`); at most 1 MB of UTF-8.
+- A target's own `prompt:` has the shape of `PROMPT`; the parts it leaves out come from the
+  top-level `PROMPT`.
+- `BAKE.data.beta` and `BAKE.data.temperature` follow TRL's `GKDTrainer.generalized_jsd_loss`:
+  both distributions are softened by the temperature, then beta = 0 is KL(teacher||student),
+  beta = 1 is KL(student||teacher), and in between
+  beta·KL(teacher||m) + (1-beta)·KL(student||m) with m = beta·teacher + (1-beta)·student.
+  With `loss: full` this is exact on the whole vocabulary. With `loss: topk` the divergence is
+  taken over the K cached tokens plus one tail bucket, the same bins for both models: exact at
+  temperature 1 (any beta); at other temperatures the ratios among the top-K tokens are exact
+  and the tail bucket is softened as if it were one token. (GKDTrainer itself samples at its
+  `temperature` and computes the loss at 1; bgit samples in the rollout with
+  `TARGET.temperature`.) Metrics keep reporting the true KL at temperature 1 (`train_kl`,
+  `eval_kl`); the objective, when it differs, is `train_loss`.
+- `BAKE.optimizer.type`, `BAKE.scheduler.type`, `BAKE.model.attn_implementation` and
+  activation checkpointing take effect in the trainer; `BAKE.checkpoint` entries decide when
+  it writes resumable checkpoints (by step and/or by epoch) and whether a rerun resumes.
+- The presence of `BAKE.deepspeed` (a mapping, possibly `{}`) turns DeepSpeed on.
 """
 
 
-def _default(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        value: Any = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-        value = field.default_factory()
-    else:
+def _type(decl: Declared) -> str:
+    if decl.spec.kind in KIND_TYPES:
+        return KIND_TYPES[decl.spec.kind]
+    info = decl.info
+    names = {"bool": "boolean", "int": "integer", "float": "number", "str": "string", "dict": "mapping",
+             "any": "any"}
+    if info.kind == "list":
+        item = info.item
+        if item.kind == "object":
+            return f"list of {item.cls.__name__}"
+        return {"str": "list of strings", "float": "list of numbers", "dict": "list of mappings"}.get(item.kind, "list")
+    if info.kind == "union":
+        return "string or list of strings"
+    return names.get(info.kind, info.kind)
+
+
+def _default(decl: Declared) -> str:
+    if decl.spec.required:
         return "required"
-    if dataclasses.is_dataclass(value):
-        return "see below"
+    value: Any = decl.default()
+    if isinstance(value, list) and value and not isinstance(value[0], (str, int, float)):
+        return f"{len(value)} entry (see below)"
     if value is None:
         return "—"
-    if value == []:
-        return "`[]`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
 
 
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
+def _allowed(decl: Declared) -> str:
+    spec = decl.spec
+    if spec.choices is not None:
+        text = ", ".join(map(str, spec.choices))
+        if spec.value_aliases:
+            text += " (also " + ", ".join(spec.value_aliases) + ")"
+        return text
+    if spec.range is not None:
+        return f"{spec.range.text()} {spec.range.note}".strip()
+    if spec.item_range is not None:
+        return f"{spec.length} items in {spec.item_range.text()}" if spec.length else f"each in {spec.item_range.text()}"
+    return ""
 
 
-def _cell(text: str) -> str:
+def _meaning(decl: Declared, generators: bool) -> str:
+    text = decl.spec.help
+    if decl.spec.aliases:
+        text += " Also written `" + "`, `".join(decl.spec.aliases) + "`."
+    if generators:
+        used = decl.spec.used_by
+        text += f" *Used by:* {', '.join(used) if used else 'every type'}."
+    if decl.spec.notice:
+        text += f" **Notice:** {decl.spec.notice}."
     return text.replace("|", "\\|")
+
+
+def rows(group: Group, prefix: str):
+    """(YAML key path, declaration) of every setting in ``group``, in declaration order."""
+    for key, child in group.children.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(child, Group):
+            yield from rows(child, path)
+        else:
+            yield path, child.decl
 
 
 def reference_markdown() -> str:
     parts = [_INTRO]
-    for title, text, rows in SECTIONS:
-        parts.append(f"## {title}\n\n{text}\n\n| key | type | default | meaning |\n|---|---|---|---|\n")
-        for key, cls, name in rows:
-            field = _fields(cls)[name]
-            default = "required" if (cls.__name__, name) in REQUIRED else _default(field)
-            parts.append(f"| `{key}` | `{_cell(str(field.type))}` | {default} | "
-                         f"{_cell(field.metadata['help'])} |\n")
+    for title, cls, prefix, text in SECTIONS:
+        generators = cls is GeneratorConfig
+        parts.append(f"## {title}\n\n{text}\n\n| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n")
+        for key, decl in rows(layout(cls), prefix):
+            parts.append(f"| `{key}` | {_type(decl)} | {_default(decl)} | {_allowed(decl)} | "
+                         f"{_meaning(decl, generators)} |\n")
         parts.append("\n")
     parts.append(_NOTES)
     return "".join(parts)
 
 
 def documented_fields() -> set[tuple[str, str]]:
-    rows = {(cls.__name__, name) for _title, _text, section in SECTIONS for _key, cls, name in section}
-    return rows | STRUCTURAL
+    """(class, field) of every setting the reference shows, and of the configs that hold them."""
+    found = set()
+    for _title, cls, prefix, _text in SECTIONS:
+        for _key, decl in rows(layout(cls), prefix):
+            found.add((decl.owner.__name__, decl.name))
+        found |= _groups(layout(cls), cls)
+    return found
+
+
+def _groups(group: Group, root: type) -> set[tuple[str, str]]:
+    """Nested configs laid out inline (BAKE.optimizer) and flags set by presence (deepspeed.enabled)."""
+    found = set()
+    for child in group.children.values():
+        if isinstance(child, Group):
+            if child.owner is not None and child.chain:
+                holder = root
+                for name in child.chain[:-1]:
+                    holder = next(d for d in declared_fields(holder) if d.name == name).info.cls
+                found.add((holder.__name__, child.chain[-1]))
+                found |= {(child.owner.__name__, d.name) for d in declared_fields(child.owner) if d.spec.present}
+            found |= _groups(child, root)
+    return found
 
 
 if __name__ == "__main__":

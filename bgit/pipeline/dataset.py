@@ -119,10 +119,10 @@ def training_data(config: InputConfig, rollout_dirs: dict[str, Path], tokenizer)
         prompt = config.prompt_for(config.target(name))
         rows = read_jsonl(path / "rollout.jsonl")
         targets[name] = TargetRows(name, rows, prompt.student_messages, prompt.teacher_messages, prompt.teacher_tools)
-        train_parts[name], eval_rows = split_by_stim(rows, bake.data.train_eval_split, bake.seed)
+        train_parts[name], eval_rows = split_by_stim(rows, bake.data.train_eval_split, bake.data.seed)
         eval_pairs.extend((name, row) for row in eval_rows)
         eval_stims[name] = sorted({row["stim_id"] for row in eval_rows})
-    mix = compose_mix(train_parts, dataset_weights(bake, list(rollout_dirs)), bake.total_trajectories, bake.seed)
+    mix = compose_mix(train_parts, dataset_weights(bake, list(rollout_dirs)), bake.total_trajectories, bake.data.seed)
     if not mix:
         raise BgitError("no training trajectories: add stims or raise BAKE.data.train_eval_split")
     full = bake.loss == "full"

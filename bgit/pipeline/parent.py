@@ -78,7 +78,8 @@ class ParentModel:
         if self._loaded is None:
             base = self.info.base
             self.reporter.message(f"loading {base.name}")
-            model, tokenizer = load_model(base, dtype=self.config.model.dtype)
+            model, tokenizer = load_model(base, dtype=self.config.model.dtype,
+                                          trust_remote_code=self.config.model.trust_remote_code)
             if self.info.commit:
                 model = self._merge_adapter(model)
             self._loaded = (model, tokenizer)
@@ -110,4 +111,5 @@ class ParentModel:
         """For model-written stims: the base model is shared with rollout when it is the parent."""
         if name in (None, self.config.model.base) and not self.info.commit:
             return self.load()
-        return load_model(self.resolve(name), dtype=self.config.model.dtype)
+        return load_model(self.resolve(name), dtype=self.config.model.dtype,
+                          trust_remote_code=self.config.model.trust_remote_code)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgit.config import resolve_path
 from bgit.config.schema import InputConfig, TargetConfig
 from bgit.errors import BgitError
 from bgit.pipeline import keys
@@ -74,10 +75,9 @@ class PhaseRunner:
     # -- keys -------------------------------------------------------------------------
 
     def data_path(self, path: str) -> Path:
-        resolved = Path(path) if Path(path).is_absolute() else self.config_dir / path
-        if not resolved.exists():
-            raise BakeError(f"{self.config.source}: from_dataset path not found: {path}")
-        return resolved
+        """A file the config names, inside the repository (checked again right before each read:
+        a link may have been swapped since validation; DESIGN §5)."""
+        return resolve_path(self.config, path, root=self.repo.root, key="from_dataset path")
 
     def stim_key(self, target: TargetConfig) -> PhaseKey:
         return keys.stim_key(self.config, target, fingerprint=lambda name: self.parent.resolve(name).fingerprint,
@@ -120,7 +120,7 @@ class PhaseRunner:
         started = time.monotonic()
         rows = generate_stims(target, self.config.prompt_for(target), seed=self.config.bake.seed,
                               model_loader=self.parent.model_loader, base_dir=self.config_dir,
-                              progress=self.reporter.task(f"stim {target.name}", unit="stim"))
+                              root=self.repo.root, progress=self.reporter.task(f"stim {target.name}", unit="stim"))
         if not rows:
             raise BakeError(f"target '{target.name}': the generators produced no stims")
         tmp = self.cache.begin(key)
@@ -156,7 +156,6 @@ class PhaseRunner:
         return path, PhaseOutcome("rollout", target.name, key.key, False, seconds, tokens)
 
     def run_train(self, rollout_dirs: dict[str, Path], key: PhaseKey | None = None) -> tuple[Path, PhaseOutcome]:
-        from bgit.pipeline.settings import train_settings
         from bgit.train import train_adapter
 
         key = key or self.train_key(rollout_dirs)
@@ -166,11 +165,10 @@ class PhaseRunner:
         started = time.monotonic()
         model, tokenizer = self.parent.load()
         data = training_data(self.config, rollout_dirs, tokenizer)
-        settings = train_settings(self.config.bake, device=str(next(model.parameters()).device))
         work = self.cache.work_dir(key)
         task = self.reporter.task("train", unit="step")
         try:
-            result = train_adapter(model, tokenizer, data.train, data.held_out, settings, work, progress=task)
+            result = train_adapter(model, tokenizer, data.train, data.held_out, self.config.bake, work, progress=task)
         finally:
             task.close()
         seconds = time.monotonic() - started

@@ -47,12 +47,14 @@ def normalise(text: str) -> str:
     return " ".join(text.split()).casefold().rstrip(" .?!")
 
 
-def generate_stims(target, prompt, *, seed: int, model_loader: Callable | None = None, progress=None, base_dir=Path(".")) -> list[dict]:
+def generate_stims(target, prompt, *, seed: int, model_loader: Callable | None = None, progress=None, base_dir=Path("."),
+                   root=None) -> list[dict]:
+    """``root``: the repository root files named by generators must stay in (None: ``base_dir``)."""
     rows: list[dict] = []
     seen: set[str] = set()
     for generator in target.generators:
         gen_seed = generator.seed if generator.seed is not None else seed
-        texts = _run_generator(generator, prompt, gen_seed, model_loader, Path(base_dir), progress)
+        texts = _run_generator(generator, prompt, gen_seed, model_loader, Path(base_dir), progress, root)
         for text in texts:
             key = normalise(text)
             if key and key not in seen:
@@ -63,12 +65,12 @@ def generate_stims(target, prompt, *, seed: int, model_loader: Callable | None =
     return rows
 
 
-def _run_generator(generator, prompt, seed, model_loader, base_dir, progress) -> list[str]:
+def _run_generator(generator, prompt, seed, model_loader, base_dir, progress, root=None) -> list[str]:
     kind = generator.type
     if kind == "hardcoded":
         texts = [t.strip() for t in generator.stims if isinstance(t, str) and t.strip()]
     elif kind == "from_dataset":
-        texts = from_dataset(generator, seed=seed, base_dir=base_dir)
+        texts = from_dataset(generator, seed=seed, base_dir=base_dir, root=root)
     elif kind in ("oneshot_qs", "persona"):
         if model_loader is None:
             raise StimError(f"{kind} needs a model to write questions")
@@ -88,12 +90,15 @@ def _run_generator(generator, prompt, seed, model_loader, base_dir, progress) ->
 # --- from_dataset -----------------------------------------------------------------------
 
 
-def from_dataset(generator, *, seed: int, base_dir: Path) -> list[str]:
+def from_dataset(generator, *, seed: int, base_dir: Path, root=None) -> list[str]:
+    from bgit.config import ConfigPathError, resolve_config_file
+
     if not generator.path:
         raise StimError("from_dataset needs a path")
-    path = Path(generator.path).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
+    try:  # the one resolver of config-named files, again right before reading (DESIGN §5)
+        path = resolve_config_file(generator.path, Path(base_dir), Path(root) if root else None)
+    except ConfigPathError as error:
+        raise StimError(f"from_dataset: {error.reason}") from None
     if path.is_dir():
         texts = _read_saved_dataset(path, generator.field)
     elif path.is_file():

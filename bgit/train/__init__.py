@@ -2,19 +2,21 @@
 
 Public API (docs/contracts.md §train)::
 
-    from bgit.train import TrainSettings, TrainExample, train_adapter, topk_kl, full_kl
-    result = train_adapter(model, tokenizer, train, eval, settings, work_dir, progress=None)
+    from bgit.train import TrainExample, train_adapter, topk_kl, full_kl, generalized_jsd
+    result = train_adapter(model, tokenizer, train, eval, bake, work_dir, progress=None)
     concat_adapters([adapter1_dir, adapter2_dir], out_dir)   # a bake chain as one adapter
+
+``bake`` is the bake's :class:`bgit.config.schema.BakeConfig`: every training setting is
+declared once, in bgit.config; the trainer keeps no defaults or ranges of its own.
 
 torch/transformers/peft are imported lazily so that ``bgit --help`` stays fast.
 """
 
 from bgit.train.data import TrainExample
 from bgit.train.errors import TrainError
-from bgit.train.settings import TrainSettings
 
-__all__ = ["TrainExample", "TrainSettings", "TrainError", "TrainResult", "train_adapter",
-           "topk_kl", "full_kl", "concat_adapters"]
+__all__ = ["TrainExample", "TrainError", "TrainResult", "train_adapter", "topk_kl", "full_kl",
+           "generalized_jsd", "concat_adapters"]
 
 
 def __getattr__(name):
@@ -22,7 +24,7 @@ def __getattr__(name):
         from bgit.train import loop
 
         return getattr(loop, name)
-    if name in ("topk_kl", "full_kl"):
+    if name in ("topk_kl", "full_kl", "generalized_jsd"):
         from bgit.train import loss
 
         return getattr(loss, name)

@@ -1,17 +1,19 @@
-"""Resumable per-epoch checkpoints, written atomically and without pickle.
+"""Resumable checkpoints (by epoch and/or by step, BAKE.checkpoint), written atomically and
+without pickle.
 
 Layout::
 
     work_dir/checkpoints/
-      epoch-0001/
-        state.json            epoch, step, fingerprint, metrics so far, RNG states (JSON),
-                              optimizer param groups, scheduler state
+      step-00000012-epoch-0001/   after optimizer step 12, with 1 epoch complete
+        state.json            epoch, step, fingerprint, metrics so far, the loop's running sums,
+                              RNG states (JSON), optimizer param groups, scheduler state
         adapter.safetensors   the trainable LoRA tensors
-        optimizer.safetensors AdamW moments ("state.<param index>.<name>") + torch RNG
+        optimizer.safetensors optimizer state ("state.<param index>.<name>") + torch RNG
         deepspeed/            the engine's own checkpoint (DeepSpeed runs only)
-      .tmp-epoch-0002/        a checkpoint being written; renamed when complete
+      .tmp-step-00000018-epoch-0001/   a checkpoint being written; renamed when complete
 
-Only the newest complete checkpoint is kept.
+Names sort by step; the last ``-NNNN`` is the number of complete epochs. Only the newest
+complete checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ class Checkpoint:
     metrics: list[dict]
     state: dict
     tensors: dict
+
+    @property
+    def loop(self) -> dict:
+        """The training loop's running sums at the checkpoint (tokens, the epoch's KL so far)."""
+        return self.state.get("loop", {})
+
+
+def checkpoint_name(step: int, epoch: int) -> str:
+    return f"step-{step:08d}-epoch-{epoch:04d}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -109,19 +120,20 @@ def _join_optimizer(meta: dict, tensors: dict) -> dict:
 
 def save_checkpoint(root: Path, epoch: int, step: int, fingerprint: str, metrics: list[dict],
                     adapter_tensors: dict, optimizer=None, scheduler=None, engine=None,
-                    is_main: bool = True) -> Path:
+                    is_main: bool = True, loop: dict | None = None) -> Path:
+    """``epoch``: epochs complete; ``loop``: running sums the loop needs to resume mid-epoch."""
     from safetensors.torch import save_file
 
-    final = root / f"epoch-{epoch:04d}"
-    tmp = root / f".tmp-epoch-{epoch:04d}"  # one writer per work dir (the repository lock)
+    final = root / checkpoint_name(step, epoch)
+    tmp = root / f".tmp-{final.name}"  # one writer per work dir (the repository lock)
     if is_main:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     _barrier()
     rng_json, rng_tensors = _rng_state()
-    state = {"version": 1, "epoch": epoch, "step": step, "fingerprint": fingerprint,
-             "metrics": metrics, "rng": rng_json}
+    state = {"version": 2, "epoch": epoch, "step": step, "fingerprint": fingerprint,
+             "metrics": metrics, "rng": rng_json, "loop": loop or {}}
     tensors = dict(rng_tensors)
     if engine is not None:
         engine.save_checkpoint(str(tmp / DEEPSPEED), tag="epoch")  # every rank writes its shard
@@ -143,7 +155,7 @@ def save_checkpoint(root: Path, epoch: int, step: int, fingerprint: str, metrics
     os.replace(tmp, final)
     _fsync_dir(root)
     for old in root.iterdir():
-        if old != final and (old.name.startswith("epoch-") or old.name.startswith(".tmp-")):
+        if old != final and old.name.startswith(("step-", "epoch-", ".tmp-")):
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -161,7 +173,7 @@ def load_latest(root: Path, fingerprint: str) -> Checkpoint | None:
 
     if not root.is_dir():
         return None
-    done = sorted(p for p in root.iterdir() if p.name.startswith("epoch-") and (p / STATE).is_file())
+    done = sorted(p for p in root.iterdir() if p.name.startswith("step-") and (p / STATE).is_file())
     if not done:
         return None
     path = done[-1]

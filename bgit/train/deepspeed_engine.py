@@ -39,20 +39,23 @@ def init_distributed(device_type: str) -> None:
     deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo")
 
 
-def engine_config(settings, bf16: bool) -> dict:
+def engine_config(bake, bf16: bool) -> dict:
+    """DeepSpeed's config from a BakeConfig (the optimizer types it takes: adamw, adam)."""
+    optimizer = bake.optimizer
     return {
-        "train_micro_batch_size_per_gpu": settings.micro_batch_size,
-        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
-        "gradient_clipping": settings.max_grad_norm,
-        "zero_optimization": {"stage": settings.deepspeed_stage},
+        "train_micro_batch_size_per_gpu": bake.micro_batch_size,
+        "gradient_accumulation_steps": bake.gradient_accumulation_steps,
+        "gradient_clipping": optimizer.max_grad_norm,
+        "zero_optimization": {"stage": bake.deepspeed.zero_stage},
         "optimizer": {
-            "type": "AdamW",
+            "type": "AdamW" if optimizer.type == "adamw" else "Adam",
             "params": {
-                "lr": settings.learning_rate,
-                "betas": list(settings.betas),
-                "weight_decay": settings.weight_decay,
+                "lr": optimizer.learning_rate,
+                "betas": list(optimizer.betas),
+                "weight_decay": optimizer.weight_decay,
                 "eps": 1e-8,
                 "torch_adam": True,
+                "adam_w_mode": optimizer.type == "adamw",
             },
         },
         "bf16": {"enabled": bf16},
@@ -62,12 +65,12 @@ def engine_config(settings, bf16: bool) -> dict:
 
 
 class DeepSpeedStepper:
-    def __init__(self, peft_model, trainable, settings, total_steps: int, lr_lambda, bf16: bool):
+    def __init__(self, peft_model, trainable, bake, total_steps: int, bf16: bool):
         try:
             import deepspeed
         except ImportError as exc:
             raise DeepSpeedUnavailableError(f"{exc} (pip install 'bgit[deepspeed]')") from exc
-        import torch
+        from bgit.train.optim import make_scheduler
 
         device = next(peft_model.parameters()).device
         init_distributed(device.type)
@@ -75,8 +78,8 @@ class DeepSpeedStepper:
             model=peft_model,
             model_parameters=trainable,
             # bf16 weights + fp32 master copies on GPUs; on CPU the loop's autocast does bf16.
-            config=engine_config(settings, bf16 and device.type == "cuda"),
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda),
+            config=engine_config(bake, bf16 and device.type == "cuda"),
+            lr_scheduler=lambda opt: make_scheduler(opt, bake.scheduler, total_steps),
         )
         self.module = self.engine
 

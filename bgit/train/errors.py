@@ -7,12 +7,6 @@ class TrainError(BgitError):
     """Base of every training failure the user can act on."""
 
 
-class TrainSettingsError(TrainError):
-    def __init__(self, field: str, reason: str):
-        self.field, self.reason = field, reason
-        super().__init__(f"training setting {field}: {reason}")
-
-
 class EmptyTrainingSetError(TrainError):
     def __init__(self):
         super().__init__("no training examples: the rollout produced no trajectories to bake")

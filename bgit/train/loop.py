@@ -1,11 +1,13 @@
-"""The baking loop: student forward/backward on cached teacher top-K, AdamW on the LoRA.
+"""The baking loop: student forward/backward on cached teacher top-K, an optimizer on the LoRA.
 
-One flat loop (nanoGPT style): prepare data -> LoRA + optimizer -> resume -> per epoch:
-optimizer steps (micro-batches accumulated), logging, eval, checkpoint -> save adapter.
-The parent model is handed back unchanged: the LoRA layers are removed at the end, the
-trained adapter lives in ``work_dir/adapter`` (load it with ``PeftModel.from_pretrained``).
+The settings are the bake's own :class:`~bgit.config.schema.BakeConfig` (declared once in
+bgit.config; the trainer keeps no defaults or ranges of its own). One flat loop (nanoGPT
+style): prepare data -> LoRA + optimizer -> resume -> per step: forward/backward, update,
+logging, eval and checkpoint when due -> per epoch: eval, checkpoint -> save the adapter. The
+parent model is handed back unchanged: the LoRA layers are removed at the end, the trained
+adapter lives in ``work_dir/adapter`` (load it with ``PeftModel.from_pretrained``).
 
-Multi-GPU (``deepspeed_stage`` set): launch one process per GPU, e.g.
+Multi-GPU (``BAKE.deepspeed``): launch one process per GPU, e.g.
 ``deepspeed --num_gpus 8 -m bgit.cli.main bake`` or
 ``torchrun --nproc_per_node 8 -m bgit.cli.main bake``; each rank takes its share of every
 optimizer step's examples.
@@ -13,6 +15,7 @@ optimizer step's examples.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,16 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bgit.config.declare import declared_fields
+from bgit.config.hashing import config_to_dict
+from bgit.config.schema import BakeConfig, CheckpointConfig
 from bgit.train.checkpoint import load_latest, restore, save_checkpoint
 from bgit.train.data import collate, epoch_groups, examples_fingerprint, micro_batches, prepare_examples
 from bgit.train.errors import EmptyTrainingSetError
-from bgit.train.lora import attach_lora, detach_lora, save_adapter
-from bgit.train.loss import batch_kl
-from bgit.train.settings import TrainSettings
+from bgit.train.lora import attach_lora, detach_lora, lora_dropout, save_adapter, training_setup
+from bgit.train.loss import batch_kl, batch_objective
+from bgit.train.optim import make_optimizer, make_scheduler
 
 METRICS = "metrics.jsonl"
-# Settings that do not change the trained weights; a checkpoint survives changing them.
-_COSMETIC = ("log_every", "eval_every_epoch", "checkpoint_every_epoch")
 
 
 @dataclass
@@ -46,6 +50,61 @@ class TrainResult:
     resumed_from: str | None = None
     autocast: bool = False
     settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Runtime:
+    """Where and how this process trains: decided from the model and the launcher, not configured."""
+
+    device: object
+    autocast: bool
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def of(cls, model, bake: BakeConfig) -> "Runtime":
+        device = next(model.parameters()).device
+        rank, world = _dist_info()
+        return cls(device, use_autocast(bake.autocast, device), rank, world)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class CheckpointPolicy:
+    """BAKE.checkpoint entries combined: save when any enabled entry asks."""
+
+    every_steps: list[int]
+    every_epochs: list[int]
+    resume: bool
+
+    @classmethod
+    def of(cls, entries: list[CheckpointConfig]) -> "CheckpointPolicy":
+        enabled = [e for e in entries if e.enabled]
+        return cls([e.save_every_n_steps for e in enabled if e.save_every_n_steps],
+                   [e.save_every_n_epochs for e in enabled if e.save_every_n_epochs],
+                   all(e.auto_resume for e in enabled))
+
+    def at_step(self, step: int) -> bool:
+        return any(step % n == 0 for n in self.every_steps)
+
+    def at_epoch(self, epoch: int) -> bool:
+        return any(epoch % n == 0 for n in self.every_epochs)
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint must restore besides weights and optimizer: resuming mid-epoch
+    reproduces the uninterrupted run's rows exactly."""
+
+    step: int = 0
+    epoch: int = 0  # epochs complete
+    tokens: int = 0
+    epoch_kl: float = 0.0  # token-weighted sums over the current epoch so far
+    epoch_loss: float = 0.0
+    epoch_tokens: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -74,34 +133,13 @@ def use_autocast(mode: str, device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def lr_lambda(settings: TrainSettings, total_steps: int):
-    warmup = int(round(settings.warmup_ratio * total_steps))
-    floor = settings.min_lr_ratio
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if settings.scheduler == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if settings.scheduler == "linear":
-            return floor + (1 - floor) * (1 - progress)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 class TorchStepper:
-    """Plain torch: AdamW over the trainable parameters, clipping, LambdaLR."""
+    """Plain torch: the configured optimizer over the trainable parameters, clipping, the schedule."""
 
-    def __init__(self, peft_model, trainable, settings: TrainSettings, total_steps: int):
-        import torch
-
-        self.module, self.trainable, self.max_norm = peft_model, trainable, settings.max_grad_norm
-        self.optimizer = torch.optim.AdamW(
-            trainable, lr=settings.learning_rate, betas=settings.betas, weight_decay=settings.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(settings, total_steps))
+    def __init__(self, peft_model, trainable, bake: BakeConfig, total_steps: int):
+        self.module, self.trainable, self.max_norm = peft_model, trainable, bake.optimizer.max_grad_norm
+        self.optimizer = make_optimizer(trainable, bake.optimizer)
+        self.scheduler = make_scheduler(self.optimizer, bake.scheduler, total_steps)
 
     def backward(self, loss, boundary: bool) -> None:
         loss.backward()
@@ -122,9 +160,19 @@ class TorchStepper:
         return {"optimizer": self.optimizer, "scheduler": self.scheduler}
 
 
-def _fingerprint(settings: TrainSettings, train, eval) -> str:
-    relevant = {k: v for k, v in settings.to_dict().items() if k not in _COSMETIC}
-    h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
+def weight_settings(config) -> dict:
+    """The settings that can change the trained weights (declared ``weights=True``)."""
+    out = {}
+    for decl in declared_fields(type(config)):
+        if decl.spec.key == "" or not decl.spec.weights:
+            continue
+        value = getattr(config, decl.name)
+        out[decl.name] = weight_settings(value) if dataclasses.is_dataclass(value) else config_to_dict(value)
+    return out
+
+
+def _fingerprint(bake: BakeConfig, train, eval) -> str:
+    h = hashlib.sha256(json.dumps(weight_settings(bake), sort_keys=True).encode())
     h.update(examples_fingerprint(train).encode() + examples_fingerprint(eval).encode())
     return h.hexdigest()
 
@@ -145,169 +193,217 @@ def _pad_id(tokenizer) -> int:
     return 0  # padded positions are masked out and never scored
 
 
-def evaluate_kl(module, items, settings: TrainSettings, pad_id: int, device, autocast: bool = False) -> float:
-    """Per-token KL (unweighted) over ``items``, no gradients.
-
-    The loop evaluates without autocast: reported eval KL is in the model's own precision.
-    """
+def evaluate_kl(module, items, bake: BakeConfig, pad_id: int, device, autocast: bool = False) -> float:
+    """Per-token KL (unweighted, the true KL at temperature 1) over ``items``, no gradients,
+    LoRA dropout off. The loop evaluates without autocast: reported eval KL is in the model's
+    own precision."""
     import torch
 
     total, tokens = 0.0, 0
     order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
-    with torch.no_grad():
-        for start in range(0, len(order), settings.micro_batch_size):
-            batch = collate([items[i] for i in order[start : start + settings.micro_batch_size]], pad_id, device)
-            total += float(batch_kl(module, batch, settings.loss, autocast).sum())
-            tokens += batch.n_tokens
+    peft_model = getattr(module, "module", module)
+    lora_dropout(peft_model, False)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), bake.micro_batch_size):
+                batch = collate([items[i] for i in order[start : start + bake.micro_batch_size]], pad_id, device)
+                total += float(batch_kl(module, batch, bake.loss, autocast).sum())
+                tokens += batch.n_tokens
+    finally:
+        lora_dropout(peft_model, True)
     return total / max(tokens, 1)
 
 
-def backward_group(stepper, items, group, settings, pad_id, device, autocast, rank=0, world=1):
-    """Forward/backward of one optimizer step's examples; returns the summed (unweighted) KL.
+def backward_group(stepper, items, group, bake: BakeConfig, pad_id, device, autocast, rank=0, world=1):
+    """Forward/backward of one optimizer step's examples; returns the summed (unweighted)
+    (objective, KL) over the step's response tokens on this rank.
 
     The loss is normalised by the response tokens of the whole step (all micro-batches, all
     ranks), counted before any backward, so splitting a step differently gives the same
     gradient.
     """
     n_tokens = sum(items[i].n_response for i in group)
-    local = micro_batches(group[rank::world], items, settings.micro_batch_size)
-    kl_sum = 0.0
+    local = micro_batches(group[rank::world], items, bake.micro_batch_size)
+    loss_sum = kl_sum = 0.0
     for j, mb in enumerate(local):
         batch = collate([items[i] for i in mb], pad_id, device)
-        kl = batch_kl(stepper.module, batch, settings.loss, autocast)
+        objective, kl = batch_objective(stepper.module, batch, bake.data, bake.loss, autocast)
         # DeepSpeed averages gradients over ranks; * world undoes that.
-        loss = (kl * batch.weights).sum() * (world / n_tokens)
+        loss = (objective * batch.weights).sum() * (world / n_tokens)
         stepper.backward(loss, boundary=j == len(local) - 1)
+        loss_sum = loss_sum + objective.detach().sum()
         kl_sum = kl_sum + kl.detach().sum()
-    return kl_sum
+    return loss_sum, kl_sum
 
 
-def train_adapter(model, tokenizer, train, eval, settings: TrainSettings, work_dir: Path, progress=None) -> TrainResult:
+def train_adapter(model, tokenizer, train, eval, bake: BakeConfig, work_dir: Path, progress=None) -> TrainResult:
     """Bake: train a LoRA on ``model`` so that the student matches the cached teacher.
 
-    ``progress(advance_steps, total_steps, **info)`` is called after every optimizer step
-    (info: kl, tokens_per_s, lr) and once at start when resuming (advance = steps already done).
+    ``bake`` is the bake's BakeConfig (validated when it was built). ``progress(advance_steps,
+    total_steps, **info)`` is called after every optimizer step (info: kl, tokens_per_s, lr)
+    and once at start when resuming (advance = steps already done).
     """
     started = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     if not train:
         raise EmptyTrainingSetError()
-    need_topk = settings.loss == "topk"
-    train_items = prepare_examples(train, settings.max_length, need_topk, not need_topk)
-    eval_items = prepare_examples(eval, settings.max_length, need_topk, not need_topk)
-    fingerprint = _fingerprint(settings, train, eval)
-    seed_everything(settings.seed)
-    device = next(model.parameters()).device
-    autocast = use_autocast(settings.autocast, device)
-    peft_model = attach_lora(model, settings)
+    need_topk = bake.loss == "topk"
+    train_items = prepare_examples(train, bake.data.max_length, need_topk, not need_topk)
+    eval_items = prepare_examples(eval, bake.data.max_length, need_topk, not need_topk)
+    fingerprint = _fingerprint(bake, train, eval)
+    seed_everything(bake.seed)
+    runtime = Runtime.of(model, bake)
+    peft_model = attach_lora(model, bake)
     try:
-        return _run(peft_model, tokenizer, train_items, eval_items, settings, work_dir, progress,
-                    fingerprint, device, autocast, started)
+        with training_setup(peft_model, bake.model):
+            return _Run(peft_model, tokenizer, train_items, eval_items, bake, work_dir, runtime,
+                        fingerprint).run(progress, started)
     finally:
         detach_lora(peft_model)
 
 
-def _run(peft_model, tokenizer, train_items, eval_items, settings, work_dir, progress, fingerprint,
-         device, autocast, started) -> TrainResult:
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+class _Run:
+    """One training run's state; :meth:`run` is the loop."""
 
-    rank, world = _dist_info()
-    pad_id = _pad_id(tokenizer)
-    group_size = settings.micro_batch_size * settings.gradient_accumulation_steps * world
-    # Several ranks must run the same number of micro-batches: drop a ragged last group.
-    n_used = len(train_items) if world == 1 else len(train_items) // group_size * group_size
-    steps_per_epoch = math.ceil(n_used / group_size)
-    total_steps = steps_per_epoch * settings.epochs
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    if settings.deepspeed_stage is not None:
-        from bgit.train.deepspeed_engine import DeepSpeedStepper
+    def __init__(self, peft_model, tokenizer, train_items, eval_items, bake, work_dir, runtime, fingerprint):
+        self.peft_model, self.bake, self.rt = peft_model, bake, runtime
+        self.train_items, self.eval_items = train_items, eval_items
+        self.work_dir, self.fingerprint = work_dir, fingerprint
+        self.pad_id = _pad_id(tokenizer)
+        self.group_size = bake.micro_batch_size * bake.gradient_accumulation_steps * runtime.world
+        # Several ranks must run the same number of micro-batches: drop a ragged last group.
+        n_used = len(train_items) if runtime.world == 1 else len(train_items) // self.group_size * self.group_size
+        self.steps_per_epoch = math.ceil(n_used / self.group_size)
+        self.total_steps = self.steps_per_epoch * bake.epochs
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        if bake.deepspeed.enabled:
+            from bgit.train.deepspeed_engine import DeepSpeedStepper
 
-        stepper = DeepSpeedStepper(peft_model, trainable, settings, total_steps, lr_lambda(settings, total_steps), autocast)
-    else:
-        stepper = TorchStepper(peft_model, trainable, settings, total_steps)
-    module = stepper.module
+            self.stepper = DeepSpeedStepper(peft_model, trainable, bake, self.total_steps, runtime.autocast)
+        else:
+            self.stepper = TorchStepper(peft_model, trainable, bake, self.total_steps)
+        self.policy = CheckpointPolicy.of(bake.checkpoint)
+        self.metrics: list[dict] = []
+        self.state = LoopState()
+        self.metrics_file = None
 
-    # -- resume from the newest checkpoint (a bake interrupted mid-training)
-    metrics, step, start_epoch, resumed_from = [], 0, 0, None
-    ckpt = load_latest(work_dir / "checkpoints", fingerprint)
-    if ckpt is not None:
-        restore(ckpt, lambda sd: set_peft_model_state_dict(peft_model, sd), **stepper.checkpoint_parts())
-        metrics, step, start_epoch, resumed_from = ckpt.metrics, ckpt.step, ckpt.epoch, str(ckpt.path)
-        if progress is not None and step:
-            progress(step, total_steps, resumed=True)
-    is_main = rank == 0
-    metrics_file = open(work_dir / METRICS, "w", encoding="utf-8") if is_main else None
+    def log(self, row: dict) -> None:
+        self.metrics.append(row)
+        if self.metrics_file is not None:
+            self.metrics_file.write(json.dumps(row, sort_keys=True) + "\n")
+            self.metrics_file.flush()
 
-    def log(row: dict) -> None:
-        metrics.append(row)
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(row, sort_keys=True) + "\n")
-            metrics_file.flush()
+    def eval_kl(self) -> float:
+        return evaluate_kl(self.stepper.module, self.eval_items, self.bake, self.pad_id, self.rt.device)
 
-    try:
-        if metrics_file is not None:  # rows up to the checkpoint; later ones of a crashed run are dropped
-            metrics_file.writelines(json.dumps(row, sort_keys=True) + "\n" for row in metrics)
-        tokens = metrics[-1].get("tokens", 0) if metrics else 0
-        if eval_items and settings.eval_every_epoch and start_epoch == 0:
-            log({"epoch": 0, "step": 0, "eval_kl": evaluate_kl(module, eval_items, settings, pad_id, device)})
+    def resume(self, progress) -> str | None:
+        """Restore the newest checkpoint (a bake interrupted mid-training); its path or None."""
+        from peft import set_peft_model_state_dict
 
-        for epoch in range(start_epoch, settings.epochs):
-            epoch_kl, epoch_tokens = 0.0, 0
-            window_start, window_tokens = time.perf_counter(), 0
-            groups = epoch_groups(len(train_items), group_size, settings.seed, epoch)[:steps_per_epoch]
-            for group in groups:
-                # -- forward/backward over the step's micro-batches, normalised by the
-                #    response tokens of the whole step (counted before any backward)
-                n_tokens = sum(train_items[i].n_response for i in group)
-                kl_sum = backward_group(stepper, train_items, group, settings, pad_id, device, autocast, rank, world)
-                lr = stepper.lr
-                stepper.step()
-                step += 1
+        ckpt = load_latest(self.work_dir / "checkpoints", self.fingerprint) if self.policy.resume else None
+        if ckpt is None:
+            return None
+        restore(ckpt, lambda sd: set_peft_model_state_dict(self.peft_model, sd), **self.stepper.checkpoint_parts())
+        self.metrics = ckpt.metrics
+        self.state = LoopState(**ckpt.loop) if ckpt.loop else LoopState(step=ckpt.step, epoch=ckpt.epoch)
+        if progress is not None and self.state.step:
+            progress(self.state.step, self.total_steps, resumed=True)
+        return str(ckpt.path)
 
-                # -- logging (float() is the step's one device sync)
-                local_tokens = sum(train_items[i].n_response for i in group[rank::world])
-                step_kl = float(kl_sum) / local_tokens
-                epoch_kl += step_kl * local_tokens
-                epoch_tokens += local_tokens
-                tokens += n_tokens
-                window_tokens += n_tokens
-                elapsed = time.perf_counter() - window_start
-                tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
-                if step % settings.log_every == 0 or step == total_steps:
-                    log({"step": step, "epoch": epoch + 1, "lr": lr, "train_kl": step_kl, "tokens": tokens,
-                         "tokens_per_s": round(tokens_per_s, 2)})
-                    window_start, window_tokens = time.perf_counter(), 0
-                if progress is not None:
-                    progress(1, total_steps, kl=step_kl, tokens_per_s=tokens_per_s, lr=lr)
+    def save(self) -> None:
+        from peft import get_peft_model_state_dict
 
-            # -- end of epoch: eval, checkpoint
-            row = {"epoch": epoch + 1, "step": step, "epoch_train_kl": epoch_kl / max(epoch_tokens, 1),
-                   "tokens": tokens}
-            if eval_items and (settings.eval_every_epoch or epoch + 1 == settings.epochs):
-                row["eval_kl"] = evaluate_kl(module, eval_items, settings, pad_id, device)
-            log(row)
-            if settings.checkpoint_every_epoch and epoch + 1 < settings.epochs:
-                save_checkpoint(work_dir / "checkpoints", epoch + 1, step, fingerprint, metrics,
-                                get_peft_model_state_dict(peft_model), is_main=is_main, **stepper.checkpoint_parts())
-    finally:
-        if metrics_file is not None:
-            metrics_file.close()
+        s = self.state
+        save_checkpoint(self.work_dir / "checkpoints", s.epoch, s.step, self.fingerprint, self.metrics,
+                        get_peft_model_state_dict(self.peft_model), is_main=self.rt.is_main,
+                        loop=dataclasses.asdict(s), **self.stepper.checkpoint_parts())
 
-    # -- the result: the adapter, and the numbers the bake record keeps
-    adapter_dir = work_dir / "adapter"
-    if is_main:
-        save_adapter(peft_model, adapter_dir)
-    epoch_rows = [r for r in metrics if "epoch_train_kl" in r]
-    final_eval = [r["eval_kl"] for r in metrics if "eval_kl" in r]
-    return TrainResult(
-        adapter_dir=adapter_dir,
-        metrics=metrics,
-        final_train_kl=epoch_rows[-1]["epoch_train_kl"],
-        final_eval_kl=final_eval[-1] if final_eval and eval_items else None,
-        tokens=tokens,
-        seconds=time.perf_counter() - started,
-        resumed_from=resumed_from,
-        autocast=autocast,
-        settings=settings.to_dict(),
-    )
+    def run(self, progress, started: float) -> TrainResult:
+        resumed_from = self.resume(progress)
+        if self.rt.is_main:
+            self.metrics_file = open(self.work_dir / METRICS, "w", encoding="utf-8")
+            # rows up to the checkpoint; later ones of a crashed run are dropped
+            self.metrics_file.writelines(json.dumps(row, sort_keys=True) + "\n" for row in self.metrics)
+        try:
+            if self.eval_items and self.state.step == 0:
+                self.log({"epoch": 0, "step": 0, "eval_kl": self.eval_kl()})
+            for epoch in range(self.state.epoch, self.bake.epochs):
+                self.train_epoch(epoch, progress)
+        finally:
+            if self.metrics_file is not None:
+                self.metrics_file.close()
+        return self.result(resumed_from, started)
+
+    def train_epoch(self, epoch: int, progress) -> None:
+        bake, s = self.bake, self.state
+        groups = epoch_groups(len(self.train_items), self.group_size, bake.seed, epoch)[: self.steps_per_epoch]
+        done_in_epoch = s.step - epoch * self.steps_per_epoch  # > 0 when resuming mid-epoch
+        window_start, window_tokens = time.perf_counter(), 0
+        for group in groups[done_in_epoch:]:
+            # -- forward/backward over the step's micro-batches, then the update
+            n_tokens = sum(self.train_items[i].n_response for i in group)
+            loss_sum, kl_sum = backward_group(self.stepper, self.train_items, group, bake, self.pad_id,
+                                              self.rt.device, self.rt.autocast, self.rt.rank, self.rt.world)
+            lr = self.stepper.lr
+            self.stepper.step()
+            s.step += 1
+
+            # -- logging (float() is the step's one device sync)
+            local_tokens = sum(self.train_items[i].n_response for i in group[self.rt.rank::self.rt.world])
+            step_kl, step_loss = float(kl_sum) / local_tokens, float(loss_sum) / local_tokens
+            s.epoch_kl += step_kl * local_tokens
+            s.epoch_loss += step_loss * local_tokens
+            s.epoch_tokens += local_tokens
+            s.tokens += n_tokens
+            window_tokens += n_tokens
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+            if s.step % bake.train_log_iter_interval == 0 or s.step == self.total_steps:
+                row = {"step": s.step, "epoch": epoch + 1, "lr": lr, "train_kl": step_kl, "tokens": s.tokens,
+                       "tokens_per_s": round(tokens_per_s, 2)}
+                if step_loss != step_kl:
+                    row["train_loss"] = step_loss
+                self.log(row)
+                window_start, window_tokens = time.perf_counter(), 0
+            if progress is not None:
+                progress(1, self.total_steps, kl=step_kl, tokens_per_s=tokens_per_s, lr=lr)
+
+            # -- eval and checkpoint when due (an epoch's last step: below, after its row)
+            if self.eval_items and bake.eval_interval and s.step % bake.eval_interval == 0:
+                self.log({"step": s.step, "epoch": epoch + 1, "eval_kl": self.eval_kl()})
+            if s.step < (epoch + 1) * self.steps_per_epoch and self.policy.at_step(s.step):
+                self.save()
+
+        # -- end of epoch: eval, checkpoint
+        s.epoch = epoch + 1
+        row = {"epoch": s.epoch, "step": s.step, "epoch_train_kl": s.epoch_kl / max(s.epoch_tokens, 1),
+               "tokens": s.tokens}
+        if s.epoch_loss != s.epoch_kl:
+            row["epoch_train_loss"] = s.epoch_loss / max(s.epoch_tokens, 1)
+        if self.eval_items:
+            row["eval_kl"] = self.eval_kl()
+        self.log(row)
+        s.epoch_kl = s.epoch_loss = 0.0
+        s.epoch_tokens = 0
+        if s.epoch < bake.epochs and (self.policy.at_epoch(s.epoch) or self.policy.at_step(s.step)):
+            self.save()
+
+    def result(self, resumed_from: str | None, started: float) -> TrainResult:
+        """The adapter, and the numbers the bake record keeps."""
+        adapter_dir = self.work_dir / "adapter"
+        if self.rt.is_main:
+            save_adapter(self.peft_model, adapter_dir)
+        epoch_rows = [r for r in self.metrics if "epoch_train_kl" in r]
+        final_eval = [r["eval_kl"] for r in self.metrics if "eval_kl" in r]
+        return TrainResult(
+            adapter_dir=adapter_dir,
+            metrics=self.metrics,
+            final_train_kl=epoch_rows[-1]["epoch_train_kl"],
+            final_eval_kl=final_eval[-1] if final_eval and self.eval_items else None,
+            tokens=self.state.tokens,
+            seconds=time.perf_counter() - started,
+            resumed_from=resumed_from,
+            autocast=self.rt.autocast,
+            settings=config_to_dict(self.bake),
+        )

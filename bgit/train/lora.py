@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from bgit.train.errors import AdapterConcatError, TrainError
@@ -14,17 +15,21 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def attach_lora(model, settings):
-    """Wrap the frozen parent model with a fresh trainable LoRA adapter, dropout off."""
+def attach_lora(model, bake):
+    """Wrap the frozen parent model with a fresh trainable LoRA adapter (``bake`` = BakeConfig:
+    baked_adapter_config plus model.peft_config), base dropout off."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if isinstance(model, PeftModel) or hasattr(model, "peft_config"):
         raise TrainError("the parent model already carries a LoRA adapter; merge it (merge_and_unload) before baking")
-    targets = settings.target_modules
+    lora = bake.lora
+    targets = lora.target_modules
     config = LoraConfig(
-        r=settings.lora_r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.lora_dropout,
+        **bake.model.peft_config,  # the loader moved its LoRA keys into bake.lora
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        bias=lora.bias,
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
     )
@@ -36,9 +41,73 @@ def attach_lora(model, settings):
 def set_baking_mode(peft_model) -> None:
     """Eval mode everywhere (no base dropout), except LoRA's own dropout when configured."""
     peft_model.eval()
+    lora_dropout(peft_model, True)
+
+
+def lora_dropout(peft_model, on: bool) -> None:
+    """LoRA's dropout layers on (training) or off (evaluation is deterministic)."""
     for name, module in peft_model.named_modules():
         if "lora_dropout" in name.split(".")[:-1]:  # lora_dropout.<adapter name>
-            module.train()
+            module.train(on)
+
+
+@contextmanager
+def training_setup(peft_model, model_config):
+    """BAKE.model's attention kernel and activation checkpointing for the run; both are undone
+    afterwards, so the caller's model comes back as it was."""
+    base = peft_model.get_base_model()
+    undo = []
+    try:
+        if model_config.attn_implementation:
+            undo.append(_use_attention(base, model_config.attn_implementation))
+        if not model_config.disable_activation_checkpoint:
+            undo.append(_checkpoint_activations(base))
+        yield
+    finally:
+        for restore in reversed(undo):
+            restore()
+
+
+def _use_attention(base, name: str):
+    before = base.config._attn_implementation
+    try:
+        base.set_attn_implementation(name)
+    except (AttributeError, ImportError, ValueError) as error:
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raise TrainError(f"BAKE.model.attn_implementation: cannot use {name} here: {first}") from None
+    return lambda: base.set_attn_implementation(before)
+
+
+def _checkpoint_activations(base):
+    """Recompute each decoder layer's activations in the backward pass.
+
+    transformers checkpoints a layer only while ``layer.training`` is set; the model stays in
+    eval mode (no dropout), so only that flag of the checkpointed layers is raised, not their
+    submodules'.
+    """
+    enable = getattr(base, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # transformers < 5
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    except ImportError:  # older transformers check the flag on the decoder stack
+        layers = [m for m in base.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    if not layers:
+        raise TrainError(f"BAKE.model.disable_activation_checkpoint: {type(base).__name__} has no layers to checkpoint")
+    for layer in layers:
+        layer.training = True
+
+    def restore():
+        for layer in layers:
+            layer.training = False
+        disable = getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
+        disable()
+
+    return restore
 
 
 def detach_lora(peft_model) -> None:

@@ -1,13 +1,17 @@
-"""The baking objective: forward KL(P_teacher || P_student) per response token (DESIGN §2).
+"""The baking objective per response token (DESIGN §2), and TRL's generalisation of it.
 
-Both functions return the true KL per token (0 means the student equals the teacher), in
-float32 whatever the logits' dtype. ``batch_kl`` runs the student (and, for loss="full",
-the teacher = the same model with the adapter disabled) on a collated batch.
+Default: forward KL(P_teacher || P_student), the true KL per token (0 means the student equals
+the teacher). ``BAKE.data.beta`` / ``temperature`` switch to the generalised Jensen-Shannon
+divergence exactly as TRL's ``GKDTrainer.generalized_jsd_loss`` defines it. Both models'
+distributions are first put on the same bins: the K cached teacher tokens plus one tail
+bucket (loss=topk), or the whole vocabulary (loss=full). Everything is computed in float32
+whatever the logits' dtype.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
@@ -24,12 +28,15 @@ def _plogp_minus(p: torch.Tensor, logp: torch.Tensor, logq: torch.Tensor) -> tor
     return torch.where(present, p * (logp - logq), torch.zeros_like(p))
 
 
-def topk_kl(
-    student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor, tail_logprob: torch.Tensor
-) -> torch.Tensor:
-    """KL over the teacher's K tokens plus one tail bucket holding the rest of the vocabulary.
+def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last dimension of log-probabilities: [N, B] x [N, B] -> [N]."""
+    return _plogp_minus(logp.exp(), logp, logq).sum(-1)
 
-    student_logits [N, V]; topk_ids/topk_logprobs [N, K]; tail_logprob [N] -> KL [N].
+
+def topk_bins(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
+              tail_logprob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(student, teacher) log-probs over the teacher's K tokens plus one tail bucket: [N, K+1] each.
+
     log q_tail = logsumexp(logits outside top-K) - logsumexp(all logits), which stays exact
     when the top-K tokens hold nearly all of the student's mass (1 - sum q would cancel).
     """
@@ -39,16 +46,46 @@ def topk_kl(
     logq_k = logits.gather(-1, ids) - lse.unsqueeze(-1)
     outside = logits.scatter(-1, ids, _MASKED)
     logq_tail = torch.logsumexp(outside, dim=-1) - lse
-    logp_k, logp_tail = topk_logprobs.float(), tail_logprob.float()
-    kl = _plogp_minus(logp_k.exp(), logp_k, logq_k).sum(-1)
-    return kl + _plogp_minus(logp_tail.exp(), logp_tail, logq_tail)
+    logq = torch.cat([logq_k, logq_tail.unsqueeze(-1)], dim=-1)
+    logp = torch.cat([topk_logprobs.float(), tail_logprob.float().unsqueeze(-1)], dim=-1)
+    return logq, logp
+
+
+def full_bins(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(student, teacher) log-probs over the whole vocabulary: [N, V] each."""
+    return torch.log_softmax(student_logits.float(), dim=-1), torch.log_softmax(teacher_logits.float(), dim=-1)
+
+
+def topk_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
+            tail_logprob: torch.Tensor) -> torch.Tensor:
+    """KL over the teacher's K tokens plus one tail bucket holding the rest of the vocabulary: [N]."""
+    logq, logp = topk_bins(student_logits, topk_ids, topk_logprobs, tail_logprob)
+    return kl(logp, logq)
 
 
 def full_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """KL over the whole vocabulary: [N, V] x [N, V] -> [N]."""
-    logq = torch.log_softmax(student_logits.float(), dim=-1)
-    logp = torch.log_softmax(teacher_logits.float(), dim=-1)
-    return _plogp_minus(logp.exp(), logp, logq).sum(-1)
+    logq, logp = full_bins(student_logits, teacher_logits)
+    return kl(logp, logq)
+
+
+def generalized_jsd(logq: torch.Tensor, logp: torch.Tensor, beta: float = 0.0,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """TRL's generalised JSD per row (student log-probs ``logq``, teacher ``logp``, same bins).
+
+    Both distributions are softened by ``temperature`` (log_softmax(log p / T) = softmax(z / T)
+    for logits z); then beta = 0: KL(p || q); beta = 1: KL(q || p); otherwise
+    beta * KL(p || m) + (1 - beta) * KL(q || m) with m = beta * p + (1 - beta) * q.
+    """
+    if temperature != 1.0:
+        logq = torch.log_softmax(logq / temperature, dim=-1)
+        logp = torch.log_softmax(logp / temperature, dim=-1)
+    if beta == 0:
+        return kl(logp, logq)
+    if beta == 1:
+        return kl(logq, logp)
+    mixture = torch.logsumexp(torch.stack([logq + math.log1p(-beta), logp + math.log(beta)]), dim=0)
+    return beta * kl(logp, mixture) + (1 - beta) * kl(logq, mixture)
 
 
 def autocast_context(device: torch.device, enabled: bool):
@@ -87,18 +124,35 @@ def _takes_position_mask(model) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def batch_kl(model, batch, loss: str, autocast: bool = False) -> torch.Tensor:
-    """Per-response-token KL [N] of a collated batch; differentiable w.r.t. the adapter."""
+def batch_bins(model, batch, loss: str, autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(student, teacher) log-probs of a collated batch's response tokens; differentiable
+    w.r.t. the adapter. loss="full" runs the teacher (the same model, adapter disabled)."""
     device = batch.input_ids.device
     with autocast_context(device, autocast):
         student = response_logits(model, batch.input_ids, batch.attention_mask, batch.rows, batch.cols)
         if loss == "topk":
-            return topk_kl(student, batch.topk_ids, batch.topk_logprobs, batch.tail_logprob)
+            return topk_bins(student, batch.topk_ids, batch.topk_logprobs, batch.tail_logprob)
         with torch.no_grad(), _unwrap(model).disable_adapter():
             teacher = response_logits(
                 model, batch.teacher_input_ids, batch.teacher_attention_mask, batch.rows, batch.teacher_cols
             )
-        return full_kl(student, teacher)
+        return full_bins(student, teacher)
+
+
+def batch_kl(model, batch, loss: str, autocast: bool = False) -> torch.Tensor:
+    """Per-response-token KL [N] of a collated batch; differentiable w.r.t. the adapter."""
+    logq, logp = batch_bins(model, batch, loss, autocast)
+    return kl(logp, logq)
+
+
+def batch_objective(model, batch, data, loss: str, autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective, true KL) per response token; ``data`` = BAKE.data (beta, temperature).
+    The two are the same tensor for the default objective (beta 0, temperature 1)."""
+    logq, logp = batch_bins(model, batch, loss, autocast)
+    true_kl = kl(logp, logq)
+    if data.beta == 0 and data.temperature == 1:
+        return true_kl, true_kl
+    return generalized_jsd(logq, logp, data.beta, data.temperature), true_kl
 
 
 def _unwrap(model):
