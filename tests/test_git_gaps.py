@@ -86,7 +86,7 @@ def test_checkout_of_a_remote_branch_in_a_fresh_clone_tracks_it(tmp_path, monkey
     assert sha256(clone / ADAPTER) == sha256(a / ADAPTER)
 
     side = json.loads(run(clone, monkeypatch, "checkout", "side", "--json").stdout)
-    assert side["branch"] == "side" and side["tracking"] == "origin/side" and side["new_branch"]
+    assert side["branch"] == "side" and side["tracking"] == "origin/side"
     assert git(clone, "rev-parse", "--abbrev-ref", "side@{upstream}").strip() == "origin/side"
     assert git(clone, "rev-parse", "HEAD") == git(a, "rev-parse", "side")
     run(clone, monkeypatch, "checkout", "main")        # a local branch now: a plain switch
