@@ -90,5 +90,10 @@ def bake_plan(repo: RepoLike = ".", config=None) -> list[PlanEntry]:
 
 def bake(repo: RepoLike = ".", config=None, message: str | None = None, force: bool = False,
          backend: str | None = None, reporter: Reporter = SILENT) -> BakeResult:
-    """stim -> rollout -> train -> eval -> commit; -> the commit and what each phase did."""
+    """stim -> rollout -> train -> eval -> commit; -> the commit and what each phase did.
+    Refused during a merge: 'bgit merge --continue' bakes the merge."""
+    from bgit.repo.merge import refuse_during_merge
+
+    repo = open_repo(repo, reporter)
+    refuse_during_merge(repo)
     return baker(repo, config, backend, reporter).bake(message=message, force=force)

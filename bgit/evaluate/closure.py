@@ -77,8 +77,10 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
     config = bake.config()
     if config is None:
         from bgit.evaluate.errors import NotABakeError
-        raise NotABakeError(bake.ref, "input.yml")
+        raise NotABakeError(bake.ref, "input.yml (eval needs the teacher prompt: pass --config FILE)")
     names = list(bake.record.targets or bake.targets())
+    if not names and stims is not None:  # an adapter committed by hand: the config's targets
+        names = [t.name for t in config.targets]
     eval_stims = bake.record.eval_stims
     note = None
     if stims is not None:
@@ -90,7 +92,10 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
         note = "bake.yml has no eval_stims: evaluated on every stim of the targets, training stims included"
     items: list[EvalItem] = []
     for name in names:
-        prompt = config.prompt_for(config.target(name))
+        try:
+            prompt = config.prompt_for(config.target(name))
+        except KeyError:
+            raise NoEvalStimsError(f"{bake.ref}: target '{name}' is not in {config.source}") from None
 
         def item(stim_id, text, response_ids):
             return EvalItem(name, stim_id, text,
@@ -114,7 +119,7 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
             items.append(item(stim_id, row.get("stim", ""), list(row.get("response_ids") or [])))
     items = [i for i in items if i.response_ids is None or i.response_ids]
     if not items:
-        raise NoEvalStimsError(f"{bake.ref}: no held-out stims to evaluate on (bake.yml eval_stims is empty); "
+        raise NoEvalStimsError(f"{bake.ref}: no held-out stims to evaluate on (bake.yml names none); "
                                "pass --stims FILE")
     return items, source, note
 

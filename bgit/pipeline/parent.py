@@ -41,8 +41,11 @@ class ParentInfo:
 
 
 class ParentModel:
-    def __init__(self, repo, config: InputConfig, reporter: Reporter = SILENT):
-        self.repo, self.config, self.reporter = repo, config, reporter
+    """``at``: the commit whose bake ``BAKE.parent: head`` builds on (default HEAD; a merge
+    bake builds on the merge base, which both sides' bakes were trained on top of)."""
+
+    def __init__(self, repo, config: InputConfig, reporter: Reporter = SILENT, at: str | None = None):
+        self.repo, self.config, self.reporter, self.at = repo, config, reporter, at
         self._resolved: dict[str, ResolvedModel] = {}
         self._info: ParentInfo | None = None
         self._loaded = None
@@ -62,10 +65,11 @@ class ParentModel:
         return self._info
 
     def _head_info(self, base: ResolvedModel) -> ParentInfo:
-        head = self.repo.head_commit()
-        manifest = self.repo.read_manifest("HEAD", ADAPTER_WEIGHTS) if head else None
+        head = self.repo.resolve(self.at) if self.at else self.repo.head_commit()
+        manifest = self.repo.read_manifest(str(head.id), ADAPTER_WEIGHTS) if head else None
         if manifest is None:
-            self.reporter.message("BAKE.parent is 'head' but HEAD has no adapter: baking on the base model")
+            where = f"{self.at[:8]}" if self.at else "HEAD"
+            self.reporter.message(f"BAKE.parent is 'head' but {where} has no adapter: baking on the base model")
             return ParentInfo(base, "head")
         return ParentInfo(base, "head", str(head.id), manifest.blake3)
 

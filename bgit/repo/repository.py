@@ -24,7 +24,7 @@ import stat
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import pygit2
 from pygit2.enums import FileMode
@@ -344,13 +344,16 @@ class Repository:
             return self._commit_tree(tree, message, parent)
 
     def commit_files(
-        self, files: Mapping[str, Path | str], message: str, replace_dirs: Iterable[str] = ()
+        self, files: Mapping[str, Path | str], message: str, replace_dirs: Iterable[str] = (),
+        parents: Sequence[str] = (),
     ) -> str:
         """Commit HEAD's tree minus everything under ``replace_dirs`` plus ``files``
-        (tree path -> source file), then write those files into the work tree and index."""
+        (tree path -> source file), then write those files into the work tree and index.
+        ``parents``: further parents (a merge); the tree then starts from the merge in the index."""
         with self.writing("bgit commit"):
             parent = self.head_commit()
-            old = flatten_tree(parent.tree) if parent else {}
+            self.git.index.read()
+            old = index_entries(self.git.index) if parents else flatten_tree(parent.tree) if parent else {}
             dropped = [check_tree_path(d.strip("/")) for d in replace_dirs]
             new = {p: e for p, e in old.items() if not any(is_under(p, d) for d in dropped)}
             sources = {check_tree_path(rel): Path(src) for rel, src in files.items()}
@@ -366,7 +369,7 @@ class Repository:
                 new[rel] = Entry(str(oid), int(mode))
             tree = build_tree(self.git, new)
             check_commit_tree(self, self.git[tree], parent)
-            commit_id = self._commit_tree(tree, message, parent)
+            commit_id = self._commit_tree(tree, message, parent, extra_parents=parents)
             self._land_files(old, new, sources)
             return commit_id
 
@@ -404,12 +407,14 @@ class Repository:
         index.write()
         self.stat_cache.save()
 
-    def _commit_tree(self, tree: pygit2.Oid, message: str, parent: pygit2.Commit | None) -> str:
+    def _commit_tree(self, tree: pygit2.Oid, message: str, parent: pygit2.Commit | None,
+                     extra_parents: Sequence[str] = ()) -> str:
         signature = self.signature()
         parents = [parent.id] if parent is not None else []
+        parents += [self.resolve(p).id for p in extra_parents]
         commit_id = self.git.create_commit(None, signature, signature, message, tree, parents)
         summary = message.splitlines()[0] if message.strip() else ""
-        kind = "commit" if parent is not None else "commit (initial)"
+        kind = "commit (initial)" if parent is None else "commit (merge)" if extra_parents else "commit"
         self.move_head(commit_id, expected=parent.id if parent is not None else None,
                        reflog=f"{kind}: {summary}")
         return str(commit_id)
