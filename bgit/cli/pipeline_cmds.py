@@ -100,15 +100,18 @@ def rollout(config_path, target_name, limit, count, as_json, backend):
 
     baker = _open_baker(config_path, backend, quiet=as_json)
     report = []
-    for target in _targets(baker, target_name):
-        stim_dir, _ = baker.run_stim(target)
-        rollout_dir, outcome = baker.run_rollout(target, stim_dir)
-        _announce(outcome, as_json)
-        rows = read_jsonl(rollout_dir / "rollout.jsonl")
-        slim = [{"stim": r["stim"], "traj": r["traj"], "response": r["response"],
-                 "tokens": len(r["response_ids"])} for r in rows]
-        report.append(_show_rows(target.name, slim, limit, count, as_json,
-                                 lambda r: f"{r['stim']!r} -> {r['response'][:120]!r} ({r['tokens']} tok)"))
+    try:
+        for target in _targets(baker, target_name):
+            stim_dir, _ = baker.run_stim(target)
+            rollout_dir, outcome = baker.run_rollout(target, stim_dir)
+            _announce(outcome, as_json)
+            rows = read_jsonl(rollout_dir / "rollout.jsonl")
+            slim = [{"stim": r["stim"], "traj": r["traj"], "response": r["response"],
+                     "tokens": len(r["response_ids"])} for r in rows]
+            report.append(_show_rows(target.name, slim, limit, count, as_json,
+                                     lambda r: f"{r['stim']!r} -> {r['response'][:120]!r} ({r['tokens']} tok)"))
+    finally:
+        baker.close_rollout_backend()  # vLLM's engine processes
     if as_json:
         echo_json(report)
 

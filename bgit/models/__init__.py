@@ -3,6 +3,7 @@
     rm = resolve_model("smollm2-135m")      # ResolvedModel(name, path, fingerprint)
     model, tokenizer = load_model(rm)       # eval mode, no dropout, left-padding tokenizer
     ids = render_context(tokenizer, messages, user="Hi")   # list[int]
+    vllm_model_dir(rm.path)                 # a directory vLLM can load (no GGUF quantization_config)
 
 Heavy imports (torch, transformers) happen inside the functions, so importing this
 package is cheap.
@@ -16,8 +17,9 @@ from bgit.models.errors import (
     ModelError,
     ModelNotFoundError,
 )
-from bgit.models.loading import load_model, resolve_dtype
+from bgit.models.loading import load_model, load_tokenizer, resolve_dtype
 from bgit.models.resolve import EMBEDDED_MODELS, ResolvedModel, cache_root, fingerprint_model_dir, resolve_model
+from bgit.models.vllm_dir import vllm_model_dir
 
 __all__ = [
     "EMBEDDED_MODELS",
@@ -30,7 +32,9 @@ __all__ = [
     "cache_root",
     "fingerprint_model_dir",
     "load_model",
+    "load_tokenizer",
     "render_context",
     "resolve_dtype",
     "resolve_model",
+    "vllm_model_dir",
 ]

@@ -97,6 +97,7 @@ class Baker:
         self._resolved = {}
         self._parent = None      # (model, tokenizer) of the parent model, loaded once
         self._parent_info = None
+        self._rollout_backend = None  # built by rollout_backend(), closed before training
 
     # -- models -------------------------------------------------------------------------
 
@@ -126,33 +127,45 @@ class Baker:
         return section_hash(self.parent_info())
 
     def parent_model(self):
+        """(model, tokenizer) of the parent model: base + HEAD's adapter merged, loaded once."""
         if self._parent is None:
-            from bgit.models import load_model
-            base = self.resolve(self.config.model.base)
-            self.reporter.message(f"loading {base.name}")
-            model, tokenizer = load_model(base, dtype=self.config.model.dtype)
-            if "commit" in self.parent_info():
-                model = self._merge_head_adapter(model)
-            self._parent = (model, tokenizer)
+            from bgit.pipeline.rollout import load_teacher
+            self.reporter.message(f"loading {self.resolve(self.config.model.base).name}")
+            self._parent = load_teacher(self.teacher_source())
         return self._parent
 
-    def _merge_head_adapter(self, model):
-        from peft import PeftModel
-        adapter_dir = self._head_adapter_dir()
-        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-        merged.eval()
-        return merged
-
     def _head_adapter_dir(self) -> Path:
+        from bgit.util.files import write_atomic
         target = self.repo.bgit_dir / "tmp" / f"head-adapter-{self.parent_info()['adapter_digest'][:16]}"
         if not (target / "adapter_model.safetensors").exists():
             target.mkdir(parents=True, exist_ok=True)
-            for name in ("adapter_config.json", "adapter_model.safetensors"):
+            for name in ("adapter_config.json", "adapter_model.safetensors"):  # the weights last
                 data = self.repo.read_file(self.parent_info()["commit"], f"adapter/{name}")
                 if data is None:
                     raise BakeError(f"HEAD's adapter is incomplete: adapter/{name} is missing")
-                (target / name).write_bytes(data)
+                write_atomic(target / name, data)
         return target
+
+    # -- the rollout backend: built from the teacher's source, never from a loaded model --
+
+    def teacher_source(self):
+        """The parent model as a rollout backend loads it: base dir + HEAD's adapter dir."""
+        from bgit.pipeline.rollout import TeacherSource
+        adapter = self._head_adapter_dir() if "commit" in self.parent_info() else None
+        return TeacherSource(self.resolve(self.config.model.base), adapter, self.config.model.dtype)
+
+    def rollout_backend(self):
+        """One backend for every target; the HF one shares the parent model with training."""
+        if self._rollout_backend is None:
+            from bgit.pipeline.rollout import make_backend
+            self._rollout_backend = make_backend(self.backend, self.teacher_source(), load_hf=self.parent_model)
+        return self._rollout_backend
+
+    def close_rollout_backend(self) -> None:
+        """Free the backend's engine (vLLM's memory) before training."""
+        if self._rollout_backend is not None:
+            self._rollout_backend.close()
+            self._rollout_backend = None
 
     def _model_loader(self, name: str):
         """For model-using stim generators: share the base model when they ask for it."""
@@ -241,7 +254,6 @@ class Baker:
 
     def run_rollout(self, target: TargetConfig, stim_dir: Path) -> tuple[Path, PhaseOutcome]:
         from bgit.pipeline.records import read_jsonl, write_jsonl
-        from bgit.pipeline.rollout import rollout_function, select_backend
 
         key = self.rollout_key(target, self.cache_digest(stim_dir))
         done = self.cache.get(key) or (self._wait_for_rank_zero(key) if process_rank() else None)
@@ -249,14 +261,13 @@ class Baker:
             return done, PhaseOutcome("rollout", target.name, key.key, cached=True,
                                       tokens=self.cache.record_at(done).get("tokens", 0))
         started = time.monotonic()
-        model, tokenizer = self.parent_model()
+        backend = self.rollout_backend()
         stims = read_jsonl(stim_dir / "stim.jsonl")
         total = len(stims) * target.num_traj_per_stimulus * target.max_tokens
         task = self.reporter.task(f"rollout {target.name}", total=total, unit="tok")
         try:
-            run = rollout_function(select_backend(self.backend))
-            rows = run(model, tokenizer, stims, self.config.prompt_for(target), target,
-                       seed=self.config.bake.seed, progress=task)
+            rows = backend.rollout(stims, self.config.prompt_for(target), target,
+                                   seed=self.config.bake.seed, progress=task)
         finally:
             task.close()
         tokens = sum(len(row["response_ids"]) for row in rows)
@@ -355,6 +366,7 @@ class Baker:
         for target in self.trained_targets():
             rollout_dirs[target.name], outcome = self.run_rollout(target, stim_dirs[target.name])
             outcomes.append(outcome)
+        self.close_rollout_backend()
         train_key = self.train_key({n: self.cache_digest(p) for n, p in rollout_dirs.items()})
         self._refuse_rebake(train_key, force)
         train_dir, outcome = self.run_train(rollout_dirs, train_key)
