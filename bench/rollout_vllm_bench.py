@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 stims x 32 tokens, vLLM eager (a smoke run)")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="HF torch threads (0 = torch default; vLLM sets its own)")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     parser.add_argument("--vllm-engine-args", default="", help="JSON object of vLLM engine arguments")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -101,14 +102,16 @@ def main() -> None:
         run_vllm_worker(args)
         return
 
+    import torch
+
     from bgit.models import resolve_model
     from bgit.pipeline.rollout import HFRolloutBackend, TeacherSource
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     hf = timed(HFRolloutBackend(TeacherSource(resolve_model(args.model), dtype=args.dtype),
                                 batch_size=args.batch_size), args)
     vllm = run_vllm_subprocess(args)
-    import torch
-
     print(f"machine: {platform.machine()} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} "
           f"torch threads={torch.get_num_threads()} model={args.model} dtype={args.dtype}")
     print(f"workload: {args.stims} stims x {args.tokens} tokens, top-20; vLLM engine args: {vllm['engine_args']}")
