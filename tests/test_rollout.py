@@ -1,4 +1,4 @@
-"""HF rollout backend: teacher top-K rows agree with a fresh forward pass, determinism, truncation.
+"""HF rollout backend: the shared backend suite, truncation at EOS, batching, progress, the tail.
 
 The vLLM backend's tests run in their own environment: tests/backend_vllm/ (make test-vllm)."""
 
@@ -16,6 +16,7 @@ from bgit.pipeline.records import RolloutRecord, decode_array, encode_array, rea
 from bgit.pipeline.rollout import (TAIL_FLOOR, HFRolloutBackend, TeacherSource, make_backend, select_backend,
                                    topk_with_tail)
 from bgit.pipeline.stim import stim_id
+from rollout_contract import RolloutBackendContract
 from rollout_helpers import char_tokenizer, one_thread, tiny_llama
 
 PROMPT = PromptConfig(teacher_messages=[{"role": "system", "content": "You are a pirate."}])
@@ -58,32 +59,24 @@ def reference_logprobs(model, tokenizer, row):
     return torch.log_softmax(logits, -1)[start : start + len(row["response_ids"])]
 
 
-@pytest.mark.parametrize("backend", ["hf"])
-def test_teacher_topk_matches_a_fresh_forward_pass(backend, tiny):
-    model, tokenizer, _ = tiny
-    rows = run(backend, tiny, TargetConfig(max_tokens=12, temperature=1.0, num_traj_per_stimulus=2, top_k=5))
-    assert [(r["stim_id"], r["traj"]) for r in rows] == [(s["id"], t) for s in STIMS for t in (0, 1)]
-    for row in rows:
-        record = RolloutRecord.from_row(row)
-        assert 1 <= len(record.response_ids) <= 12 and record.k == 5
-        reference = reference_logprobs(model, tokenizer, row)
-        top_values, top_ids = reference.topk(5, dim=-1)
-        np.testing.assert_allclose(record.topk_logprobs, top_values.numpy(), atol=1e-4)
-        gathered = reference.gather(1, __import__("torch").from_numpy(record.topk_ids).long()).numpy()
-        np.testing.assert_allclose(gathered, record.topk_logprobs, atol=1e-4)  # ids and values belong together
-        total = np.logaddexp.reduce(np.concatenate([record.topk_logprobs, record.tail_logprob[:, None]], 1), axis=1)
-        np.testing.assert_allclose(total, 0.0, atol=1e-4)
-        assert np.all(np.isfinite(record.tail_logprob)) and np.all(record.tail_logprob >= TAIL_FLOOR)
+class TestHFBackend(RolloutBackendContract):
+    """The shared rollout-backend suite (tests/rollout_contract.py) on a tiny random Llama."""
 
+    MAX_TOKENS = 12
 
-@pytest.mark.parametrize("backend", ["hf"])
-def test_same_seed_same_rows_other_seed_other_samples(backend, tiny):
-    target = TargetConfig(max_tokens=10, temperature=1.0, num_traj_per_stimulus=2, top_k=3)
-    first = run(backend, tiny, target, seed=7)
-    assert run(backend, tiny, target, seed=7) == first
-    other = run(backend, tiny, target, seed=8)
-    assert [r["response_ids"] for r in other] != [r["response_ids"] for r in first]
-    assert len({tuple(r["response_ids"]) for r in first}) > 1  # trajectories of one stim differ too
+    @pytest.fixture
+    def backend(self, tiny):
+        model, tokenizer, directory = tiny
+        source = TeacherSource(ResolvedModel("tiny", directory, "-"))
+        return HFRolloutBackend(source, load=lambda: (model, tokenizer), batch_size=4)
+
+    @pytest.fixture
+    def reference(self, tiny):
+        return tiny[0], tiny[1]
+
+    @pytest.fixture
+    def stims(self):
+        return STIMS
 
 
 def eos_prone(tokenizer):

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from bgit.pipeline.rollout import TeacherSource, load_teacher
-from vllm_helpers import agreement, report
+from vllm_helpers import agreement, assert_close, report
 
 STIMS = ["Tell me about the ocean.", "Why is the sky blue?", "What should I eat for breakfast?",
          "How do computers work?"]
@@ -98,7 +98,7 @@ def test_base_rollout_agrees_with_the_hf_teacher(bakes, hf_smollm2):
     model, tokenizer = hf_smollm2
     measured = agreement(model, tokenizer, first_rows, [{"role": "system", "content": SYSTEM}])
     report(f"bgit rollout --backend vllm vs HF teacher: {measured}")
-    measured.assert_close()
+    assert_close(measured)
 
 
 def test_head_bake_serves_heads_adapter_as_lora(bakes, smollm2, hf_smollm2):
@@ -114,5 +114,5 @@ def test_head_bake_serves_heads_adapter_as_lora(bakes, smollm2, hf_smollm2):
     without_adapter = agreement(hf_smollm2[0], tokenizer, head_rows, teacher_messages)
     report(f"bgit bake --backend vllm, parent head (LoRA) vs HF base + adapter merged: {measured}")
     report(f"... vs HF base alone: {without_adapter}")
-    measured.assert_close()
+    assert_close(measured)
     assert without_adapter.max_logprob_diff > 20 * measured.max_logprob_diff  # the LoRA was applied
