@@ -90,7 +90,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 stims x 32 tokens, vLLM eager (a smoke run)")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="HF torch threads (0 = torch default; vLLM sets its own)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="HF torch threads (0 = torch default; vLLM sets its own)")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     parser.add_argument("--vllm-engine-args", default="", help="JSON object of vLLM engine arguments")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -177,8 +177,8 @@ def test_hf_backend_loads_the_teacher_from_its_source_with_the_adapter_merged(ti
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer, directory = tiny
-    peft_model = get_peft_model(tiny_llama(len(tokenizer), eos_token_id=tokenizer.eos_token_id),
-                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(tiny_llama(len(tokenizer), eos_token_id=tokenizer.eos_token_id), lora)
     peft_model.save_pretrained(tmp_path / "adapter")
     merged = peft_model.merge_and_unload().eval()
     target = TargetConfig(max_tokens=6, temperature=1.0, num_traj_per_stimulus=1, top_k=4)

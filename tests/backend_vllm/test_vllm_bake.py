@@ -33,7 +33,7 @@ TIMINGS = {}
 
 def config(parent="base"):
     return {
-        "MODEL": {"base": "smollm2-135m"},
+        "MODEL": {"base": "smollm2-135m", "dtype": "float32"},  # the tolerances are float32's, on any device
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": SYSTEM}]}, "student": {"messages": []}},
         "TARGET": {"name": "yoda", "max_tokens": 16, "temperature": 1.0, "num_traj_per_stimulus": 2,
                    "generators": [{"type": "hardcoded", "stims": STIMS}]},

@@ -27,7 +27,7 @@ class TestVLLMBackend(RolloutBackendContract):
 
     @pytest.fixture(scope="class")
     def backend(self, smollm2):
-        with make_backend("vllm", TeacherSource(smollm2)) as vllm_backend:
+        with make_backend("vllm", TeacherSource(smollm2, dtype="float32")) as vllm_backend:
             yield vllm_backend
 
     @pytest.fixture
