@@ -76,10 +76,13 @@ def rollout(repo: RepoLike = ".", config=None, target: str | None = None, backen
     """Sample (or read from the phase cache) the teacher's answers to each target's stims."""
     b = baker(repo, config, backend, reporter)
     out = []
-    for t in _targets(b, target):
-        stim_dir, _ = b.run_stim(t)
-        rollout_dir, outcome = b.run_rollout(t, stim_dir)
-        out.append(PhaseRows(t.name, outcome, read_jsonl(rollout_dir / "rollout.jsonl")))
+    try:
+        for t in _targets(b, target):
+            stim_dir, _ = b.run_stim(t)
+            rollout_dir, outcome = b.run_rollout(t, stim_dir)
+            out.append(PhaseRows(t.name, outcome, read_jsonl(rollout_dir / "rollout.jsonl")))
+    finally:
+        b.close_rollout_backend()  # vLLM's engine processes
     return out
 
 

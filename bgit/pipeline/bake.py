@@ -61,6 +61,9 @@ class Baker:
     def run_rollout(self, target: TargetConfig, stim_dir: Path):
         return self.runner.run_rollout(target, stim_dir)
 
+    def close_rollout_backend(self) -> None:
+        self.runner.close_rollout_backend()
+
     def bake(self, message: str | None = None, force: bool = False, parents: Sequence[str] = (),
              merge: dict | None = None) -> BakeResult:
         """``parents`` and ``merge``: the further parents and bake.yml ``merge`` entry of a merge
@@ -79,9 +82,12 @@ class Baker:
         for target in targets:
             stim_dirs[target.name], outcome = runner.run_stim(target)
             outcomes.append(outcome)
-        for target in targets:
-            rollout_dirs[target.name], outcome = runner.run_rollout(target, stim_dirs[target.name])
-            outcomes.append(outcome)
+        try:
+            for target in targets:
+                rollout_dirs[target.name], outcome = runner.run_rollout(target, stim_dirs[target.name])
+                outcomes.append(outcome)
+        finally:
+            runner.close_rollout_backend()  # vLLM's engine and memory, before training
         train_key = runner.train_key(rollout_dirs)
         self._refuse_rebake(train_key, force)
         train_dir, outcome = runner.run_train(rollout_dirs, train_key)

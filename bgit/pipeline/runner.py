@@ -21,6 +21,7 @@ from bgit.pipeline import keys
 from bgit.pipeline.dataset import dataset_weights, training_data
 from bgit.pipeline.parent import ParentModel
 from bgit.pipeline.phases import PhaseCache, PhaseKey
+from bgit.pipeline.rollout import make_backend
 from bgit.record import read_jsonl, write_jsonl
 from bgit.util.files import hash_file, hash_tree
 from bgit.util.progress import SILENT, Reporter
@@ -71,6 +72,21 @@ class PhaseRunner:
         self.backend, self.reporter = backend, reporter
         self.config_dir = Path(config_dir) if config_dir else repo.root
         self.cache = PhaseCache(repo.bgit_dir / "phases")
+        self._rollout_backend = None   # built when a rollout first runs, closed before training
+
+    # -- the rollout backend: built from the teacher's source, never from a loaded model --
+
+    def rollout_backend(self):
+        """One backend for every target; the HF one shares the parent model with training."""
+        if self._rollout_backend is None:
+            self._rollout_backend = make_backend(self.backend, self.parent.teacher_source(), load_hf=self.parent.load)
+        return self._rollout_backend
+
+    def close_rollout_backend(self) -> None:
+        """Free the backend's engine (vLLM's processes and memory) before training."""
+        if self._rollout_backend is not None:
+            self._rollout_backend.close()
+            self._rollout_backend = None
 
     # -- keys -------------------------------------------------------------------------
 
@@ -130,21 +146,18 @@ class PhaseRunner:
         return path, PhaseOutcome("stim", target.name, key.key, False, seconds)
 
     def run_rollout(self, target: TargetConfig, stim_dir: Path) -> tuple[Path, PhaseOutcome]:
-        from bgit.pipeline.rollout import rollout_function, select_backend
-
         key = self.rollout_key(target, stim_dir)
         if done := self._cached(key):
             return done, PhaseOutcome("rollout", target.name, key.key, cached=True,
                                       tokens=self.cache.record_at(done).get("tokens", 0))
         started = time.monotonic()
-        model, tokenizer = self.parent.load()
+        backend = self.rollout_backend()
         stims = read_jsonl(stim_dir / "stim.jsonl")
         total = len(stims) * target.num_traj_per_stimulus * target.max_tokens
         task = self.reporter.task(f"rollout {target.name}", total=total, unit="tok")
         try:
-            run = rollout_function(select_backend(self.backend))
-            rows = run(model, tokenizer, stims, self.config.prompt_for(target), target,
-                       seed=self.config.bake.seed, progress=task)
+            rows = backend.rollout(stims, self.config.prompt_for(target), target, seed=self.config.bake.seed,
+                                   progress=task)
         finally:
             task.close()
         tokens = sum(len(row["response_ids"]) for row in rows)
