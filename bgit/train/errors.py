@@ -19,11 +19,9 @@ class InvalidExampleError(TrainError):
 
 
 class CheckpointMismatchError(TrainError):
-    def __init__(self, path):
-        self.path = path
-        super().__init__(
-            f"checkpoint {path} was made with other training data or settings; remove it to start over"
-        )
+    def __init__(self, path, reason: str = "was made with other training data or settings; remove it to start over"):
+        self.path, self.reason = path, reason
+        super().__init__(f"checkpoint {path} {reason}")
 
 
 class AdapterConcatError(TrainError):
