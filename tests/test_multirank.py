@@ -10,10 +10,12 @@ same steps. What is compared:
   torch and ZeRO-2, 8.2e-8 ZeRO-3, gradients up to 0.15); a resumed run reproduces an
   uninterrupted one exactly; the parent model comes back unchanged.
 - bake level: `torchrun ... -m bgit.cli.main bake` commits once (rank 0), and its adapter
-  equals the one-process bake's. Adam turns float rounding of near-zero gradients into
-  lr-sized steps, so the adapters differ by more than the gradients: after 45 steps (15
-  epochs, lr 5e-3, values up to ~0.25) measured max abs diff ADAPTER_MEASURED; the tests
-  allow ADAPTER_TOLERANCE. A lost rank leaves no commit and the rerun resumes.
+  equals the one-process bake's: after 24 Adam steps (8 epochs, lr 5e-3, fp32, values up to
+  0.23) the max abs diff measured 1.3e-7 (DDP, and ZeRO-2 killed and resumed) and 2.3e-7
+  (ZeRO-3); the tests allow 1e-5. (Adam can turn float rounding of a near-zero gradient into
+  an lr-sized step: one process with micro-batches of 4 vs 2 x 2 differed by 1.5e-4 on another
+  tiny model, so the tolerance is for this scenario, not a general bound.) A lost rank leaves
+  no commit and the rerun resumes.
 """
 
 from __future__ import annotations
@@ -40,8 +42,7 @@ ENV = {**os.environ, "DS_ACCELERATOR": "cpu"}
 STIMS = ["hi there", "why is it so?", "the sky", "tea or coffee", "a song", "the sea", "ok then", "go on",
          "more", "less", "yes", "no"]
 EPOCHS = 8
-ADAPTER_MEASURED = "see below"
-ADAPTER_TOLERANCE = 1e-3
+ADAPTER_TOLERANCE = 1e-5
 
 
 def test_two_ranks_sum_to_one_process_gradient_and_resume_exactly(tmp_path):
@@ -58,6 +59,51 @@ def test_two_ranks_sum_to_one_process_gradient_and_resume_exactly(tmp_path):
         assert r["resumed_from"].endswith("epoch-0002") and r["resume_max_diff"] <= 1e-7, (mode, r)
         assert r["unchanged"], mode
         assert r["eval_kl"] == pytest.approx(reference, abs=1e-5), mode
+
+
+def test_a_checkpoint_of_another_number_of_ranks_is_refused(tmp_path):
+    from bgit.train import train_adapter
+    from bgit.train.checkpoint import load_latest
+    from bgit.train.errors import CheckpointMismatchError
+    from train_helpers import bake_settings, baking_examples, tiny_llama
+
+    model = tiny_llama(seed=0)
+    examples = baking_examples(model, 4, seed=0)
+    train_adapter(model, None, examples, [], bake_settings(epochs=2), tmp_path)
+    (found,) = (tmp_path / "checkpoints").iterdir()
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_latest(tmp_path / "checkpoints", "any", world=2)
+    assert str(err.value) == (f"checkpoint {found} was written with WORLD_SIZE=1, this run has WORLD_SIZE=2; "
+                              "relaunch with WORLD_SIZE=1 or remove it to start over")
+
+
+def test_other_ranks_wait_for_rank_zeros_phase_instead_of_computing_it(tmp_path, base_model, monkeypatch):
+    import threading
+
+    from bgit.config import load_config
+    from bgit.pipeline.bake import Baker
+    from bgit.record import read_jsonl, write_jsonl
+    from bgit.repo import Repository
+    from bgit.util.files import hash_file
+
+    repo = Repository.init(tmp_path / "repo", example={})
+    write_config(repo.root, base_model, 2)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    runner = Baker(repo, load_config(repo.root / "input.yml", root=repo.root)).runner
+    target = runner.config.targets[0]
+    got = {}
+    waiter = threading.Thread(target=lambda: got.update(result=runner.run_stim(target)))
+    waiter.start()
+    waiter.join(1.5)
+    assert waiter.is_alive()  # rank 1 waits: it never generates stims itself
+    key = runner.stim_key(target)  # rank 0 seals the phase
+    tmp = runner.cache.begin(key)
+    write_jsonl(tmp / "stim.jsonl", [{"text": "written by rank 0"}])
+    runner.cache.finish(key, tmp, hash_file(tmp / "stim.jsonl"))
+    waiter.join(30)
+    stim_dir, outcome = got["result"]
+    assert outcome.cached and read_jsonl(stim_dir / "stim.jsonl") == [{"text": "written by rank 0"}]
 
 
 # ------------------------------------------------------------------------------ bakes

@@ -319,8 +319,8 @@ class DeepSpeedConfig(Settings):
 
     enabled: bool = setting(False, "Train through a DeepSpeed engine: on when BAKE.deepspeed is written "
                             "(even `{}`).", key="", present=True)
-    zero_stage: int = setting(0, "ZeRO optimisation stage: 0, 1, 2 (optimizer state and gradients split "
-                              "over ranks) or 3 (the weights too, the frozen parent's included).",
+    zero_stage: int = setting(0, "ZeRO optimisation stage: 0 (off), 1 (optimizer state split over ranks), "
+                              "2 (+ gradients) or 3 (+ weights, the frozen parent's included).",
                               key="zero_optimization.stage", range=between(0, 3))
 
 

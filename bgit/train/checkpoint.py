@@ -186,8 +186,9 @@ def load_latest(root: Path, fingerprint: str, world: int = 1) -> Checkpoint | No
     path = done[-1]
     state = json.loads((path / STATE).read_text())
     if state.get("world", 1) != world:
-        raise CheckpointMismatchError(path, f"was written by {state.get('world', 1)} training processes, this run "
-                                      f"has {world}; relaunch with {state.get('world', 1)} or remove it to start over")
+        written = state.get("world", 1)
+        raise CheckpointMismatchError(path, f"was written with WORLD_SIZE={written}, this run has WORLD_SIZE={world}; "
+                                      f"relaunch with WORLD_SIZE={written} or remove it to start over")
     if state.get("fingerprint") != fingerprint:
         raise CheckpointMismatchError(path)
     tensors = load_file(str(path / OPTIMIZER))
