@@ -12,6 +12,10 @@ For each mode, on a tiny random Llama:
 - the parent model must come back unchanged (ZeRO-3 partitions it during training).
 
 Rank 0 writes OUT_DIR/result.json; the adapters stay under OUT_DIR/<mode>/.
+
+MODE ``lost`` (run last): rank 1 exits after the first optimizer step; rank 0, waiting for it
+in the next step's gradient sum, writes the error it gets to OUT_DIR/lost.txt (launch with a
+``--monitor-interval`` of seconds so that torchrun does not stop rank 0 first).
 """
 
 from __future__ import annotations
@@ -105,6 +109,23 @@ def run_mode(mode: str, model, examples, out: Path, rank: int, world: int) -> di
     return result
 
 
+def lose_a_rank(model, examples, out: Path, rank: int) -> None:
+    import os
+    import time
+
+    from bgit.train import TrainError
+
+    def progress(advance, total, **info):
+        if rank == 1:
+            time.sleep(2)  # rank 0 is waiting in the next step's gradient sum by now
+            os._exit(3)
+
+    try:
+        train_adapter(model, None, examples, [], settings_for("torch", 2, epochs=3), out / "lost", progress=progress)
+    except TrainError as error:
+        (out / "lost.txt").write_text(f"{type(error).__name__}: {error}")
+
+
 def main() -> None:
     out, modes = Path(sys.argv[1]), sys.argv[2:]
     init_process_group("cpu")  # torchrun's group; DeepSpeed joins it
@@ -112,9 +133,11 @@ def main() -> None:
     model = tiny_llama(seed=3)
     examples = baking_examples(model, 10, seed=4)
     examples[2].weight = 2.0
-    results = {mode: run_mode(mode, model, examples, out, rank, world) for mode in modes}
+    results = {mode: run_mode(mode, model, examples, out, rank, world) for mode in modes if mode != "lost"}
     if rank == 0:
         (out / "result.json").write_text(json.dumps({"world": world, **results}))
+    if "lost" in modes:
+        lose_a_rank(model, examples, out, rank)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ same steps. What is compared:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -34,7 +35,9 @@ import yaml
 
 from evaluate_helpers import make_base_model
 
-pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'bgit[deepspeed]')")
+# found, not imported: DeepSpeed's import patches torch in the process that imports it
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                                reason="DeepSpeed is not installed (pip install 'bgit[deepspeed]')")
 
 TESTS = Path(__file__).parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -45,10 +48,11 @@ EPOCHS = 8
 ADAPTER_TOLERANCE = 1e-5
 
 
-def test_two_ranks_sum_to_one_process_gradient_and_resume_exactly(tmp_path):
-    proc = subprocess.run([*TORCHRUN, str(TESTS / "multirank_worker.py"), str(tmp_path), "torch", "zero2", "zero3"],
-                          capture_output=True, text=True, env=ENV, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def test_two_ranks_sum_to_one_process_gradient_resume_exactly_and_report_a_lost_rank(tmp_path):
+    # --monitor-interval: torchrun must not stop rank 0 before it meets the lost rank (mode "lost")
+    proc = subprocess.run([*TORCHRUN, "--monitor-interval", "5", str(TESTS / "multirank_worker.py"), str(tmp_path),
+                           "torch", "zero2", "zero3", "lost"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert (tmp_path / "result.json").is_file(), proc.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["world"] == 2
     reference = result["torch"]["eval_kl"]
@@ -59,6 +63,11 @@ def test_two_ranks_sum_to_one_process_gradient_and_resume_exactly(tmp_path):
         assert r["resumed_from"].endswith("epoch-0002") and r["resume_max_diff"] <= 1e-7, (mode, r)
         assert r["unchanged"], mode
         assert r["eval_kl"] == pytest.approx(reference, abs=1e-5), mode
+
+    assert proc.returncode != 0  # rank 1 left with exit code 3
+    report = (tmp_path / "lost.txt").read_text()
+    assert report.startswith("LostRankError: rank 0 of 2: lost contact with the other training processes: ")
+    assert "\n" not in report and "gloo/transport" not in report, report
 
 
 def test_a_checkpoint_of_another_number_of_ranks_is_refused(tmp_path):
@@ -244,6 +253,7 @@ def test_a_rank_killed_mid_training_leaves_no_commit_and_the_rerun_resumes(tmp_p
     os.kill(worker_pid(launcher.pid, 1), signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=300)
     assert launcher.returncode != 0
+    assert "[rank0]: Traceback" not in stderr  # stopped by torchrun, or "Error: rank 0 of 2: lost contact ..."
 
     assert run(root, "git", "rev-parse", "--verify", "HEAD", check=False).returncode != 0  # no commit
     assert bgit(root, "fsck").returncode == 0

@@ -165,6 +165,23 @@ def sum_gradients(params, world: int) -> None:
     _flat_apply([p.grad for p in params], dist.all_reduce)
 
 
+def lost_rank(error: BaseException, rank: int, world: int):
+    """A :class:`LostRankError` when ``error`` is a collective failing because a peer process
+    went away (torch's DistError, or gloo's plain RuntimeError naming its transport); else None."""
+    import torch.distributed as dist
+
+    from bgit.train.errors import LostRankError
+
+    message = str(error)
+    failed = isinstance(error, getattr(dist, "DistError", ())) or (
+        isinstance(error, RuntimeError) and "/gloo/" in message)
+    if world == 1 or not failed:
+        return None
+    first = (message.splitlines() or [type(error).__name__])[0]
+    detail = first.split("] ", 1)[1] if first.startswith("[") and "] " in first else first  # no source path
+    return LostRankError(rank, world, detail.split(". This is typically")[0])
+
+
 def padded_share(mine: list[list[int]], count: int, filler: list[int]) -> list[tuple[list[int], bool]]:
     """This rank's micro-batches as (batch, counted) pairs, padded to ``count`` (the same on
     every rank) with uncounted repeats of a real batch."""

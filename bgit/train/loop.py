@@ -32,8 +32,8 @@ from bgit.config.hashing import config_to_dict
 from bgit.config.schema import BakeConfig, CheckpointConfig
 from bgit.train.checkpoint import load_latest, restore, save_checkpoint
 from bgit.train.data import collate, epoch_groups, examples_fingerprint, micro_batches, prepare_examples
-from bgit.train.distributed import (broadcast_parameters, init_process_group, padded_share, rank_world,
-                                    split_count, sum_gradients, sum_over_ranks)
+from bgit.train.distributed import (broadcast_parameters, init_process_group, lost_rank, padded_share,
+                                    rank_world, split_count, sum_gradients, sum_over_ranks)
 from bgit.train.errors import EmptyTrainingSetError
 from bgit.train.lora import attach_lora, detach_lora, lora_dropout, save_adapter, training_setup
 from bgit.train.loss import batch_kl, batch_objective
@@ -278,9 +278,12 @@ def train_adapter(model, tokenizer, train, eval, bake: BakeConfig, work_dir: Pat
             result = run.run(progress, started)
             run.stepper.close()  # a collective under ZeRO-3: every rank gets here
             return result
-    except BaseException:
+    except BaseException as error:
         if run is not None and runtime.world == 1:  # with peers, a collective could wait forever
             run.stepper.close()
+        lost = lost_rank(error, runtime.rank, runtime.world)
+        if lost is not None:
+            raise lost from error
         raise
     finally:
         detach_lora(peft_model)
