@@ -40,10 +40,6 @@ class Launch:
         env = os.environ
         return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def bind_device() -> None:
     """Make ``cuda`` mean this process's GPU (LOCAL_RANK); call before loading the model."""
