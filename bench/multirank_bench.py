@@ -117,14 +117,14 @@ def bake_row(workdir: Path, base: str, args, rollout_repo: Path, row) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     alone = rows[0]
-    print(f"| {'run (global batch 4)':<26} | micro-batch | {'device (bake.yml)':<36} | bake wall s | train s | "
+    print(f"| {'run (global batch 4)':<26} | micro-batch | {'device (bake.yml)':<38} | bake wall s | train s | "
           "train tok/s | vs 1 process | adapter max abs diff |")
-    print(f"|{'-' * 28}|-------------|{'-' * 38}|-------------|---------|-------------|--------------|"
+    print(f"|{'-' * 28}|-------------|{'-' * 40}|-------------|---------|-------------|--------------|"
           "----------------------|")
     for r in rows:
         ratio = r["tokens_per_s"] / alone["tokens_per_s"]
         diff = "—" if r is alone else f"{r['adapter_max_abs_diff']:.2g}"
-        print(f"| {r['label']:<26} | {r['micro_batch_size']:>11} | {r['device']:<36} | {r['wall_s']:>11.1f} | "
+        print(f"| {r['label']:<26} | {r['micro_batch_size']:>11} | {r['device']:<38} | {r['wall_s']:>11.1f} | "
               f"{r['train_s']:>7.1f} | {r['tokens_per_s']:>11.1f} | {ratio:>11.2f}x | {diff:>20} |")
 
 
