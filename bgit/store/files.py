@@ -23,10 +23,10 @@ SYNC_THREADS = 8              # fsync is latency-bound: overlap many
 
 
 class _Job:
-    __slots__ = ("begin", "end", "group", "tensor")
+    __slots__ = ("begin", "end", "group", "tensor", "dtype")
 
-    def __init__(self, begin, end, group=1, tensor=None):
-        self.begin, self.end, self.group, self.tensor = begin, end, group, tensor
+    def __init__(self, begin, end, group=1, tensor=None, dtype=None):
+        self.begin, self.end, self.group, self.tensor, self.dtype = begin, end, group, tensor, dtype
 
 
 def store_file(store: ObjectStore, path) -> Manifest:
@@ -58,7 +58,7 @@ def _store_view(store: ObjectStore, view, size: int) -> Manifest:
     def run(job):
         data = view[job.begin:job.end]
         oid = blake3.blake3(data).hexdigest()  # one thread each: the pool already fills the cores
-        written = store._put_encoded(oid, lambda: codecs.encode(data, job.group), False, syncer)
+        written = store._put_encoded(oid, lambda: codecs.encode_parts(data, job.group, job.dtype), False, syncer)
         sumsq = st.sum_squares(data, layout.tensors[job.tensor].dtype) if job.tensor is not None else None
         return oid, written, sumsq
 
@@ -91,7 +91,7 @@ def _safetensors_jobs(layout: st.Layout, size: int) -> list[_Job]:
         begin, end = layout.header_size + t.begin, layout.header_size + t.end
         jobs += [_Job(pos + b, pos + e) for b, e in st.split_pieces(begin - pos, 1)]  # gap bytes
         width = st.DTYPE_WIDTH[t.dtype]
-        jobs += [_Job(begin + b, begin + e, width, i) for b, e in st.split_pieces(end - begin, width)]
+        jobs += [_Job(begin + b, begin + e, width, i, t.dtype) for b, e in st.split_pieces(end - begin, width)]
         pos = max(pos, end)
     jobs += [_Job(pos + b, pos + e) for b, e in st.split_pieces(size - pos, 1)]
     return jobs

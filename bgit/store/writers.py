@@ -107,21 +107,25 @@ class DirectWriter:
 _local = threading.local()
 
 
-def write_new_file_direct(path, data) -> None:
-    """Create ``path`` holding ``data`` with one O_DIRECT write (not yet fsynced).
+def write_new_file_direct(path, buffers) -> None:
+    """Create ``path`` holding the ``buffers`` one after another with one O_DIRECT write
+    (not yet fsynced).
 
     Raises OSError (EINVAL) where the filesystem refuses O_DIRECT; the file is then removed.
     """
     if not O_DIRECT:
         raise OSError(errno.EINVAL, "O_DIRECT is not available")
-    view = memoryview(data).cast("B")
-    size = len(view)
+    views = [memoryview(b).cast("B") for b in buffers]
+    size = sum(len(v) for v in views)
     padded = -(-size // ALIGN) * ALIGN
     stage = getattr(_local, "stage", None)
     if stage is None or len(stage) < padded:
         # One page-aligned buffer per thread, kept: fresh pages would cost a fault each.
         stage = _local.stage = mmap.mmap(-1, max(padded, ALIGN))
-    stage[:size] = view
+    pos = 0
+    for view in views:
+        stage[pos:pos + len(view)] = view
+        pos += len(view)
     stage[size:padded] = bytes(padded - size)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_DIRECT, 0o644)
     try:
