@@ -198,3 +198,29 @@ def test_the_same_file_gives_the_same_manifest_as_before(old_store, store, tmp_p
         dest = tmp_path / "out" / name
         old_store.materialise(manifest, dest)
         assert store.store_file(dest).to_bytes() == manifest.to_bytes()
+
+
+def reference_sum_squares(values: np.ndarray) -> float:
+    """The norm as bgit has always computed it: float64 squares summed by numpy in blocks
+    of 2**18 elements, the block sums added in order."""
+    total = 0.0
+    for i in range(0, len(values), 1 << 18):
+        x = values[i:i + (1 << 18)].astype(np.float64)
+        total += float(np.square(x).sum())
+    return total
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F32", "F16"])
+def test_norms_sum_exactly_as_before(dtype):
+    from bgit.store import safetensors_split as st
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(5 * (1 << 18) + 123) * np.exp(rng.uniform(-20, 5, 5 * (1 << 18) + 123))
+    if dtype == "BF16":
+        bits = bf16(x)
+        values = (bits.astype(np.uint32) << 16).view(np.float32)
+        data = bits.tobytes()
+    else:
+        values = x.astype(np.float32 if dtype == "F32" else np.float16)
+        data = values.tobytes()
+    assert st.sum_squares(data, dtype) == reference_sum_squares(values)
