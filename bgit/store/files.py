@@ -17,7 +17,9 @@ from .manifest import Manifest, TensorEntry
 from .objects import ObjectStore
 
 CHUNK_THRESHOLD = 1 << 20     # smaller non-safetensors files are a single object
-WORKERS = max(2, min(8, os.cpu_count() or 2))
+# One more worker than cores: each also waits on its O_DIRECT reads and writes (measured on
+# 2 cores: commit 4.4 -> 3.4 s of wall time with 3 workers instead of 2).
+WORKERS = max(3, min(9, (os.cpu_count() or 2) + 1))
 DIRECT_MIN = 64 << 20         # files this big bypass the page cache (see writers.py)
 SYNC_THREADS = 8              # fsync is latency-bound: overlap many
 
@@ -133,30 +135,13 @@ def _materialise(store, manifest, dest: Path, writer_class) -> None:
     # Not bgit.util.files.atomic_writer: the bytes go through writers.py (O_DIRECT for big
     # files, fdatasync overlapped with decoding), which that writer cannot do.
     tmp = dest.parent / f".{dest.name}.bgit-{uuid.uuid4().hex[:12]}.tmp"
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-
-    def load(piece):
-        oid, size = piece
-        return store.get_buffer(oid, verify=False, size=size)  # size checked before decoding
-
     try:
         writer = writer_class(tmp)
         try:
-            with ThreadPoolExecutor(WORKERS) as pool:
-                window = 2 * WORKERS  # bounded read-ahead keeps memory at a few pieces
-                pieces = list(manifest.pieces)
-                futures = [pool.submit(load, p) for p in pieces[:window]]
-                for i in range(len(pieces)):
-                    buf = futures[i].result()
-                    futures[i] = None
-                    if i + window < len(pieces):
-                        futures.append(pool.submit(load, pieces[i + window]))
-                    writer.write(buf)
-                    hasher.update(buf)
+            actual = _write_pieces(store, manifest.pieces, writer)
             writer.finish()
         finally:
             writer.close()
-        actual = hasher.hexdigest()
         if actual != manifest.blake3:
             for oid, size in dict.fromkeys(manifest.pieces):
                 store.verify(oid, size)  # raises CorruptObjectError naming the bad object
@@ -169,3 +154,39 @@ def _materialise(store, manifest, dest: Path, writer_class) -> None:
             pass
         raise
     fsync_dir(dest.parent)
+
+
+def _write_pieces(store, pieces, writer) -> str:
+    """Decode the pieces in parallel, each into a pooled buffer laid out for the writer
+    (no copy on the way to an O_DIRECT file), write them in order; returns their BLAKE3."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    window = WORKERS + 1  # bounded read-ahead keeps memory at a few pieces
+    # Buffers: the window's, two the writer may still hold, one the main thread holds.
+    buffers = writers.BufferPool(window + 3)
+    starts = [0]
+    for _, size in pieces:
+        starts.append(starts[-1] + size)
+
+    def load(i):
+        oid, size = pieces[i]
+        buf, view = buffers.take(starts[i], size)
+        try:
+            store.get_buffer(oid, verify=False, size=size, out=view)  # size checked before decoding
+        except BaseException:
+            buffers.give(buf)
+            raise
+        return buf, view
+
+    pool = ThreadPoolExecutor(WORKERS)
+    futures = [pool.submit(load, i) for i in range(min(window, len(pieces)))]
+    try:
+        for i in range(len(pieces)):
+            buf, view = futures[i].result()
+            futures[i] = None
+            if i + window < len(pieces):
+                futures.append(pool.submit(load, i + window))
+            hasher.update(view)
+            writer.write(view, release=lambda b=buf: buffers.give(b))
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return hasher.hexdigest()
