@@ -299,7 +299,7 @@ def test_direct_writer_writes_pooled_buffers_in_place_and_others_by_copy(tmp_pat
         pytest.skip("no O_DIRECT here")
     rng = np.random.default_rng(5)
     sizes = [8 + 4000, 70_000, 3, 5 * 4096, 12_345, 4096 * 2 + 1, 100_000, 1]
-    pool, expected, released, offset = writers.BufferPool(3), [], [], 0
+    pool, expected, released, offset = writers.BufferPool(len(sizes)), [], [], 0
     for i, size in enumerate(sizes):
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
         expected.append(data)
