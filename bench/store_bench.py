@@ -194,7 +194,8 @@ def stream_ratios(path: Path) -> None:
     rows = [("byte grouping (codec 1, level 1)", grouped, level1, ("low bytes", "high bytes")),
             ("byte grouping, literal-tuned zstd", grouped, literal, ("low bytes", "high bytes"))]
     for shift in (7, 5, 4):
-        rows.append((f"bit split at {shift} (codec 2){' <- used' if codecs.SPLIT_SHIFT.get('BF16') == shift else ''}",
+        chosen = codecs.best_shift(data, codecs.SPLIT_SHIFTS_TRIED["BF16"])
+        rows.append((f"bit split at {shift} (codec 2){' <- chosen' if chosen == shift else ''}",
                      codecs.split_planes(data, shift), literal, ("P1", "P2")))
     for label, planes, cctx, names in rows:
         parts = [bytes(planes[:n]), bytes(planes[n:])]

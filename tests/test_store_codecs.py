@@ -57,7 +57,7 @@ def test_bf16_tensors_use_codec_2_and_store_smaller(store, tmp_path):
     data = weights_bf16(1 << 20)
     split = codecs.encode(data, 2, "BF16")
     grouped = codecs.encode(data, 2)
-    assert header_of(split)[1:4] == (codecs.CODEC_ZSTD_SPLIT, 2, codecs.SPLIT_SHIFT["BF16"])
+    assert header_of(split)[1:4] == (codecs.CODEC_ZSTD_SPLIT, 2, 4)
     assert header_of(grouped)[1:4] == (codecs.CODEC_ZSTD, 2, 0)
     assert len(split) / len(data) < 0.665 < len(grouped) / len(data)
     assert bytes(codecs.decode(split, "x" * 64, len(data))) == data
@@ -72,6 +72,19 @@ def test_bf16_tensors_use_codec_2_and_store_smaller(store, tmp_path):
     assert all(codecs.CODEC_ZSTD_SPLIT not in used for used in by_dtype.values())
     store.materialise(manifest, tmp_path / "out" / src.name)
     assert (tmp_path / "out" / src.name).read_bytes() == src.read_bytes()
+
+
+def test_values_near_one_keep_byte_grouping():
+    """Where the exponent's top bits vary (values around 1), the sample picks shift 8."""
+    rng = np.random.default_rng(4)
+    norms = bf16(1 + 0.1 * rng.standard_normal(200_000)).tobytes()
+    raw = codecs.encode(norms, 2, "BF16")
+    assert header_of(raw)[1:4] == (codecs.CODEC_ZSTD_SPLIT, 2, 8)
+    other = b"".join(codecs.HEADER.pack(codecs.MAGIC, codecs.CODEC_ZSTD_SPLIT, 2, 4, len(norms))
+                     + codecs._compressor(True).compress(codecs.split_planes(norms, 4)) for _ in [0])
+    assert len(raw) < len(other)
+    assert bytes(codecs.decode(raw, "x" * 64, len(norms))) == norms
+    assert bytes(codecs.decode(other, "x" * 64, len(norms))) == norms
 
 
 def test_random_bf16_bits_are_stored_raw(store):
