@@ -290,6 +290,7 @@ def test_direct_writer_writes_pooled_buffers_in_place_and_others_by_copy(tmp_pat
     pieces meet are copied); other buffers are copied through the stages; mixed in any order."""
     from bgit.store import writers
     monkeypatch.setattr(writers, "STAGE", 8192)
+    monkeypatch.setattr(writers, "DIRECT_WRITE_MIN", 0)
     copies = []
     real_copy = writers.DirectWriter._copy
     monkeypatch.setattr(writers.DirectWriter, "_copy", lambda self, v: (copies.append(len(v)), real_copy(self, v)))

@@ -26,6 +26,10 @@ import numpy as np
 FLUSH_EVERY = 128 << 20
 ALIGN = 4096
 STAGE = 8 << 20
+# Buffers smaller than this are copied through the stages even when laid out for a direct
+# write: each direct write costs a device round trip and the blocks at its ends a small one
+# (measured: a 200 MB JSONL of ~320 KiB chunks materialised 30% slower written in place).
+DIRECT_WRITE_MIN = 4 << 20
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
@@ -83,7 +87,7 @@ class DirectWriter:
         view = memoryview(buf).cast("B")
         end = self._offset + self._fill
         head = -end % ALIGN
-        if len(view) < head + 2 * ALIGN or (address(view) - end) % ALIGN:
+        if len(view) < max(head + 2 * ALIGN, DIRECT_WRITE_MIN) or (address(view) - end) % ALIGN:
             try:
                 self._copy(view)
             finally:
@@ -156,6 +160,9 @@ class DirectWriter:
                 pass
 
 
+POOL_BUFFER_MIN = (2 << 20) + ALIGN
+
+
 class BufferPool:
     """Page-aligned buffers for pieces on their way to a DirectWriter: a piece that will
     start at file offset ``offset`` is decoded at ``offset % ALIGN`` within its buffer, so
@@ -171,7 +178,9 @@ class BufferPool:
         buf = self._free.get()
         pad = offset % ALIGN
         if buf is None or len(buf) < pad + size:
-            buf = mmap.mmap(-1, max(pad + size, 1))
+            # At least a chunk's or a piece's worth: pieces of a file vary in size, and a
+            # fresh buffer costs a page fault per page.
+            buf = mmap.mmap(-1, max(pad + size, POOL_BUFFER_MIN))
         return buf, memoryview(buf)[pad:pad + size]
 
     def give(self, buf) -> None:
