@@ -95,8 +95,8 @@ class ObjectStore:
         of its on-disk form.
 
         Returns None when the object already existed, else the fan-out dir written into
-        or, with a ``syncer`` executor, a future of it: fsync + rename then run there, so
-        many fsyncs (latency-bound) overlap with each other and with compression.
+        or, with a ``syncer`` executor, a future of it: write + fsync + rename then run
+        there, so the disk's latency overlaps with compression and many fsyncs overlap.
         """
         path = self.object_path(oid)
         if path.exists():
@@ -108,10 +108,9 @@ class ObjectStore:
             return None
         buffers = make_raw()
         path.parent.mkdir(exist_ok=True)
-        tmp = self._write_tmp(buffers)
         if syncer is not None:
-            return syncer.submit(self._commit_tmp, tmp, path)
-        self._commit_tmp(tmp, path)
+            return syncer.submit(lambda: self._commit_tmp(self._write_tmp(buffers), path))
+        self._commit_tmp(self._write_tmp(buffers), path)
         if sync_dir:
             fsync_dir(path.parent)
         return path.parent
