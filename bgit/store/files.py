@@ -21,20 +21,23 @@ CHUNK_THRESHOLD = 1 << 20     # smaller non-safetensors files are a single objec
 WORKERS = max(2, min(8, os.cpu_count() or 2))
 DIRECT_MIN = 64 << 20         # files this big bypass the page cache (see writers.py)
 SYNC_THREADS = 8              # fsync is latency-bound: overlap many
-# Objects written but not yet on disk, at most: workers hand them over and compress on
-# (a third worker on 2 cores did the same for the wall time, at ~10% more CPU).
+# Large objects handed to the sync threads but not yet written, at most: workers hand them
+# over and compress on (a third worker on 2 cores did the same for the wall time, at ~10%
+# more CPU).
 SYNC_PENDING = 2 * WORKERS
 
 
 class _Syncer:
-    """Runs object writes (write, fsync, rename) on SYNC_THREADS threads, at most ``limit``
-    at once: the one who submits waits only when that many are pending."""
+    """Runs object writes and fsyncs on SYNC_THREADS threads; at most ``limit`` of the jobs
+    that hold an object's bytes at once (the submitter waits for a free place)."""
 
     def __init__(self, limit: int):
         self._pool = ThreadPoolExecutor(SYNC_THREADS)
         self._slots = threading.BoundedSemaphore(limit)
 
-    def submit(self, fn):
+    def submit(self, fn, holds_data: bool = False):
+        if not holds_data:
+            return self._pool.submit(fn)
         self._slots.acquire()
         try:
             future = self._pool.submit(fn)
@@ -196,6 +199,8 @@ def _write_pieces(store, pieces, writer) -> str:
 
     def load(i):
         oid, size = pieces[i]
+        if size < writers.DIRECT_WRITE_MIN:  # copied through the writer's stages anyway
+            return None, store.get_buffer(oid, verify=False, size=size)
         buf, view = buffers.take(starts[i], size)
         try:
             store.get_buffer(oid, verify=False, size=size, out=view)  # size checked before decoding
@@ -213,7 +218,7 @@ def _write_pieces(store, pieces, writer) -> str:
             if i + window < len(pieces):
                 futures.append(pool.submit(load, i + window))
             hasher.update(view)
-            writer.write(view, release=lambda b=buf: buffers.give(b))
+            writer.write(view, release=None if buf is None else (lambda b=buf: buffers.give(b)))
     finally:
         pool.shutdown(cancel_futures=True)
     return hasher.hexdigest()

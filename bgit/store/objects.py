@@ -95,8 +95,9 @@ class ObjectStore:
         of its on-disk form.
 
         Returns None when the object already existed, else the fan-out dir written into
-        or, with a ``syncer`` executor, a future of it: write + fsync + rename then run
-        there, so the disk's latency overlaps with compression and many fsyncs overlap.
+        or, with a ``syncer`` (files._Syncer), a future of it: fsync + rename (and for
+        large objects the write too) then run there, so the disk's latency overlaps with
+        compression and many fsyncs overlap.
         """
         path = self.object_path(oid)
         if path.exists():
@@ -108,9 +109,13 @@ class ObjectStore:
             return None
         buffers = make_raw()
         path.parent.mkdir(exist_ok=True)
+        if syncer is not None and sum(memoryview(b).nbytes for b in buffers) >= DIRECT_OBJECT_MIN:
+            # An O_DIRECT write waits on the disk: the syncer waits, not the compressor.
+            return syncer.submit(lambda: self._commit_tmp(self._write_tmp(buffers), path), holds_data=True)
+        tmp = self._write_tmp(buffers)
         if syncer is not None:
-            return syncer.submit(lambda: self._commit_tmp(self._write_tmp(buffers), path))
-        self._commit_tmp(self._write_tmp(buffers), path)
+            return syncer.submit(lambda: self._commit_tmp(tmp, path))
+        self._commit_tmp(tmp, path)
         if sync_dir:
             fsync_dir(path.parent)
         return path.parent
