@@ -7,7 +7,16 @@ from bgit.evaluate.bakes import Bake
 
 def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     """-> (model, tokenizer, notes) of the bake's base model (bake.yml base_model.name)."""
-    from bgit.models import load_model, resolve_model
+    from bgit.models import load_model
+
+    resolved, notes = resolve_base(bake)
+    model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
+    return model, tokenizer, notes
+
+
+def resolve_base(bake: Bake):
+    """-> (ResolvedModel, notes) of the bake's base model, without loading it (vLLM loads it itself)."""
+    from bgit.models import resolve_model
 
     name = bake.base_model_name
     if not name:
@@ -18,8 +27,7 @@ def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     if bake.base_fingerprint and resolved.fingerprint != bake.base_fingerprint:
         notes.append(f"base model {name} has changed since the bake (fingerprint "
                      f"{resolved.fingerprint[:12]} != {bake.base_fingerprint[:12]})")
-    model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
-    return model, tokenizer, notes
+    return resolved, notes
 
 
 def trusts_remote_code(bake: Bake) -> bool:
