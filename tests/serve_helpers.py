@@ -50,10 +50,16 @@ def tiny_base_model(directory: Path, max_positions: int = 4096, seed: int = 0) -
 
 
 def tiny_repo(root: Path):
-    """main: bake a (HEAD~1, tag v1) then bake b (HEAD). -> (repo, base dir, {name: adapter dir}, {name: sha})."""
+    """main: bake a (HEAD~1, tag v1) then bake b (HEAD) on a tiny random Llama.
+    -> (repo, base dir, {name: adapter dir}, {name: sha})."""
+    return two_bake_repo(root, tiny_base_model(root / "base-model"))
+
+
+def two_bake_repo(root: Path, base: Path):
+    """main: bake a (HEAD~1, tag v1) then bake b (HEAD), random adapters on ``base``.
+    -> (repo, base dir, {name: adapter dir}, {name: sha})."""
     from bgit.repo import Repository
 
-    base = tiny_base_model(root / "base-model")
     repo = Repository.init(root / "repo")
     adapters = {"a": make_adapter(base, root / "adapter-a", seed=1), "b": make_adapter(base, root / "adapter-b", seed=2)}
     shas = {"a": commit_bake(repo, base, adapters["a"], root / "work-a", "bake a", rows=[])}
@@ -64,12 +70,14 @@ def tiny_repo(root: Path):
 
 class Reference:
     """Greedy decoding with plain transformers + PEFT, one prompt at a time, no KV cache:
-    what the server must reproduce, computed without any of its code."""
+    what the server must reproduce, computed without any of its code. ``kv_cache=True``
+    keeps transformers' own cache between steps (a backend that is not transformers can be
+    checked against it, at a fraction of the time on a bigger model)."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, kv_cache: bool = False) -> None:
         from transformers import AutoTokenizer
 
-        self.base_dir = base_dir
+        self.base_dir, self.kv_cache = base_dir, kv_cache
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
         self._models: dict = {}
 
@@ -87,6 +95,13 @@ class Reference:
     def greedy(self, adapter_dir: Path | None, prompt_ids: list[int], tokens: int) -> list[int]:
         model, ids = self.model(adapter_dir), list(prompt_ids)
         with torch.no_grad():
+            if self.kv_cache:
+                out = model(input_ids=torch.tensor([ids]), use_cache=True)
+                for _ in range(tokens):
+                    ids.append(int(out.logits[0, -1].argmax()))
+                    out = model(input_ids=torch.tensor([ids[-1:]]), past_key_values=out.past_key_values,
+                                use_cache=True)
+                return ids[len(prompt_ids):]
             for _ in range(tokens):
                 ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
         return ids[len(prompt_ids):]

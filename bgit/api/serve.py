@@ -7,10 +7,11 @@ from bgit.serve import run
 
 
 def serve(repo: RepoLike = ".", refs=(), host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          on_ready=None, device: str | None = None, max_batch: int = 16) -> None:
+          on_ready=None, device: str | None = None, max_batch: int = 16, backend: str = "auto") -> None:
     """Serve ``refs`` (default: every branch and tag that is a bake, plus ``base``) until
     interrupted; ``on_ready(ServeInfo)`` is called once the socket listens. A non-loopback
-    ``host`` needs ``api_key``."""
+    ``host`` needs ``api_key``. ``backend``: "hf" (transformers + PEFT), "vllm" (vLLM's engine,
+    the bakes as LoRA modules) or "auto" (vllm when it is installed and CUDA is available)."""
     repo = open_repo(repo)
     run(repo.root, refs, host=host, port=port, api_key=api_key, on_ready=on_ready, device=device,
-        max_batch=max_batch)
+        max_batch=max_batch, backend=backend)

@@ -10,6 +10,13 @@ from bgit.util.yaml import load_bounded
 
 def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     """-> (model, tokenizer, notes) of the bake's base model (bake.yml base_model.name)."""
+    resolved, notes = resolve_base(bake)
+    model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
+    return model, tokenizer, notes
+
+
+def resolve_base(bake: Bake):
+    """-> (ResolvedModel, notes) of the bake's base model, without loading it (vLLM loads it itself)."""
 
     name = bake.base_model_name
     if not name:
@@ -20,8 +27,7 @@ def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     if bake.base_fingerprint and resolved.fingerprint != bake.base_fingerprint:
         notes.append(f"base model {name} has changed since the bake (fingerprint "
                      f"{resolved.fingerprint[:12]} != {bake.base_fingerprint[:12]})")
-    model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
-    return model, tokenizer, notes
+    return resolved, notes
 
 
 def trusts_remote_code(bake: Bake) -> bool:

@@ -2,7 +2,7 @@
 
     from bgit.serve import run
     run("path/to/repo", refs=["main", "v1"], host="127.0.0.1", port=8000, api_key=None,
-        on_ready=lambda info: print(info.url))
+        on_ready=lambda info: print(info.url), backend="auto")   # or "hf", "vllm"
 
 Each served bake is a model named by its ref (``main``, a tag, a commit id); ``base`` is the
 base model without adapter. A branch is resolved when a request starts, so a new bake on it
@@ -15,6 +15,7 @@ Layers: serve -> evaluate -> models, config, repo. The pieces:
     hf.py         the built-in backend: transformers + PEFT, adapters chosen per batch row
     engine.py     its generation loop in one worker thread; batch.py its KV-cached batches
     decoding.py   sampling and incremental detokenisation with stop strings
+    vllm.py       the vLLM backend: vLLM's async engine, every adapter a LoRA module
     openai_api.py OpenAI request validation and response shapes
     app.py        the Starlette routes; guard.py API key, Host and Origin checks
     web.py        the page at / (static/page.html, page.js, page.css)
@@ -29,11 +30,12 @@ from bgit.serve.errors import (
     MixedBaseModelsError,
     NothingToServeError,
     ReservedModelNameError,
+    ServeBackendError,
     ServeDependencyError,
     ServeError,
     UnsafeBindError,
 )
-from bgit.serve.server import RunningServer, ServeInfo, build, check_bind, run
+from bgit.serve.server import BACKENDS, RunningServer, ServeInfo, build, check_bind, run, select_backend
 
 __all__ = [
     "APIError",
@@ -42,11 +44,14 @@ __all__ = [
     "NothingToServeError",
     "ReservedModelNameError",
     "RunningServer",
+    "ServeBackendError",
     "ServeDependencyError",
     "ServeError",
     "ServeInfo",
     "UnsafeBindError",
+    "BACKENDS",
     "build",
     "check_bind",
     "run",
+    "select_backend",
 ]

@@ -7,9 +7,8 @@ rules (:mod:`bgit.serve.openai_api`) and hands a :class:`GenerationRequest` to a
 
 - :class:`bgit.serve.hf.HFBackend`: transformers + PEFT, every adapter loaded into one model
   and chosen per row of a batch (``adapter_names=``), batching in one worker thread.
-- a vLLM backend would implement the same three methods on vLLM's async engine (one
-  ``LoRARequest`` per adapter directory, ``TokensPrompt`` from the same token ids,
-  ``SamplingParams(seed=, stop=, ...)``, ``abort`` when the stream is closed).
+- :class:`bgit.serve.vllm.VLLMServeBackend`: vLLM's async engine, one ``LoRARequest`` per
+  adapter directory, the same token ids as the prompt, ``abort`` when the stream is closed.
 """
 
 from __future__ import annotations
@@ -60,6 +59,8 @@ class ServeBackend(ABC):
     """Lists the served models and generates for resolved requests. ``stream`` is an async
     generator; closing it early (a client that went away) must stop the generation and free
     its slot. ``tokenizer`` renders prompts; ``max_context`` bounds prompt + completion."""
+
+    name = ""  # what `bgit serve --backend` calls it
 
     def __init__(self, registry, tokenizer, max_context: int) -> None:
         self.registry, self.tokenizer, self.max_context = registry, tokenizer, max_context

@@ -51,6 +51,10 @@ class ServeDependencyError(ServeError):
         self.missing = missing
 
 
+class ServeBackendError(ServeError):
+    """The generation backend cannot be chosen or started (unknown name, vLLM missing or failing)."""
+
+
 class APIError(Exception):
     """An error answered to one HTTP client, in OpenAI's error shape."""
 

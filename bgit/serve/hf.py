@@ -15,6 +15,8 @@ from bgit.serve.decoding import IncrementalText, make_generator
 
 
 class HFBackend(ServeBackend):
+    name = "hf"
+
     def __init__(self, registry, device: str | None = None, dtype: str = "auto", max_batch: int = 16,
                  max_loaded: int = 8, batch_window: float = 0.01) -> None:
         from bgit.evaluate.models import load_base, with_adapter

