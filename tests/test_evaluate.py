@@ -56,13 +56,13 @@ def test_inner_product_without_forming_delta_matches_dense():
 
 
 def test_scale_honours_rslora_and_alpha_pattern():
-    from bgit.evaluate.lora import module_scale
+    from bgit.train.lora import lora_scale
 
-    assert module_scale({"r": 16, "lora_alpha": 32}, "layers.0.self_attn.q_proj", 16) == 2.0
-    assert module_scale({"r": 16, "lora_alpha": 32, "use_rslora": True}, "x.q_proj", 16) == 8.0
+    assert lora_scale({"r": 16, "lora_alpha": 32}, "layers.0.self_attn.q_proj", 16) == 2.0
+    assert lora_scale({"r": 16, "lora_alpha": 32, "use_rslora": True}, "x.q_proj", 16) == 8.0
     config = {"r": 4, "lora_alpha": 8, "alpha_pattern": {"v_proj": 2}, "rank_pattern": {"v_proj": 2}}
-    assert module_scale(config, "model.layers.1.self_attn.v_proj", 2) == 1.0
-    assert module_scale(config, "model.layers.1.self_attn.q_proj", 4) == 2.0
+    assert lora_scale(config, "model.layers.1.self_attn.v_proj", 2) == 1.0
+    assert lora_scale(config, "model.layers.1.self_attn.q_proj", 4) == 2.0
 
 
 def test_weight_diff_of_commits_matches_dense_computation(history):

@@ -15,6 +15,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from bgit.train.lora import lora_scale
+
 _TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
@@ -44,20 +46,6 @@ def layer_and_kind(module: str) -> tuple[str, str]:
     return (match.group(1), kind) if match else ("-", kind)
 
 
-def module_scale(config: dict, module: str, rank: int) -> float:
-    """lora_alpha / r (or / √r with rsLoRA), honouring PEFT's rank_pattern/alpha_pattern."""
-    r = config.get("r", rank)
-    alpha = config.get("lora_alpha", r)
-    for key, value in (config.get("rank_pattern") or {}).items():
-        if re.search(rf"(^|\.){key}$", module):
-            r = value
-    for key, value in (config.get("alpha_pattern") or {}).items():
-        if re.search(rf"(^|\.){key}$", module):
-            alpha = value
-    denominator = math.sqrt(r) if config.get("use_rslora") else r
-    return float(alpha) / float(denominator)
-
-
 def decode_tensor(data: bytes, dtype: str, shape):
     import torch
 
@@ -78,7 +66,7 @@ def factors_from_tensors(tensors: dict, config: dict) -> dict[str, Factor]:
     for module, pair in sorted(halves.items()):
         if "A" in pair and "B" in pair:
             a, b = pair["A"].to(dtype=_f64()), pair["B"].to(dtype=_f64())
-            factors[module] = Factor(module, a, b, module_scale(config, module, a.shape[0]))
+            factors[module] = Factor(module, a, b, lora_scale(config, module, a.shape[0]))
     return factors
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,9 +131,19 @@ def save_adapter(peft_model, out_dir: Path) -> Path:
 # ------------------------------------------------------------------ sequential baking
 
 
-def _scaling(config: dict) -> float:
-    r, alpha = config["r"], config["lora_alpha"]
-    return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+def lora_scale(config: dict, module: str = "", rank: int | None = None) -> float:
+    """A PEFT LoRA module's scale: lora_alpha / r (or / sqrt(r) with rsLoRA), honouring
+    rank_pattern/alpha_pattern for ``module``; ``rank`` stands in for a config without r."""
+    r = config.get("r", rank)
+    alpha = config.get("lora_alpha", r)
+    for key, value in (config.get("rank_pattern") or {}).items():
+        if re.search(rf"(^|\.){key}$", module):
+            r = value
+    for key, value in (config.get("alpha_pattern") or {}).items():
+        if re.search(rf"(^|\.){key}$", module):
+            alpha = value
+    denominator = math.sqrt(r) if config.get("use_rslora") else r
+    return float(alpha) / float(denominator)
 
 
 def _read_adapter(path: Path):
@@ -213,7 +224,7 @@ def _stacked_factors(module: str, shape: tuple[int, int], adapters):
             b_blocks.append(torch.zeros(n_out, cfg["r"], dtype=torch.float32))
             continue
         a_blocks.append(a.float())
-        b_blocks.append(weights[f"{module}.lora_B.weight"].float() * _scaling(cfg))  # s = 1
+        b_blocks.append(weights[f"{module}.lora_B.weight"].float() * lora_scale(cfg))  # s = 1
     return torch.cat(a_blocks, 0).contiguous(), torch.cat(b_blocks, 1).contiguous()
 
 
