@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from bgit import remote as _remote
-from bgit.api._open import RepoLike, TransferProgress, open_repo
+from bgit.api._open import RepoLike, open_repo
 from bgit.remote import FetchResult, PullResult, PushResult, RemoteConfig
 from bgit.remote.known import forget_remote
 from bgit.repo import Repository
@@ -43,13 +43,13 @@ def push(repo: RepoLike = ".", remote: str | None = None, branches=(), all_branc
          tags: bool = False, reporter: Reporter = SILENT) -> PushResult:
     """Upload the payloads the pushed commits need, then move the remote's refs (fast-forward only)."""
     return _remote.push(open_repo(repo, reporter), remote, branches, all_branches, tags,
-                        progress=TransferProgress(reporter))
+                        reporter=reporter)
 
 
 def fetch(repo: RepoLike = ".", remote: str | None = None, payloads: bool = False,
           reporter: Reporter = SILENT) -> FetchResult:
     """Commits and manifests from ``remote`` (payloads too with ``payloads``)."""
-    return _remote.fetch(open_repo(repo, reporter), remote, payloads=payloads, progress=TransferProgress(reporter))
+    return _remote.fetch(open_repo(repo, reporter), remote, payloads=payloads, reporter=reporter)
 
 
 def pull(repo: RepoLike = ".", remote: str | None = None, merge: bool = False,
@@ -61,7 +61,7 @@ def pull(repo: RepoLike = ".", remote: str | None = None, merge: bool = False,
     repo = open_repo(repo, reporter)
     refuse_during_merge(repo)
     try:
-        return _remote.pull(repo, remote, progress=TransferProgress(reporter))
+        return _remote.pull(repo, remote, reporter=reporter)
     except DivergedError as diverged:
         if not merge:
             raise
@@ -73,5 +73,5 @@ def clone(url: str, directory: str | os.PathLike | None = None, store: str | Non
           reporter: Reporter = SILENT) -> Repository:
     """A new repository with remote 'origin': the whole commit graph, and only the payloads
     the default branch needs; later checkouts fetch the rest lazily."""
-    repo = _remote.clone(url, directory, store, checkout=checkout, progress=TransferProgress(reporter))
+    repo = _remote.clone(url, directory, store, checkout=checkout, reporter=reporter)
     return open_repo(repo, reporter)

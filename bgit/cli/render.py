@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bgit.util.progress import SILENT
+from bgit.util.progress import SILENT, human_size  # noqa: F401  (re-exported for the commands)
 
 stderr_console = Console(stderr=True)
 
@@ -66,16 +66,6 @@ def table(headers, rows, right=()) -> None:
     for row in (headers, *rows):
         cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells).rstrip())
-
-
-def human_size(n: float, binary: bool = True) -> str:
-    base, units = (1024, ("B", "KiB", "MiB", "GiB")) if binary else (1000, ("B", "kB", "MB", "GB"))
-    value = float(n)
-    for unit in units:
-        if value < base or unit == units[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= base
-    return f"{n} B"
 
 
 def fmt(value, digits: int = 4) -> str:

@@ -17,7 +17,7 @@ from .fsck import fsck
 from .ops import (FetchResult, PullResult, PushResult, clone, default_remote, fetch,
                   fetch_missing, fetch_objects, install_fetcher, pull, push)
 from .stores import DirectoryStoreRemote, StoreRemote, open_store_remote
-from .transfer import Progress, TransferResult
+from .transfer import TransferResult
 
 __all__ = ["RemoteConfig", "add_remote", "get_remote", "list_remotes", "remove_remote",
            "store_url_of", "BadUrlError", "DivergedError", "NoRemoteError", "NoStoreError",
@@ -25,4 +25,4 @@ __all__ = ["RemoteConfig", "add_remote", "get_remote", "list_remotes", "remove_r
            "RemoteObjectMissingError", "RemoteUnreachableError", "UnknownRemoteError",
            "FetchResult", "PullResult", "PushResult", "clone", "default_remote", "fetch", "fsck",
            "fetch_missing", "fetch_objects", "install_fetcher", "pull", "push",
-           "DirectoryStoreRemote", "StoreRemote", "open_store_remote", "Progress", "TransferResult"]
+           "DirectoryStoreRemote", "StoreRemote", "open_store_remote", "TransferResult"]

@@ -13,6 +13,7 @@ import pygit2
 from bgit.repo import Repository
 from bgit.repo.errors import NoCommitsError
 from bgit.store.errors import CorruptObjectError, ObjectNotFoundError
+from bgit.util.progress import SILENT, Reporter
 
 from . import graph
 from .config import (RemoteConfig, add_remote, check_store_url, get_remote, local_path,
@@ -24,7 +25,7 @@ from .known import KnownObjects
 from .needs import (commit_needs, files_needing, new_commits, object_sizes, peel_commit,
                     push_needs)
 from .stores import StoreRemote, StoreUnreachableError, has_many_batched, open_store_remote
-from .transfer import WORKERS, Progress, TransferResult, download, upload
+from .transfer import WORKERS, TransferResult, download, upload
 
 
 @dataclass
@@ -171,7 +172,7 @@ def _run_pre_push(repo: Repository, remote, to_update) -> None:
 
 
 def push(repo: Repository, remote_name: str | None = None, branches=(), all_branches: bool = False,
-         tags: bool = False, progress: Progress | None = None,
+         tags: bool = False, reporter: Reporter = SILENT,
          store_remote: StoreRemote | None = None) -> PushResult:
     """Upload the payloads the pushed commits need, then update the remote refs (no force)."""
     git = repo.git
@@ -203,7 +204,7 @@ def push(repo: Repository, remote_name: str | None = None, branches=(), all_bran
         sizes = push_needs(git, tips, remote_tips)
         if sizes:
             result.objects_checked, result.transfer = _push_objects(
-                repo, remote, store_remote, sizes, progress, lambda: new_commits(git, tips, remote_tips))
+                repo, remote, store_remote, sizes, reporter, lambda: new_commits(git, tips, remote_tips))
         graph.push(git, remote, [ref for ref, _, _ in to_update])
     for ref, old, new in to_update:
         result.updated.append((ref, old, new))
@@ -216,7 +217,7 @@ def push(repo: Repository, remote_name: str | None = None, branches=(), all_bran
     return result
 
 
-def _push_objects(repo, remote, store_remote, sizes, progress, pushed_commits) -> tuple[int, TransferResult]:
+def _push_objects(repo, remote, store_remote, sizes, reporter, pushed_commits) -> tuple[int, TransferResult]:
     """Upload what the remote's store lacks of ``sizes``; returns (ids asked about, transfer).
     A missing or corrupt local object stops the push before any ref moves, naming the files
     (among ``pushed_commits()``) that need it."""
@@ -229,7 +230,7 @@ def _push_objects(repo, remote, store_remote, sizes, progress, pushed_commits) -
         missing = {oid: sizes[oid] for oid in unknown if oid not in present}
         try:
             transfer = upload(repo.store, store, missing, f"pushing to {remote.name}",
-                              progress, on_done=lambda oid: known.add([oid]))
+                              reporter, on_done=lambda oid: known.add([oid]))
         except (CorruptObjectError, ObjectNotFoundError) as error:
             problem = (f"is corrupt ({error.reason})" if isinstance(error, CorruptObjectError)
                        else "is missing")
@@ -258,7 +259,7 @@ def _tracking(git: pygit2.Repository, remote: str) -> dict[str, str]:
 
 
 def fetch(repo: Repository, remote_name: str | None = None, payloads: bool = False,
-          progress: Progress | None = None, store_remote: StoreRemote | None = None) -> FetchResult:
+          reporter: Reporter = SILENT, store_remote: StoreRemote | None = None) -> FetchResult:
     """Bring the remote's commits and manifests (git objects). With ``payloads``, also the
     payload objects the fetched branch tips need (not their whole history)."""
     git = repo.git
@@ -274,12 +275,12 @@ def fetch(repo: Repository, remote_name: str | None = None, payloads: bool = Fal
         sizes = {}
         for target in after.values():
             sizes.update(commit_needs(git, target))
-        result.transfer = fetch_objects(repo, sizes, remote.name, progress, store_remote)
+        result.transfer = fetch_objects(repo, sizes, remote.name, reporter, store_remote)
     return result
 
 
 def fetch_objects(repo: Repository, oids, remote_name: str | None = None,
-                  progress: Progress | None = None,
+                  reporter: Reporter = SILENT,
                   store_remote: StoreRemote | None = None) -> TransferResult:
     """Download the objects among ``oids`` (ids, or id -> size) the local store lacks.
 
@@ -300,21 +301,21 @@ def fetch_objects(repo: Repository, oids, remote_name: str | None = None,
         store.check()
         with _known(repo, remote, store) as known:
             return download(repo.store, store, remote.name, missing, f"fetching from {remote.name}",
-                            progress, on_done=lambda oid: known.add([oid]), workers=workers)
+                            reporter, on_done=lambda oid: known.add([oid]), workers=workers)
 
 
 def fetch_missing(repo: Repository, commit, remote_name: str | None = None,
-                  progress: Progress | None = None, store_remote: StoreRemote | None = None) -> int:
+                  reporter: Reporter = SILENT, store_remote: StoreRemote | None = None) -> int:
     """Fetch the payload objects ``commit`` (a Commit, id or ref) needs and the local store
     lacks; returns how many were fetched. Each is verified before it is stored."""
     if isinstance(commit, str):
         commit = repo.resolve(commit)
     sizes = commit_needs(repo.git, commit)
-    return fetch_objects(repo, sizes, remote_name, progress, store_remote).objects
+    return fetch_objects(repo, sizes, remote_name, reporter, store_remote).objects
 
 
 def install_fetcher(repo: Repository, remote_name: str | None = None,
-                    progress: Progress | None = None) -> None:
+                    reporter: Reporter = SILENT) -> None:
     """Let ``repo.checkout`` fetch missing payloads from the remote (lazily, verified).
     Without a usable remote, checkout reports the missing object as before."""
 
@@ -323,14 +324,14 @@ def install_fetcher(repo: Repository, remote_name: str | None = None,
             default_remote(repo, remote_name)
         except (NoRemoteError, UnknownRemoteError):
             return
-        fetch_objects(repo, oids, remote_name, progress)
+        fetch_objects(repo, oids, remote_name, reporter)
 
     repo.object_fetcher = fetcher
 
 
 # -- pull ---------------------------------------------------------------------------------
 
-def pull(repo: Repository, remote_name: str | None = None, progress: Progress | None = None,
+def pull(repo: Repository, remote_name: str | None = None, reporter: Reporter = SILENT,
          store_remote: StoreRemote | None = None) -> PullResult:
     """Fetch, then fast-forward the current branch to its upstream; never merges."""
     git = repo.git
@@ -354,16 +355,16 @@ def pull(repo: Repository, remote_name: str | None = None, progress: Progress | 
     if ours is not None and not git.descendant_of(theirs, ours):
         ahead, behind = git.ahead_behind(ours, theirs)
         raise DivergedError(branch, upstream_name, ahead, behind)
-    _fast_forward(repo, branch, ours, theirs, remote.name, progress, store_remote)
+    _fast_forward(repo, branch, ours, theirs, remote.name, reporter, store_remote)
     result.new = str(theirs)
     return result
 
 
-def _fast_forward(repo, branch, ours, theirs, remote_name, progress, store_remote) -> None:
+def _fast_forward(repo, branch, ours, theirs, remote_name, reporter, store_remote) -> None:
     """Check out ``theirs`` (fetching payloads), then move the branch if it still is at ``ours``."""
     git = repo.git
     with repo.lock("bgit pull"):
-        fetch_missing(repo, git[theirs], remote_name, progress, store_remote)
+        fetch_missing(repo, git[theirs], remote_name, reporter, store_remote)
         repo.checkout(str(theirs), force=ours is None)
         ref = f"refs/heads/{branch}"
         with git.transaction() as txn:
@@ -384,7 +385,7 @@ def default_clone_dir(url: str) -> str:
 
 
 def clone(url: str, directory=None, store_url: str | None = None, checkout: bool = True,
-          progress: Progress | None = None, store_remote: StoreRemote | None = None) -> Repository:
+          reporter: Reporter = SILENT, store_remote: StoreRemote | None = None) -> Repository:
     """A new repository with remote 'origin': the whole graph, then the default branch
     checked out with only the payloads it needs."""
     normalise_url(url)  # refuse a bad URL or credentials before anything is created
@@ -408,7 +409,7 @@ def clone(url: str, directory=None, store_url: str | None = None, checkout: bool
             repo.git.config[f"branch.{branch}.remote"] = "origin"
             repo.git.config[f"branch.{branch}.merge"] = f"refs/heads/{branch}"
             repo.git.set_head(f"refs/heads/{branch}")
-            fetch_missing(repo, repo.git[tip], "origin", progress, store_remote)
+            fetch_missing(repo, repo.git[tip], "origin", reporter, store_remote)
             repo.checkout(branch, force=True)
         return repo
     except BaseException:

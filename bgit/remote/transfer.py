@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import threading
-
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 from bgit.store import codecs
 from bgit.store.errors import CorruptObjectError
 from bgit.util.files import hash_bytes
+from bgit.util.progress import SILENT, Reporter, human_size
 
 from .errors import RemoteObjectCorruptError, RemoteObjectMissingError
 from .stores import ObjectAbsentError, ObjectTooLargeError, StoreRemote
@@ -31,27 +31,20 @@ FILE_WORKERS = 32
 VERIFY_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
-class Progress(Protocol):
-    """What a transfer reports; the CLI draws it as a bar with bytes/s.
+class _ObjectsTask:
+    """A reporter task counting objects, with the bytes moved so far beside the bar; the
+    transfer's threads advance it."""
 
-    ``advance`` is called once per object, with the bytes it took on the wire."""
+    def __init__(self, reporter: Reporter, label: str, total_objects: int):
+        self.task, self.bytes, self.lock = reporter.task(label, total=total_objects, unit="obj"), 0, threading.Lock()
 
-    def start(self, label: str, total_objects: int) -> None: ...
+    def advance(self, wire_bytes: int) -> None:
+        with self.lock:
+            self.bytes += wire_bytes
+            self.task(1, sent=human_size(self.bytes, binary=False))
 
-    def advance(self, nbytes: int) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, label, total_objects):
-        pass
-
-    def advance(self, nbytes):
-        pass
-
-    def finish(self):
-        pass
+    def close(self) -> None:
+        self.task.close()
 
 
 @dataclass
@@ -89,16 +82,15 @@ def verify_raw(oid: str, raw, size: int | None) -> None:
 
 
 def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
-           progress: Progress | None = None, on_done: Callable[[str], None] | None = None,
+           reporter: Reporter = SILENT, on_done: Callable[[str], None] | None = None,
            workers: int | None = None) -> TransferResult:
     """Send the objects in ``sizes`` (oid -> uncompressed size); big ones first. Each is
     verified before it leaves: a corrupt or missing local object raises the store's
     CorruptObjectError / ObjectNotFoundError, and whatever has not started is cancelled.
     ``workers``: puts at once (default: FILE_WORKERS to a directory, else WORKERS)."""
-    progress = progress or NoProgress()
     result = TransferResult()
     order = sorted(sizes, key=lambda o: -sizes[o])
-    progress.start(label, len(order))
+    task = _ObjectsTask(reporter, label, len(order))
 
     # A directory remote links or copies the local object file in the kernel once verified.
     by_file = hasattr(remote, "put_from_file") and hasattr(store, "object_path")
@@ -118,7 +110,7 @@ def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
         result.count(wire, sizes[oid])
         if on_done:
             on_done(oid)
-        progress.advance(wire)
+        task.advance(wire)
 
     # Verifying is CPU work, done on one thread per core: the piece-sized buffers it needs
     # then live in a few malloc arenas, not in one per network worker.
@@ -126,12 +118,12 @@ def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
         try:
             _run_parallel(order, send, workers or (FILE_WORKERS if by_file else WORKERS))
         finally:
-            progress.finish()
+            task.close()
     return result
 
 
 def download(store, remote: StoreRemote, remote_name: str, sizes: dict[str, int | None],
-             label: str, progress: Progress | None = None,
+             label: str, reporter: Reporter = SILENT,
              on_done: Callable[[str], None] | None = None, workers: int = WORKERS) -> TransferResult:
     """Fetch and verify the objects in ``sizes`` (oid -> the size a manifest records, None
     when no manifest at hand names it); a corrupt one is reported, never stored.
@@ -139,10 +131,9 @@ def download(store, remote: StoreRemote, remote_name: str, sizes: dict[str, int 
     Memory per object stays within its recorded size: the read stops at the most its
     on-disk form can take, and a header claiming another size is refused before decoding.
     """
-    progress = progress or NoProgress()
     result = TransferResult()
     order = sorted(sizes, key=lambda o: -(sizes[o] or 0))
-    progress.start(label, len(order))
+    task = _ObjectsTask(reporter, label, len(order))
 
     def receive(oid: str) -> None:
         size = sizes[oid]
@@ -161,10 +152,10 @@ def download(store, remote: StoreRemote, remote_name: str, sizes: dict[str, int 
         result.count(len(raw), size or 0)
         if on_done:
             on_done(oid)
-        progress.advance(len(raw))
+        task.advance(len(raw))
 
     try:
         _run_parallel(order, receive, workers)
     finally:
-        progress.finish()
+        task.close()
     return result

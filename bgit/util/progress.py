@@ -44,3 +44,14 @@ class SilentReporter:
 
 
 SILENT = SilentReporter()
+
+
+def human_size(n: float, binary: bool = True) -> str:
+    """1536 -> '1.5 KiB' (binary) or 1500 -> '1.5 kB' (decimal)."""
+    base, units = (1024, ("B", "KiB", "MiB", "GiB")) if binary else (1000, ("B", "kB", "MB", "GB"))
+    value = float(n)
+    for unit in units:
+        if value < base or unit == units[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= base
+    return f"{n} B"
