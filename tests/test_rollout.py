@@ -211,7 +211,8 @@ def test_embedded_model_rollout_matches_fresh_forward_pass():
 
 def test_vllm_settings_that_need_no_engine(monkeypatch, tmp_path):
     """The vLLM backend's checks that run before any engine (the engine: tests/backend_vllm/)."""
-    from bgit.pipeline.rollout_vllm import _vllm_lora_rank, adapter_rank, env_engine_args
+    from bgit.models.vllm_engine import adapter_rank, env_engine_args
+    from bgit.pipeline.rollout_vllm import _vllm_lora_rank
 
     monkeypatch.delenv("BGIT_VLLM_ENGINE_ARGS", raising=False)
     assert env_engine_args() == {}

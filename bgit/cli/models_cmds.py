@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from bgit import api
-from bgit.cli.render import echo_json, human_size, json_option, table
+from bgit.cli.render import echo_json, json_option, table
+from bgit.util.progress import human_size
 
 
 def _status(entry) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 
 from bgit import api
-from bgit.cli.render import RichReporter, echo_json, human_size, json_option
+from bgit.cli.render import RichReporter, echo_json, json_option
+from bgit.util.progress import human_size
 
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 

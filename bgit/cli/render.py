@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bgit.util.progress import SILENT, human_size  # noqa: F401  (re-exported for the commands)
+from bgit.util.progress import SILENT
 
 stderr_console = Console(stderr=True)
 

@@ -10,8 +10,9 @@ from collections import Counter
 import click
 
 from bgit import api
-from bgit.cli.render import RichReporter, echo_json, human_size, json_option, say, table
+from bgit.cli.render import RichReporter, echo_json, json_option, say, table
 from bgit.repo.history import graph_lines
+from bgit.util.progress import human_size
 
 # -- init / add / commit --------------------------------------------------------------------
 

@@ -26,22 +26,20 @@ re-imports the main module: the program must guard its entry point
 from __future__ import annotations
 
 import gc
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from bgit.models.vllm_engine import (LORA_RANKS, adapter_rank, base_engine_args, env_engine_args, quiet_vllm_logs,
+                                     vllm_lora_rank)
 from bgit.pipeline.rollout import TAIL_FLOOR, RolloutBackend, RolloutError, TeacherSource, build_jobs, make_row
 
-CPU_MEMORY_FRACTION = 0.2
-ENGINE_ARGS_ENV = "BGIT_VLLM_ENGINE_ARGS"
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 _REQUESTS_PER_CALL = 256  # jobs per generate call: progress is reported after each call
 
 
-def make_llm(model_dir, *, dtype="auto", max_logprobs=20, seed=0, lora_rank: int | None = None, **engine_args):
+def make_llm(model_dir, *, dtype="auto", max_logprobs=20, seed=0, lora_rank: int | None = None,
+             trust_remote_code: bool = False, **engine_args):
     """A ``vllm.LLM`` on ``model_dir`` that returns raw (temperature-1) log-probs.
 
     ``dtype`` is a bgit dtype name (float32 on CPU for "auto", like the HF backend);
@@ -50,19 +48,8 @@ def make_llm(model_dir, *, dtype="auto", max_logprobs=20, seed=0, lora_rank: int
     quiet_vllm_logs()
     from vllm import LLM
 
-    from bgit.models import vllm_model_dir
-    from bgit.models.loading import default_device, resolve_dtype
-
-    device = default_device()
-    args = {
-        "model": str(vllm_model_dir(model_dir)),
-        "dtype": str(resolve_dtype(dtype, device)).removeprefix("torch."),
-        "seed": seed,
-        "max_logprobs": max(20, max_logprobs),
-        "logprobs_mode": "raw_logprobs",
-    }
-    if device == "cpu":
-        args["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+    args = base_engine_args(model_dir, dtype, trust_remote_code)
+    args.update(seed=seed, max_logprobs=max(20, max_logprobs), logprobs_mode="raw_logprobs")
     if lora_rank is not None:
         args.update(enable_lora=True, max_loras=1, max_lora_rank=_vllm_lora_rank(lora_rank))
     args.update(engine_args)
@@ -74,46 +61,12 @@ def make_llm(model_dir, *, dtype="auto", max_logprobs=20, seed=0, lora_rank: int
         raise RolloutError(f"vLLM could not start on {args['model']}: {type(error).__name__}: {first_line}") from error
 
 
-def env_engine_args() -> dict:
-    """Engine arguments from ``$BGIT_VLLM_ENGINE_ARGS`` (a JSON object), applied last, e.g.
-    ``{"enforce_eager": true}`` (skip torch.compile: minutes less start-up on a small CPU)
-    or ``{"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8}``."""
-    text = os.environ.get(ENGINE_ARGS_ENV, "").strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        raise RolloutError(f"${ENGINE_ARGS_ENV} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise RolloutError(f"${ENGINE_ARGS_ENV} must be a JSON object of vLLM engine arguments")
-    return value
-
-
-def quiet_vllm_logs() -> None:
-    """vLLM logs INFO lines to stdout by default, which would mix with ``--json`` output:
-    send warnings and errors only, to stderr, unless the user's environment says otherwise.
-    Set before vLLM is first imported; its engine processes inherit the environment."""
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
-
-def adapter_rank(adapter_dir: Path) -> int:
-    """The largest LoRA rank in a PEFT adapter directory (``r`` and any ``rank_pattern``)."""
-    path = Path(adapter_dir) / "adapter_config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RolloutError(f"cannot read {path}: {error}") from None
-    return max([int(config.get("r", 8)), *[int(r) for r in (config.get("rank_pattern") or {}).values()]])
-
-
 def _vllm_lora_rank(rank: int) -> int:
-    for allowed in LORA_RANKS:
-        if rank <= allowed:
-            return allowed
-    raise RolloutError(f"the parent adapter has LoRA rank {rank}; vLLM serves at most {LORA_RANKS[-1]} "
-                       "(use --backend hf)")
+    allowed = vllm_lora_rank(rank)
+    if allowed is None:
+        raise RolloutError(f"the parent adapter has LoRA rank {rank}; vLLM serves at most {LORA_RANKS[-1]} "
+                           "(use --backend hf)")
+    return allowed
 
 
 class VLLMRolloutBackend(RolloutBackend):
@@ -143,7 +96,8 @@ class VLLMRolloutBackend(RolloutBackend):
             self.close()
             lora_rank = adapter_rank(self.source.adapter_dir) if self.source.adapter_dir else None
             self._llm = make_llm(self.source.model.path, dtype=self.source.dtype, max_logprobs=top_k,
-                                 lora_rank=lora_rank, **self.engine_args)
+                                 lora_rank=lora_rank, trust_remote_code=self.source.trust_remote_code,
+                                 **self.engine_args)
             self._max_logprobs = _engine_max_logprobs(self._llm)
         return self._llm
 
