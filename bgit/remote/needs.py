@@ -12,8 +12,7 @@ from typing import Iterable, Iterator
 import pygit2
 
 from bgit.repo.errors import CorruptManifestError
-from bgit.store.errors import ManifestError
-from bgit.store.manifest import Manifest, is_manifest
+from bgit.repo.integrity import manifest_in_blob
 
 TREE = pygit2.enums.ObjectType.TREE
 BLOB = pygit2.enums.ObjectType.BLOB
@@ -57,7 +56,7 @@ class NeedsScanner:
             elif entry.type == BLOB and str(entry.id) not in self._seen:
                 self._seen.add(str(entry.id))
                 try:
-                    manifest = _manifest(self.git, entry.id, f"{short}:{prefix}{entry.name}")
+                    manifest = manifest_in_blob(self.git[entry.id].data, f"{short}:{prefix}{entry.name}")
                 except CorruptManifestError:
                     if not self.skip_bad:
                         raise
@@ -68,16 +67,6 @@ class NeedsScanner:
 
     def object_ids(self) -> set[str]:
         return set(self.sizes)
-
-
-def _manifest(git: pygit2.Repository, blob_id, label: str) -> Manifest | None:
-    data = git[blob_id].data
-    if not is_manifest(data):
-        return None
-    try:
-        return Manifest.from_bytes(data)
-    except ManifestError as error:
-        raise CorruptManifestError(label, error.reason) from None
 
 
 def commit_needs(git: pygit2.Repository, commit) -> dict[str, int]:
@@ -179,7 +168,7 @@ def files_needing(git: pygit2.Repository, commits, oid: str, limit: int = 3) -> 
                 continue
             seen.add(str(blob_id))
             try:
-                manifest = _manifest(git, blob_id, f"{str(commit.id)[:8]}:{path}")
+                manifest = manifest_in_blob(git[blob_id].data, f"{str(commit.id)[:8]}:{path}")
             except CorruptManifestError:
                 continue
             if manifest is not None and oid in manifest.object_ids():

@@ -26,6 +26,17 @@ if TYPE_CHECKING:
     from bgit.repo.repository import Repository
 
 
+def manifest_in_blob(data: bytes, label: str) -> Manifest | None:
+    """The manifest a blob holds (None for a plain file); CorruptManifestError names ``label``
+    when the blob claims to be a manifest but is not a valid one."""
+    if not is_manifest(data):
+        return None
+    try:
+        return Manifest.from_bytes(data)
+    except ManifestError as error:
+        raise CorruptManifestError(label, error.reason) from None
+
+
 def reachable_commits(repo: "Repository") -> Iterator[pygit2.Commit]:
     """Every commit reachable from any ref, HEAD or a reflog entry, newest first, each once.
 
@@ -91,14 +102,14 @@ def reachable_manifests(repo: "Repository") -> ReachableManifests:
             if not entry.is_file or entry.oid in seen_blobs:
                 continue
             seen_blobs.add(entry.oid)
-            data = repo.git[entry.oid].data
-            if not is_manifest(data):
-                continue
             label = f"{short}:{path}"
             try:
-                out.manifests[label] = Manifest.from_bytes(data)
-            except ManifestError as error:
-                out.corrupt.append(str(CorruptManifestError(label, error.reason)))
+                manifest = manifest_in_blob(repo.git[entry.oid].data, label)
+            except CorruptManifestError as error:
+                out.corrupt.append(str(error))
+                continue
+            if manifest is not None:
+                out.manifests[label] = manifest
     return out
 
 

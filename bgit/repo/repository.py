@@ -31,7 +31,6 @@ from bgit.repo import history, integrity, refs
 from bgit.repo.committing import CommittingMixin
 from bgit.repo.errors import (
     AlreadyARepositoryError,
-    CorruptManifestError,
     GitOperationError,
     NoCommitsError,
     NotARepositoryError,
@@ -43,8 +42,7 @@ from bgit.repo.staging import StagingMixin
 from bgit.repo.status import Change, Status, StatusMixin
 from bgit.repo.trees import Entry, flatten_tree
 from bgit.repo.worktree import remove_stale_temporaries
-from bgit.store import Manifest, Store, is_manifest
-from bgit.store.errors import ManifestError
+from bgit.store import Manifest, Store
 from bgit.util.files import write_atomic
 
 __all__ = ["Repository", "Change", "Status"]
@@ -185,13 +183,7 @@ class Repository(StagingMixin, CommittingMixin, StatusMixin):
     def manifest_of(self, oid: str, label: str) -> Manifest | None:
         """The manifest in blob ``oid`` (None for a plain file); CorruptManifestError names
         ``label`` when the blob claims to be a manifest but is not a valid one."""
-        data = self.blob_data(oid)
-        if not is_manifest(data):
-            return None
-        try:
-            return Manifest.from_bytes(data)
-        except ManifestError as error:
-            raise CorruptManifestError(label, error.reason) from None
+        return integrity.manifest_in_blob(self.blob_data(oid), label)
 
     def read_manifest(self, ref: str, path: str) -> Manifest | None:
         commit = self.resolve(ref)
