@@ -13,6 +13,7 @@ rules (:mod:`bgit.serve.openai_api`) and hands a :class:`GenerationRequest` to a
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -53,6 +54,27 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     model: ServedModel = field(default_factory=lambda: ServedModel("base"))
+
+
+class EventChannel:
+    """Stream events from an engine (its thread or its own event loop) to the request's loop.
+    Create it in the request's coroutine; the engine calls :meth:`emit`, with a StreamEvent
+    or an exception that ends the request."""
+
+    def __init__(self) -> None:
+        self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
+
+    def emit(self, event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the request's loop has closed: nobody is listening any more
+            pass
+
+    async def next(self) -> StreamEvent:
+        event = await self._queue.get()
+        if isinstance(event, Exception):
+            raise event
+        return event
 
 
 class ServeBackend(ABC):

@@ -6,10 +6,9 @@ The base model is loaded once and wrapped in one PeftModel holding every adapter
 
 from __future__ import annotations
 
-import asyncio
 from typing import AsyncIterator
 
-from bgit.serve.backend import GenerationRequest, ServeBackend, StreamEvent
+from bgit.serve.backend import EventChannel, GenerationRequest, ServeBackend, StreamEvent
 from bgit.serve.batch import Row
 from bgit.serve.decoding import IncrementalText, make_generator
 
@@ -36,25 +35,15 @@ class HFBackend(ServeBackend):
                              batch_window=batch_window)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-
-        def emit(event) -> None:  # called from the engine thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop has closed: nobody is listening any more
-                pass
-
+        channel = EventChannel()
         params = request.params
         row = Row(prompt_ids=list(request.prompt_ids), adapter=request.model.adapter_name, params=params,
                   text=IncrementalText(self.tokenizer, params.stop),
-                  generator=make_generator(params.seed, self.engine.device), emit=emit)
+                  generator=make_generator(params.seed, self.engine.device), emit=channel.emit)
         self.engine.submit(row, request.model.adapter_dir)
         try:
             while True:
-                event = await events.get()
-                if isinstance(event, Exception):
-                    raise event
+                event = await channel.next()
                 yield event
                 if event.finish_reason is not None:
                     return

@@ -26,7 +26,7 @@ import threading
 import uuid
 from typing import AsyncIterator
 
-from bgit.serve.backend import GenerationRequest, ServeBackend, StreamEvent
+from bgit.serve.backend import EventChannel, GenerationRequest, ServeBackend, StreamEvent
 from bgit.serve.errors import APIError, ServeBackendError
 
 log = logging.getLogger("bgit.serve")
@@ -88,26 +88,16 @@ class VLLMServeBackend(ServeBackend):
     # -- any thread ------------------------------------------------------------------------
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
-        caller = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-
-        def emit(event) -> None:  # called in the engine's loop
-            try:
-                caller.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the caller's loop has closed: nobody is listening any more
-                pass
-
+        channel = EventChannel()
         lora = self._lora_request(request.model)
         request_id = f"bgit-{uuid.uuid4().hex}"
         try:
-            future = asyncio.run_coroutine_threadsafe(self._run(request_id, request, lora, emit), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._run(request_id, request, lora, channel.emit), self._loop)
         except RuntimeError:  # the engine's loop has stopped
             raise _shutting_down() from None
         try:
             while True:
-                event = await events.get()
-                if isinstance(event, Exception):
-                    raise event
+                event = await channel.next()
                 yield event
                 if event.finish_reason is not None:
                     return
