@@ -6,18 +6,29 @@ from bgit.evaluate.bakes import Bake
 
 
 def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
-    """-> (model, tokenizer, notes) of the bake's base model (bake.yml base_model.name)."""
-    from bgit.models import load_model, resolve_model
-
-    name = bake.base_model_name
-    if not name:
+    """-> (model, tokenizer, notes) of the model the bake's adapter applies to: bake.yml's
+    base_model, or a distill bake's student_model."""
+    if not bake.base_model_name:
         from bgit.evaluate.errors import NotABakeError
         raise NotABakeError(bake.ref, "base_model in bake.yml")
-    resolved = resolve_model(name, revision=bake.record.base_model.revision)  # a hub model: the baked commit
+    return load_recorded_model(bake, bake.record.adapter_base, "base model", device, dtype)
+
+
+def load_teacher_model(bake: Bake, device: str | None = None, dtype: str = "auto"):
+    """-> (model, tokenizer, notes) of a distill bake's teacher (bake.yml base_model)."""
+    return load_recorded_model(bake, bake.record.base_model, "teacher model", device, dtype)
+
+
+def load_recorded_model(bake: Bake, ref, what: str, device: str | None, dtype: str):
+    """A model bake.yml names (a hub model at the commit it was baked on), with a note when its
+    weights changed since."""
+    from bgit.models import load_model, resolve_model
+
+    resolved = resolve_model(ref.name, revision=ref.revision)
     notes = []
-    if bake.base_fingerprint and resolved.fingerprint != bake.base_fingerprint:
-        notes.append(f"base model {name} has changed since the bake (fingerprint "
-                     f"{resolved.fingerprint[:12]} != {bake.base_fingerprint[:12]})")
+    if ref.fingerprint and resolved.fingerprint != ref.fingerprint:
+        notes.append(f"{what} {ref.name} has changed since the bake (fingerprint "
+                     f"{resolved.fingerprint[:12]} != {ref.fingerprint[:12]})")
     model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
     return model, tokenizer, notes
 
