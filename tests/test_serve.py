@@ -406,6 +406,26 @@ def test_bgit_serve_command_listens_prints_its_url_and_stops_on_ctrl_c(setup):
     assert process.returncode == 130 and stderr.rstrip().endswith("Interrupted.") and "Traceback" not in stderr, stderr
 
 
+def test_bgit_serve_json_prints_where_it_listens(setup):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "bgit", "serve", "main", "--port", "0", "--json"],
+                               cwd=setup.repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "BGIT_API_KEY": ""})
+    try:
+        info = json.loads(process.stdout.readline())
+        assert info["models"] == ["main", "base"] and info["url"].startswith("http://127.0.0.1:")
+        status, models = raw_request(info["url"], "GET", "/v1/models")
+        assert status == 200 and [m["id"] for m in models["data"]] == ["main", "base"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+
+
 def test_page_lists_the_bakes_with_closure_and_serves_their_plots_and_prompts(setup, tmp_path):
     import urllib.request
 

@@ -11,6 +11,7 @@ from bgit.config import ConfigError, ConfigIssue, InputConfig, load_config
 from bgit.pipeline.bake import Baker, BakeError, BakeResult, PhaseOutcome, PlanEntry
 from bgit.record import read_jsonl
 from bgit.util.progress import SILENT, Reporter
+from bgit.repo.merge import refuse_during_merge
 
 
 @dataclass
@@ -95,7 +96,6 @@ def bake(repo: RepoLike = ".", config=None, message: str | None = None, force: b
          backend: str | None = None, reporter: Reporter = SILENT) -> BakeResult:
     """stim -> rollout -> train -> eval -> commit; -> the commit and what each phase did.
     Refused during a merge: 'bgit merge --continue' bakes the merge."""
-    from bgit.repo.merge import refuse_during_merge
 
     repo = open_repo(repo, reporter)
     refuse_during_merge(repo)

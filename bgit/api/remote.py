@@ -11,6 +11,8 @@ from bgit.remote import FetchResult, PullResult, PushResult, RemoteConfig
 from bgit.remote.known import forget_remote
 from bgit.repo import Repository
 from bgit.util.progress import SILENT, Reporter
+from bgit.remote.errors import DivergedError
+from bgit.repo.merge import refuse_during_merge
 
 if TYPE_CHECKING:
     from bgit.pipeline.merge import MergeOutcome
@@ -55,8 +57,6 @@ def pull(repo: RepoLike = ".", remote: str | None = None, merge: bool = False,
     """Fetch, then fast-forward the current branch to its upstream. A branch that has
     diverged raises DivergedError, unless ``merge``: then the upstream is merged as
     ``bgit merge`` does (-> the MergeOutcome)."""
-    from bgit.remote.errors import DivergedError
-    from bgit.repo.merge import refuse_during_merge
 
     repo = open_repo(repo, reporter)
     refuse_during_merge(repo)

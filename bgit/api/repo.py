@@ -20,6 +20,10 @@ from bgit.repo.integrity import reachable_commits
 from bgit.store import GcReport
 from bgit.repo.refs import RefInfo
 from bgit.util.progress import SILENT, Reporter
+from bgit.repo.merge import mark_resolved
+from bgit.repo.merge import refuse_during_merge
+from bgit.repo.history import log as history_log
+from bgit.repo.refs import remote_branch_for, set_upstream
 
 
 @dataclass
@@ -46,7 +50,6 @@ def init(path: str | os.PathLike = ".", example: str | None = "yoda") -> InitRes
 def add(repo: RepoLike = ".", paths=(), all: bool = False) -> list[str]:
     """Stage files (payloads go to the store) and deletions; -> the staged paths. During a
     merge, adding a conflicting path marks it resolved."""
-    from bgit.repo.merge import mark_resolved
 
     repo = open_repo(repo)
     staged = repo.add(paths, all=all)
@@ -67,7 +70,6 @@ class CommitResult:
 def commit(repo: RepoLike = ".", message: str = "") -> CommitResult:
     """Commit the index. During a merge this is refused: 'bgit merge --continue' makes the
     merge commit (and its bake)."""
-    from bgit.repo.merge import refuse_during_merge
 
     repo = open_repo(repo)
     refuse_during_merge(repo)
@@ -124,12 +126,11 @@ def _item(repo: Repository, entry: LogEntry) -> LogItem:
 def log(repo: RepoLike = ".", ref: str = "HEAD", max_count: int | None = None, all_refs: bool = False) -> list[LogItem]:
     """History from ``ref`` (``all_refs``: from every branch, tag and remote-tracking branch),
     newest first; empty before the first commit."""
-    from bgit.repo.history import log as history
 
     repo = open_repo(repo)
     if ref == "HEAD" and repo.head_commit() is None and not all_refs:
         return []
-    return [_item(repo, entry) for entry in history(repo, ref, max_count, all_refs=all_refs)]
+    return [_item(repo, entry) for entry in history_log(repo, ref, max_count, all_refs=all_refs)]
 
 
 @dataclass
@@ -184,8 +185,6 @@ def checkout(repo: RepoLike = ".", ref: str = "HEAD", force: bool = False, new_b
     """Switch to ``ref`` and materialise its payloads, fetching missing ones from the remote;
     the result lists commits of a detached HEAD that the switch leaves behind. A ``ref`` that
     only one remote has as a branch becomes a new local branch tracking it, as in git."""
-    from bgit.repo.merge import refuse_during_merge
-    from bgit.repo.refs import remote_branch_for, set_upstream
 
     repo = open_repo(repo, reporter)
     refuse_during_merge(repo)

@@ -14,6 +14,7 @@ from bgit.evaluate.metrics import plot_metrics, read_metrics
 from bgit.evaluate.models import load_baked
 from bgit.evaluate.plots import plot_weight_heatmap
 from bgit.util.progress import SILENT, Reporter
+from bgit.repo.sync import uncommitted_paths
 
 
 def diff(repo: RepoLike = ".", ref_a: str | None = None, ref_b: str | None = None, behaviour: bool = False,
@@ -35,8 +36,6 @@ def diff(repo: RepoLike = ".", ref_a: str | None = None, ref_b: str | None = Non
 
 
 def _diff_sides(repo, ref_a: str | None, ref_b: str | None):
-    from bgit.repo.sync import uncommitted_paths
-
     head = repo.head_commit()
     if ref_a is None:
         if head is None or uncommitted_paths(repo):

@@ -11,6 +11,7 @@ import click
 
 from bgit import api
 from bgit.cli.render import RichReporter, echo_json, json_option, say
+from bgit.cli.use_cmds import render_eval
 
 COMBINATIONS = ("linear", "cat", "ties", "dare_ties")
 
@@ -27,7 +28,6 @@ def _weights(text: str) -> tuple[float, float]:
 
 def render_merge(outcome) -> None:
     """What a merge did, as git says it (and the bake's phases and eval)."""
-    from bgit.cli.use_cmds import render_eval
 
     if outcome.kind == "up-to-date":
         click.echo("Already up to date.")

@@ -11,6 +11,7 @@ import click
 
 from bgit import api
 from bgit.cli.render import RichReporter, echo_json, human_size, json_option, say, table
+from bgit.repo.history import graph_lines
 
 # -- init / add / commit --------------------------------------------------------------------
 
@@ -113,7 +114,6 @@ def log_cmd(ref: str, oneline: bool, graph: bool, n: int | None, all_refs: bool,
 
     Example: bgit log --oneline --graph --all -n 10
     """
-    from bgit.repo.history import graph_lines
 
     items = api.log(".", ref, n, all_refs=all_refs)
     if as_json:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
 from bgit import api
@@ -17,7 +20,8 @@ from bgit import api
 @click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1, 1024),
               help="Requests generated together at most.")
-def serve(refs, host, port, api_key, device, max_batch):
+@click.option("--json", "as_json", is_flag=True, help="Print where it listens as one JSON line once ready.")
+def serve(refs, host, port, api_key, device, max_batch, as_json):
     """Serve bakes over an OpenAI-compatible API, with a web page to compare them.
 
     Each REF (branch, tag, commit; default: every branch and tag) is a model named by
@@ -27,6 +31,11 @@ def serve(refs, host, port, api_key, device, max_batch):
     Example: bgit serve main v1 --port 8000
     """
     def ready(info) -> None:
+        if as_json:
+            click.echo(json.dumps({"url": info.url, "models": list(info.models), "base_model": info.base_model,
+                                   "notes": list(info.notes)}), nl=True)
+            sys.stdout.flush()
+            return
         for note in info.notes:
             click.echo(f"note: {note}", err=True)
         click.echo(f"serving {', '.join(info.models)} (base model {info.base_model}) at {info.url}/v1")

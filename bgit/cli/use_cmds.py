@@ -8,13 +8,15 @@ import click
 
 from bgit import api
 from bgit.cli.render import RichReporter, echo_json, fmt, json_option
+from bgit.evaluate.datasets import dumps_value
+from bgit.repo.errors import UnknownRevisionError
+from bgit.evaluate.chat import run_repl
+from bgit.evaluate.metrics import render_chart
 
 
 # -- diff ---------------------------------------------------------------------------------
 
 def _render_diff(result, top: int) -> None:
-    from bgit.evaluate.datasets import dumps_value
-
     a, b = result.a, result.b
     click.echo(f"diff {_side(a)} .. {_side(b)}")
     click.secho("\ninput.yml", bold=True)
@@ -171,7 +173,6 @@ def generate(prompts, ref, as_json, max_tokens, scale, system, seed, base):
 
     Example: bgit generate HEAD "What is the capital of France?" "How do I boil an egg?"
     """
-    from bgit.repo.errors import UnknownRevisionError
 
     prompts = list(prompts)
     if ref is None and len(prompts) > 1:
@@ -205,7 +206,6 @@ def chat(ref, scale, system, max_tokens, base):
 
     Example: bgit chat HEAD --scale 0.5
     """
-    from bgit.evaluate.chat import run_repl
 
     session, notes = api.chat_session(".", ref, scale=scale, system=system, max_tokens=max_tokens, base=base)
     for note in notes:
@@ -253,7 +253,6 @@ def metrics(ref, plot_path, as_json, width):
 
     Example: bgit metrics HEAD --plot kl.png
     """
-    from bgit.evaluate.metrics import render_chart
 
     result = api.metrics(".", ref, plot=plot_path)
     if as_json:

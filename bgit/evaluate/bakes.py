@@ -22,7 +22,8 @@ from bgit.evaluate.errors import NoBaseModelError, NotABakeError
 from bgit.record import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BAKE_RECORD, BakeRecord, BakeRecordError, ModelRef,
                          RecordError)
 from bgit.util.files import hash_bytes, replace_dir_atomic
-
+from bgit.repo.sync import stage_zero
+from bgit.config import load_config, parse_config
 
 
 @dataclass
@@ -98,7 +99,6 @@ class Bake:
     def config(self):
         """The bake's input.yml as an InputConfig (None when the commit has none), or the
         file ``config_path`` names."""
-        from bgit.config import load_config, parse_config
 
         if self.config_path is not None:
             return load_config(self.config_path)
@@ -180,7 +180,6 @@ def open_bake(repo, ref: str = "HEAD", require_adapter: bool = True, require_rec
 
 def work_tree_bake(repo) -> "StagedBake":
     """The tracked files of the work tree seen as a bake (``bgit diff`` against the work tree)."""
-    from bgit.repo.sync import stage_zero
 
     index = repo.git.index
     index.read()

@@ -28,9 +28,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgit import __version__
 from bgit.evaluate.bakes import Bake
-from bgit.evaluate.errors import BadStimsFileError, NoEvalStimsError
+from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEvalStimsError
+from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
+from bgit.models import render_context
 from bgit.record import stim_id as text_stim_id
 from bgit.util.progress import SILENT
 
@@ -77,7 +80,6 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None, max_st
                    teacher_tokenizer=None) -> tuple[list[EvalItem], str, str | None]:
     """-> (items, source, note). source: 'eval_stims' | 'all_stims' | 'file'. Teacher contexts
     are rendered by ``teacher_tokenizer`` (a distill bake's teacher), else by ``tokenizer``."""
-    from bgit.models import render_context
 
     config = bake.config()
     if config is None:
@@ -158,7 +160,7 @@ def response_logits(model, context_ids: list[int], response_ids: list[int]):
     (position p predicts token p+1), with the output layer run at those positions only."""
     import torch
 
-    from bgit.train.loss import response_logits as batch_response_logits
+    from bgit.train.loss import response_logits as batch_response_logits  # torch: imported when used
 
     device = next(model.parameters()).device
     ids = torch.tensor([context_ids + response_ids], device=device)
@@ -169,7 +171,7 @@ def response_logits(model, context_ids: list[int], response_ids: list[int]):
 
 
 def _kl(p_logits, q_logits):
-    from bgit.train.loss import full_kl
+    from bgit.train.loss import full_kl  # torch: imported when used
 
     return full_kl(q_logits, p_logits)  # full_kl(student, teacher) = KL(teacher ‖ student)
 
@@ -240,7 +242,6 @@ class _EvalModels:
 
 
 def _load_eval_model(bake: Bake, device, dtype) -> _EvalModels:
-    from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 
     base, tokenizer, notes = load_base(bake, device=device, dtype=dtype)
     model = with_adapter(base, bake.adapter_dir(), name="baked")
@@ -271,7 +272,6 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
                   max_tokens: int | None = None, seed: int = 0, device: str | None = None,
                   dtype: str = "auto", reporter=SILENT) -> EvalResult:
     """Eval results of a bake (see the module docstring)."""
-    from bgit import __version__
 
     started = time.monotonic()
     models = _load_eval_model(bake, device, dtype)
@@ -304,8 +304,6 @@ def behaviour_kl(a: Bake, b: Bake, *, max_stims: int = DEFAULT_MAX_STIMS, device
                  dtype: str = "auto") -> BehaviourResult:
     """KL(P_A ‖ P_B) per response token between two baked models, student context, on B's held-out
     rollout rows (A or B without an adapter is the base model)."""
-    from bgit.evaluate.errors import BaseModelMismatchError
-    from bgit.evaluate.models import load_base, with_adapter
 
     if a.base_model_name and b.base_model_name and a.base_model_name != b.base_model_name \
             or (a.base_fingerprint and b.base_fingerprint and a.base_fingerprint != b.base_fingerprint):

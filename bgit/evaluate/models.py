@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from bgit.evaluate.bakes import Bake
+from bgit.evaluate.errors import EvaluateError
+from bgit.models import load_model, resolve_model
+from bgit.util.yaml import load_bounded
 
 
 def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
@@ -22,8 +25,6 @@ def load_teacher_model(bake: Bake, device: str | None = None, dtype: str = "auto
 def load_recorded_model(bake: Bake, ref, what: str, device: str | None, dtype: str):
     """A model bake.yml names (a hub model at the commit it was baked on), with a note when its
     weights changed since."""
-    from bgit.models import load_model, resolve_model
-
     resolved = resolve_model(ref.name, revision=ref.revision)
     notes = []
     if ref.fingerprint and resolved.fingerprint != ref.fingerprint:
@@ -37,9 +38,9 @@ def trusts_remote_code(bake: Bake) -> bool:
     """MODEL.trust_remote_code of the bake's input.yml. The bake being made (no repo: staged)
     comes from the user's own file; a commit may come from a clone, so its setting counts only
     once the user opts in locally (git config is never cloned)."""
-    from bgit.util.yaml import load_bounded  # only this key: an older commit need not pass today's checks
 
     text = bake.read_text("input.yml")
+    # Only this key is read: an older commit's input.yml need not pass today's checks.
     data = load_bounded(text, f"{bake.short}:input.yml") if text else None
     model = data.get("MODEL") if isinstance(data, dict) else None
     if not isinstance(model, dict) or model.get("trust_remote_code") is not True:
@@ -51,7 +52,6 @@ def trusts_remote_code(bake: Bake) -> bool:
             return True
     except KeyError:
         pass
-    from bgit.evaluate.errors import EvaluateError
     raise EvaluateError(f"{bake.ref}: its input.yml sets MODEL.trust_remote_code; to run the model's own code, "
                         "first `git config bgit.trustRemoteCode true`")
 

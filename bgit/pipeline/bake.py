@@ -47,6 +47,8 @@ class BakeResult:
 class Baker:
     def __init__(self, repo, config: InputConfig, *, backend: str | None = None,
                  reporter: Reporter = SILENT, config_dir: Path | None = None, parent_at: str | None = None):
+        if process_rank():  # one progress display and one set of hooks: rank 0's
+            reporter = SILENT
         self.repo, self.config, self.reporter = repo, config, reporter
         self.parent = ParentModel(repo, config, reporter, at=parent_at)
         self.runner = PhaseRunner(repo, config, parent=self.parent, backend=backend, reporter=reporter,
@@ -68,7 +70,8 @@ class Baker:
              merge: dict | None = None) -> BakeResult:
         """``parents`` and ``merge``: the further parents and bake.yml ``merge`` entry of a merge
         bake (bgit.pipeline.merge)."""
-        run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
+        if not process_rank():
+            run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
         for notice in self.config.notices:  # keys accepted without effect: never silent
             self.reporter.message(f"notice: {notice}")
         self.runner.cache.clean_temporaries()

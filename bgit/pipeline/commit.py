@@ -21,7 +21,7 @@ from bgit.config import config_to_dict
 from bgit.config.schema import InputConfig
 from bgit.evaluate import StagedBake, evaluate_bake, write_eval
 from bgit.pipeline.parent import ParentModel
-from bgit.pipeline.runner import PhaseOutcome, PhaseRunner
+from bgit.pipeline.runner import PhaseOutcome, PhaseRunner, process_world
 from bgit.record import (ADAPTER_DIR, BAKE_RECORD, INPUT_YML, METRICS, BakeMetrics, BakeRecord, ModelRef,
                          ParentRef, PhaseKeys, rollout_path, stim_path)
 from bgit.repo.hooks import run_hook
@@ -74,8 +74,11 @@ def _device_name() -> str:
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    world = process_world()
+    return f"{name} x {world} processes" if world > 1 else name
 
 
 def _stage(staging: Path, config: InputConfig, parent: ParentModel, phase_dirs: dict, record: BakeRecord,

@@ -9,7 +9,8 @@
              (max_tokens of hardcoded/from_dataset generators, rollout_with_conditioned, then
              also the student prompt); TARGET.model_name's fingerprint when another model samples
     train    rollout digests, student prompts (teacher prompts too for loss=full), every BAKE
-             setting but its name, parent fingerprint (+ the student model's for distill baking)
+             setting but its name, parent fingerprint (+ the student model's for distill
+             baking), the number of training processes when more than one
 
 So changing only the learning rate re-runs only training, and a new teacher prompt re-runs
 rollout (and stim only when a generator reads the prompt).
@@ -120,15 +121,19 @@ def rollout_key(config: InputConfig, target: TargetConfig, stim_digest: str, par
                        **inputs)
 
 
-def train_key(config: InputConfig, rollout_digests: dict[str, str], parent: str,
+def train_key(config: InputConfig, rollout_digests: dict[str, str], parent: str, world: int = 1,
               student: str | None = None) -> PhaseKey:
-    """``student``: the student model's fingerprint for distill baking (BAKE.model.student_model_path)."""
+    """``world``: training processes; part of the key only when several (the global batch is
+    micro_batch_size x gradient_accumulation_steps x world), so one-process keys are unchanged.
+    ``student``: the student model's fingerprint for distill baking (BAKE.model.student_model_path)."""
     bake = config_to_dict(config.bake)
     bake.pop("name", None)
     students = {t.name: config.prompt_for(t).student_messages for t in config.targets}
     teachers = {}
     if config.bake.loss == "full":
         teachers = {t.name: prompt_inputs(config.prompt_for(t), teacher=True) for t in config.targets}
-    extra = {"student_model": student} if student is not None else {}
+    extra = {"world": world} if world > 1 else {}
+    if student is not None:
+        extra["student_model"] = student
     return PhaseKey.of("train", rollouts=rollout_digests, students=students, teachers=teachers, bake=bake,
                        parent=parent, **extra)

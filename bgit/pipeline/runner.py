@@ -8,7 +8,6 @@ train alongside it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from bgit.pipeline.parent import ParentModel
 from bgit.pipeline.phases import PhaseCache, PhaseKey
 from bgit.pipeline.rollout import make_backend
 from bgit.record import read_jsonl, write_jsonl
+from bgit.train.distributed import Launch, bind_device
 from bgit.util.files import hash_file, hash_tree
 from bgit.util.progress import SILENT, Reporter
 
@@ -55,9 +55,19 @@ class PlanEntry:
     cached: bool
 
 
+# -- several ranks (torchrun / deepspeed launchers) -----------------------------------------
+# Rank 0 alone computes stim and rollout (the others wait for its sealed phases), seals the
+# train phase and commits; every rank trains (bgit.train.distributed).
+
+
 def process_rank() -> int:
     """This process's rank under a distributed launcher (deepspeed/torchrun); 0 alone."""
-    return int(os.environ.get("RANK", "0"))
+    return Launch.from_env().rank
+
+
+def process_world() -> int:
+    """How many processes the launcher started (1 alone)."""
+    return Launch.from_env().world
 
 
 def _checkpoint_epoch(path: str | None) -> int:
@@ -125,7 +135,8 @@ class PhaseRunner:
 
     def train_key(self, rollout_dirs: dict[str, Path]) -> PhaseKey:
         digests = {name: self.digest(path) for name, path in rollout_dirs.items()}
-        return keys.train_key(self.config, digests, self.parent.info.fingerprint,
+        # micro_batch_size is per process: the number of processes shapes the global batch
+        return keys.train_key(self.config, digests, self.parent.info.fingerprint, world=process_world(),
                               student=self.parent.student_fingerprint())
 
     def digest(self, phase_dir: Path) -> str:
@@ -146,7 +157,7 @@ class PhaseRunner:
         while (done := self.cache.get(key)) is None:
             if time.monotonic() > deadline:
                 raise BakeError(f"rank {process_rank()}: gave up waiting for rank 0's {key.phase} phase")
-            time.sleep(2)
+            time.sleep(0.5)
         return done
 
     def run_stim(self, target: TargetConfig) -> tuple[Path, PhaseOutcome]:
@@ -202,6 +213,7 @@ class PhaseRunner:
             return done, PhaseOutcome("train", None, key.key, cached=True,
                                       tokens=self.cache.record_at(done).get("tokens", 0))
         started = time.monotonic()
+        bind_device()  # ranks > 0 load the model here: on their own GPU
         if self.parent.student is not None:  # distill baking: the student alone is trained
             self.parent.release()
             model, tokenizer = self.parent.load_student()
