@@ -101,3 +101,20 @@ def test_the_distill_student_is_in_the_train_key_only(repo, models):
     edit = lambda d: d["BAKE"].update(model={"student_model_path": str(other)})  # noqa: E731
     assert changed(repo, model, edit) == (False, False, True)
     assert changed(repo, model, lambda d: d["TARGET"].update(model_name=str(model))) == (False, False, False)
+
+
+def test_new_weights_of_the_student_or_the_sampler_at_the_same_path_change_their_keys(repo, models, tmp_path):
+    model, _ = models
+    moving = make_base_model(tmp_path / "moving", seed=3)
+    data = base_config(model)
+    data["TARGET"]["model_name"] = str(moving)
+    data["BAKE"]["model"] = {"student_model_path": str(moving)}
+    before = phase_keys(repo, data)
+    make_base_model(moving, seed=4)
+    after = phase_keys(repo, data)
+    assert after[0] == before[0] and after[1] != before[1]
+    data["TARGET"].pop("model_name")
+    before = phase_keys(repo, data)
+    make_base_model(moving, seed=5)
+    after = phase_keys(repo, data)
+    assert after[:2] == before[:2] and after[2] != before[2]
