@@ -14,6 +14,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # No test may reach a model hub: hub ids resolve from the caches tests build (tests that
 # exercise downloads point HF_ENDPOINT at a hub on loopback and say HF_HUB_OFFLINE=0).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nor a datasets hub: named datasets come from a cache tests build
 
 # -- serve: one real SmolLM2 bake and one server on it, shared by the serve test modules ------
 

@@ -171,9 +171,7 @@ def test_template_path_is_resolved_checked_and_bounded(repo):
         return "ok: " + "; ".join(str(n) for n in config.notices)
 
     prefix = f"{repo / 'input.yml'}:8: TARGET.generators[0].template_path"
-    assert error_with("Write ${numq} questions about: ${prompt_u}") == (
-        f"ok: {prefix}: parsed but not used yet by this version of bgit: the template inline or the built-in "
-        "one is used")
+    assert error_with("Write ${numq} questions about: ${prompt_u}") == "ok: "  # used, so no notice
     assert error_with("Write ${numq} questions.") == f"{prefix}: template is missing ${{prompt_u}}"
     assert error_with(b"\xff\xfe ${numq} ${prompt_u}") == (
         f"{prefix}: 'prompts/qs.txt' is not UTF-8 text (invalid start byte)")

@@ -25,7 +25,9 @@ def test_hardcoded_rows_are_deduplicated_across_generators():
         GeneratorConfig(type="hardcoded", stims=["what is rum?", "Why sail?"]),
     )
     assert [r["text"] for r in rows] == ["Hello there", "What is rum?", "Why sail?"]
-    assert rows[0] == {"id": stim_id("Hello there"), "text": "Hello there", "generator": "hardcoded"}
+    assert rows[0] == {"id": stim_id("Hello there"), "text": "Hello there", "generator": "hardcoded",
+                       "generator_index": 0}
+    assert [r["generator_index"] for r in rows] == [0, 0, 1]  # whose rollout settings apply
     assert len(rows[0]["id"]) == 12
 
 
@@ -139,8 +141,9 @@ def test_oneshot_gives_up_after_bounded_attempts():
     assert str(caught.value) == "oneshot_qs produced 0 of 3 questions after 16 attempts"
     assert model_calls(model) == 2  # the 16 attempts ran as two batches of 8
     assert loaded == [None]  # None = the bake's base model
-    with pytest.raises(StimError, match="persona generator needs a non-empty personas list"):
-        stims(GeneratorConfig(type="persona"), model_loader=lambda name: (model, tokenizer))
+    with pytest.raises(StimError, match=r"^persona produced 0 of 1 questions after 16 attempts$"):
+        stims(GeneratorConfig(type="persona", numq=1, max_tokens=8),  # one built-in persona
+              model_loader=lambda name: (model, tokenizer))
 
 
 def test_unknown_generator_type():

@@ -116,7 +116,7 @@ def _bake_summary(repo: Repository, commit_id: str) -> BakeSummary | None:
         return BakeSummary(None, [], None)   # a bake.yml bgit cannot read: shown as a bake of unknown origin
     if record is None:
         return None
-    return BakeSummary(record.base_model.name, record.targets, record.final_kl)
+    return BakeSummary(record.adapter_base.name, record.targets, record.final_kl)
 
 
 def _item(repo: Repository, entry: LogEntry) -> LogItem:

@@ -93,6 +93,24 @@ def resolve_path(cfg: InputConfig, path: str, root: str | Path | None = None, ke
         raise ConfigError([ConfigIssue(cfg.source, None, key, error.reason)]) from None
 
 
+def template_problem(text: str, kind: str) -> str | None:
+    """Why ``text`` is not a usable string.Template for a ``kind`` generator (None when it is):
+    an invalid ``$``, a placeholder it does not fill, or a missing required one."""
+    needed = TEMPLATE_VARIABLES.get(kind, ("numq", "prompt_u"))
+    found = set()
+    for match in string.Template.pattern.finditer(text):
+        if match.group("invalid") is not None:
+            return "invalid '$' placeholder (write $$ for a literal $)"
+        name = match.group("named") or match.group("braced")
+        if name is not None and name not in needed:
+            allowed = ", ".join(f"${{{n}}}" for n in needed)
+            return f"unknown placeholder ${{{name}}}{suggestion(name, needed)} (allowed: {allowed})"
+        if name:
+            found.add(name)
+    missing = [f"${{{n}}}" for n in needed if n not in found]
+    return f"template is missing {', '.join(missing)}" if missing else None
+
+
 class _SpecialValues:
     """Values with a reader of their own (``Spec.kind``): messages, templates, files, splits."""
 
@@ -174,20 +192,9 @@ class _SpecialValues:
         return text
 
     def check_template(self, entry: Entry, text: str) -> None:
-        needed = TEMPLATE_VARIABLES.get(self.generator_type or "", ("numq", "prompt_u"))
-        found = set()
-        for match in string.Template.pattern.finditer(text):
-            if match.group("invalid") is not None:
-                raise self.r.fail(entry, "invalid '$' placeholder (write $$ for a literal $)")
-            name = match.group("named") or match.group("braced")
-            if name is not None and name not in needed:
-                allowed = ", ".join(f"${{{n}}}" for n in needed)
-                raise self.r.fail(entry, f"unknown placeholder ${{{name}}}{suggestion(name, needed)} (allowed: {allowed})")
-            if name:
-                found.add(name)
-        missing = [f"${{{n}}}" for n in needed if n not in found]
-        if missing:
-            raise self.r.fail(entry, f"template is missing {', '.join(missing)}")
+        problem = template_problem(text, self.generator_type or "")
+        if problem:
+            raise self.r.fail(entry, problem)
 
     def read_data_path(self, entry: Entry, chain: tuple) -> str:
         written = self.r.string(entry)
@@ -374,12 +381,9 @@ class _Loader(_SpecialValues, Walker):
                 r.report(entry.line, f"{entry.path}.stims", "missing (required by hardcoded generators)")
             elif ("stims",) in values and not values[("stims",)]:
                 r.report(mapping["stims"].line, mapping["stims"].path, "must not be empty")
-        elif kind == "from_dataset":
-            if "path" not in mapping and "dataset" not in mapping:
-                r.report(entry.line, f"{entry.path}.path", "missing (required by from_dataset generators, "
-                                                             "or a named dataset)")
-            elif "path" in mapping and "dataset" in mapping:
-                r.report(mapping["dataset"].line, mapping["dataset"].path, "give either path or dataset, not both")
+        elif kind == "from_dataset" and "path" not in mapping and "dataset" not in mapping:
+            r.report(entry.line, f"{entry.path}.path", "missing (required by from_dataset generators, "
+                                                         "or a named dataset)")
 
 
 def layout_choices(name: str) -> tuple:

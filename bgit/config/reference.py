@@ -62,8 +62,12 @@ Unknown keys, wrong types and values outside *allowed* are errors; `bgit validat
 `bgit bake` read the same declarations, so validate rejects exactly what a bake would.
 A config built in Python (`bgit.config.schema`) gets the same checks. Numbers may be
 written `1e-4` or `0.0001`. Keys that mean something only on the hosted prompt-baking
-service, and keys bgit parses ahead of implementing them, are accepted with one notice
-each (printed by `bgit validate`, kept in `config.notices`); nothing is dropped silently.
+service are accepted with one notice each (printed by `bgit validate`, kept in
+`config.notices`); nothing is dropped silently. Every other key of that tool's schema
+takes effect here: model-written stims from a `template_path` file (committed with the
+bake), named `from_dataset` datasets read through the `datasets` library, built-in
+personas, another sampling model (`TARGET.model_name`), sampling `extra_kwargs`, distill
+baking (`BAKE.model.student_model_path`).
 
 The loader fills in defaults that depend on other values, so the config saved with a
 bake is explicit: `lora_alpha` = 2*r, `BAKE.datasets` = every target with weight 1, a

@@ -34,6 +34,11 @@ WRITER_TYPES = ("oneshot_qs", "persona", "custom")  # a model writes the stims f
 TEMPLATE_VARIABLES = {"oneshot_qs": ("numq", "prompt_u"), "persona": ("numq", "prompt_u", "persona"),
                       "custom": ("numq", "prompt_u")}
 NAMED_DATASETS = ("squad", "gsm8k", "mmlu", "hellaswag", "code_contests")
+WRITER_MAX_TOKENS = 512  # a question-writing call's default budget
+# TARGET.extra_kwargs: sampling parameters both rollout backends (transformers' generate, vLLM)
+# take with the same meaning; the teacher's log-probs are never affected by them.
+SAMPLING_KWARGS = {"top_p": ("float", between(0, 1, low_open=True)), "top_k": ("int", between(0, 1_000_000)),
+                   "min_p": ("float", between(0, 1)), "repetition_penalty": ("float", between(0, 10, low_open=True))}
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor")
 # bgit's own schedules (linear warm-up, then flat / linear / cosine down to min_lr_ratio) ...
 OWN_SCHEDULERS = ("constant", "linear", "cosine")
@@ -109,61 +114,73 @@ class GeneratorConfig(Settings):
     path: str | None = setting(None, "from_dataset: a JSONL/CSV/text file or a saved `datasets` directory, "
                                "relative to the config file and inside the repository.",
                                kind="data_path", used_by=("from_dataset",))
-    dataset: str | None = setting(None, "from_dataset: a named dataset instead of a path.",
-                                  choices=NAMED_DATASETS, used_by=("from_dataset",),
-                                  notice=f"{NOT_YET}: named datasets are not downloaded, the stim phase "
-                                         "will fail; give a local path")
-    field: str | None = setting(None, "from_dataset: the column holding the message (default: the first "
-                                "text column).", used_by=("from_dataset",))
-    numq: int | None = setting(None, "How many stims (from_dataset: sample size, 0 = all rows). Default: "
-                               "hardcoded = its number of stims, others 10.", range=between(0, 100_000))
+    dataset: str | None = setting(None, "from_dataset: a named dataset, read through the `datasets` library from "
+                                  "its cache (downloaded once when the hub can be reached); the user message is "
+                                  "squad/gsm8k: question, mmlu: question + lettered choices, hellaswag: ctx, "
+                                  "code_contests: description. With `path`: a local copy of it (a saved "
+                                  "`datasets` directory or a data file) read with the same columns.",
+                                  choices=NAMED_DATASETS, used_by=("from_dataset",))
+    field: str | None = setting(None, "from_dataset: the column holding the message (default: the named "
+                                "dataset's, else the first text column).", used_by=("from_dataset",))
+    numq: int | None = setting(None, "How many stims. hardcoded: the first numq stims as listed (default and 0: "
+                               "all); from_dataset: a sample of numq rows drawn with the seed, kept in dataset "
+                               "order (0 = all rows); oneshot_qs/custom: questions written; persona: questions "
+                               "per listed persona, or with no personas listed the number of built-in personas "
+                               "drawn, one question each. Default: 10 (hardcoded: all).",
+                               range=between(0, 100_000))
     seed: int | None = setting(None, "Sampling seed; default BAKE.seed.", range=SEED,
                                used_by=("from_dataset",) + WRITER_TYPES)
     template: str | None = setting(None, "oneshot_qs/persona/custom: the template inline, a "
                                    "string.Template with ${numq} and ${prompt_u} (persona: also "
-                                   "${persona}); at most 1 MB. Default: a built-in one.",
+                                   "${persona}); at most 1 MB. Default: a built-in one (custom: required, "
+                                   "here or in template_path).",
                                    aliases=("template_content",), kind="template", used_by=WRITER_TYPES)
     template_path: str | None = setting(None, "The template in a file (UTF-8, at most 1 MB, inside the "
-                                        "repository), relative to the config file.", kind="template_file",
-                                        used_by=WRITER_TYPES,
-                                        notice=f"{NOT_YET}: the template inline or the built-in one is used")
-    personas: list[str] = setting(help="persona: descriptions of the users who ask (none: built-in "
-                                  "personas, not available yet).", used_by=("persona",), factory=list)
+                                        "repository), relative to the config file; read again when the stims "
+                                        "are written, part of the stim phase key by content, and committed "
+                                        "with the bake.", kind="template_file", used_by=WRITER_TYPES)
+    personas: list[str] = setting(help="persona: descriptions of the users who ask (none: numq personas drawn "
+                                  "with the seed from bgit's 30 built-in ones).", used_by=("persona",),
+                                  factory=list)
     model: str | None = setting(None, "Model that writes the questions, named as MODEL.base is (default: "
                                 "MODEL.base).",
                                 used_by=WRITER_TYPES)
     temperature: float = setting(1.0, "Sampling temperature of the question writer.", range=between(0, 2),
                                  used_by=WRITER_TYPES)
-    max_tokens: int = setting(512, "New-token budget of one question-writing call.",
-                              range=between(1, 32768))
-    rollout_with_conditioned: bool = setting(False, "Roll these stims out with the student prompt "
-                                             "instead of the teacher prompt.",
-                                             notice=f"{NOT_YET}: rollouts use the teacher prompt",
-                                             notice_if=_is_true)
+    max_tokens: int | None = setting(None, "oneshot_qs/persona/custom: new-token budget of one question-writing "
+                                     f"call (default {WRITER_MAX_TOKENS}); hardcoded/from_dataset: new tokens per "
+                                     "trajectory when this generator's stims are rolled out (default "
+                                     "TARGET.max_tokens).", range=between(1, 32768))
+    rollout_with_conditioned: bool = setting(False, "Sample these stims' trajectories with the student prompt "
+                                             "instead of the teacher prompt (the sampling model sees the "
+                                             "student prompt); the teacher's log-probs on them still come "
+                                             "from the teacher prompt.")
 
     def _resolve(self) -> None:
         if self.numq is None:
             self.numq = len(self.stims) if self.type == "hardcoded" else 10
+        if self.max_tokens is None and self.type in WRITER_TYPES:
+            self.max_tokens = WRITER_MAX_TOKENS
 
     def _problems(self):
         if self.numq == 0 and self.type in WRITER_TYPES:
             return [(("numq",), "must be at least 1 (0 = all rows is for from_dataset), got 0")]
+        if self.template is not None and self.template_path is not None:
+            return [(("template_path",), "give either template_path or template_content, not both")]
+        if self.type == "custom" and self.template is None and self.template_path is None:
+            return [(("type",), "custom generators need template_path or template_content (the whole prompt "
+                                "the writer model completes)")]
         return []
+
+    def rollout_max_tokens(self) -> int | None:
+        """This generator's own rollout length (hardcoded/from_dataset), None: TARGET.max_tokens."""
+        return None if self.type in WRITER_TYPES else self.max_tokens
 
     def _notices(self, written: set[str]) -> list[tuple[tuple, str]]:
         """Notices that depend on the generator type; ``written``: the fields given in the file."""
-        notes = []
-        if self.type == "custom":
-            notes.append((("type",), f"{NOT_YET}: custom generators do not run, the stim phase will fail"))
-        if self.type == "persona" and not self.personas:
-            notes.append((("personas",), f"no personas listed; built-in personas are {NOT_YET}, the stim "
-                                         "phase will fail: list personas"))
-        if self.type == "hardcoded" and "numq" in written:
-            notes.append((("numq",), f"{NOT_YET} for hardcoded generators: every stim is used"))
-        if self.type not in WRITER_TYPES and "max_tokens" in written:
-            notes.append((("max_tokens",), f"has no effect on {self.type} generators (no model writes "
-                                           "their stims); the rollout length is TARGET.max_tokens"))
-        return notes
+        if self.type == "hardcoded" and "numq" in written and self.numq > len(self.stims):
+            return [(("numq",), f"is {self.numq} but {len(self.stims)} stims are listed: all of them are used")]
+        return []
 
 
 @dataclasses.dataclass
@@ -184,14 +201,40 @@ class TargetConfig(Settings):
                          range=between(1, 1000))
     prompt: PromptConfig | None = setting(None, "This target's own PROMPT (same shape); the parts it "
                                           "leaves out come from the top-level PROMPT.", kind="prompt")
-    model_name: str | None = setting(None, "The model that rolls out (default: the parent model).",
-                                     notice=f"{NOT_YET}: the parent model rolls out")
-    max_concurrency: int = setting(10, "Concurrent rollout requests on the hosted service.",
-                                   range=between(1, 1024), hashed=False,
-                                   notice="has no effect here: bgit rolls out locally in batches")
-    extra_kwargs: dict = setting(help="Extra sampling parameters of the rollout (e.g. top_p).", factory=dict,
-                                 notice=f"{NOT_YET}: the rollout samples with temperature and max_tokens "
-                                        "only", notice_if=_non_empty)
+    model_name: str | None = setting(None, "The model that samples the trajectories, named as MODEL.base is "
+                                     "(default: the parent model); the teacher's log-probs on them still come "
+                                     "from the parent model with the teacher prompt, so its vocabulary must be "
+                                     "the parent model's.")
+    max_concurrency: int | None = setting(None, "Trajectories sampled per batch by the hf rollout backend "
+                                          "(default 64; samples depend on it); the vLLM backend schedules its "
+                                          "own batches and ignores it (with a notice when it rolls out).",
+                                          range=between(1, 1024))
+    extra_kwargs: dict = setting(help="Extra sampling parameters of the rollout, passed to both backends: "
+                                 f"{', '.join(SAMPLING_KWARGS)} (top_k: sampling's top-k, 0 = off; not "
+                                 "TARGET.top_k). They shape the sampled trajectories only; the teacher's "
+                                 "log-probs stay its full distribution.", factory=dict)
+
+    def _problems(self):
+        return [(("extra_kwargs", key), message) for key, message in sampling_problems(self.extra_kwargs)]
+
+
+def sampling_problems(options: dict) -> list[tuple[str, str]]:
+    """Keys of TARGET.extra_kwargs that are not sampling parameters bgit passes on, or out of range."""
+    from bgit.config.declare import suggestion
+
+    problems = []
+    for key, value in options.items():
+        if key not in SAMPLING_KWARGS:
+            problems.append((key, f"not a sampling parameter bgit passes on{suggestion(key, SAMPLING_KWARGS)} "
+                                  f"(known: {', '.join(sorted(SAMPLING_KWARGS))})"))
+            continue
+        kind, allowed = SAMPLING_KWARGS[key]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (kind == "int" and not isinstance(value, int)):
+            problems.append((key, f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}"))
+        elif value not in allowed:
+            problems.append((key, allowed.message(repr(value))))
+    return problems
 
 
 @dataclasses.dataclass
@@ -238,8 +281,11 @@ class BakeModelConfig(Settings):
     save_name: str | None = setting(None, "Name the hosted service saves the model under.", hashed=False,
                                     notice="has no effect here: a bake is its commit; name it with "
                                            "`bgit tag NAME`")
-    student_model_path: str | None = setting(None, "Bake into a different student model (distill baking).",
-                                             notice=f"{NOT_YET}: the student is the parent model")
+    student_model_path: str | None = setting(None, "Distill baking: train the adapter on this other model "
+                                             "(named as MODEL.base is) without the teacher prompt, to match "
+                                             "the parent model with it; the student needs the parent's "
+                                             "vocabulary, and eval, chat, export and serve load it as the "
+                                             "adapter's base.")
     parent_model_name: str | None = setting(None, "Set by the hosted service.", hashed=False,
                                             notice="has no effect here: the parent model is MODEL.base "
                                                    "(with BAKE.parent: head, plus the bake at HEAD)")
@@ -405,6 +451,8 @@ class BakeConfig(Settings):
         if self.scheduler.min_lr_ratio > 0 and self.scheduler.type not in FLOOR_SCHEDULERS:
             problems.append((("scheduler", "min_lr_ratio"), f"only {', '.join(FLOOR_SCHEDULERS)} decay to a "
                              f"floor; set 0 for scheduler type {self.scheduler.type!r}"))
+        if self.model.student_model_path is not None:
+            problems += _distill_problems(self)
         if self.deepspeed.enabled and self.optimizer.type not in DEEPSPEED_OPTIMIZERS:
             problems.append((("optimizer", "type"), f"DeepSpeed runs take {' or '.join(DEEPSPEED_OPTIMIZERS)}, "
                              f"got {self.optimizer.type!r}"))
@@ -440,6 +488,19 @@ def peft_option_problems(options: dict) -> list[tuple[str, str]]:
     except (TypeError, ValueError) as error:
         return [(next(iter(rest)), f"refused by PEFT: {str(error).splitlines()[0]}")]
     return []
+
+
+def _distill_problems(bake: BakeConfig) -> list[tuple[tuple, str]]:
+    """Distill baking trains a fresh adapter on another model: the teacher is never that model
+    with its adapter off (loss: full), and no chain of adapters applies to it (parent: head)."""
+    problems = []
+    if bake.loss == "full":
+        problems.append((("loss",), "must be topk with BAKE.model.student_model_path (loss full recomputes the "
+                                    "teacher as the student with its adapter off)"))
+    if bake.parent == "head":
+        problems.append((("parent",), "must be base with BAKE.model.student_model_path (a distilled adapter "
+                                      "does not stack on the bake at HEAD)"))
+    return problems
 
 
 def _chain_problems(bake: BakeConfig) -> list[tuple[tuple, str]]:

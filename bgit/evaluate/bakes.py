@@ -44,11 +44,19 @@ class Bake:
 
     @property
     def base_model_name(self) -> str | None:
-        return self.record.base_model.name
+        """The model the adapter applies to (a distill bake's student)."""
+        return self.record.adapter_base.name
 
     @property
     def base_fingerprint(self) -> str | None:
-        return self.record.base_model.fingerprint
+        return self.record.adapter_base.fingerprint
+
+    @property
+    def teacher_model(self) -> ModelRef | None:
+        """A distill bake's teacher (bake.yml base_model), a model of its own; None when the
+        teacher is the adapter's base model itself (with the adapter off, or the parent bake's)."""
+        record = self.record
+        return record.base_model if record.adapter_base is not record.base_model else None
 
     @property
     def message(self) -> str:
@@ -148,8 +156,8 @@ def open_bake(repo, ref: str = "HEAD", require_adapter: bool = True, require_rec
 
     ``require_record=False`` also opens an adapter trained elsewhere and committed by hand
     (adapter_config.json + adapter_model.safetensors, no bake.yml): its base model is ``base``,
-    else adapter_config.json's ``base_model_name_or_path``. ``base`` also replaces the base
-    model bake.yml names. export, generate, chat, eval, diff and serve open bakes this way."""
+    else adapter_config.json's ``base_model_name_or_path``. ``base`` also replaces the model
+    bake.yml names as the adapter's base (a distill bake's student). export, generate, chat, eval, diff and serve open bakes this way."""
     commit = repo.resolve(ref)
     record = read_record(repo, commit)
     if record is None and require_record:
@@ -157,8 +165,11 @@ def open_bake(repo, ref: str = "HEAD", require_adapter: bool = True, require_rec
     bake = Bake(repo, ref, commit, record or BakeRecord(created=""))
     if require_adapter and not bake.has_adapter():
         raise NotABakeError(ref, ADAPTER_WEIGHTS)
-    if base and base != bake.record.base_model.name:
-        bake.record.base_model = ModelRef(name=base)
+    if base and base != bake.base_model_name:
+        if bake.record.adapter_base is bake.record.student_model:
+            bake.record.student_model = ModelRef(name=base)
+        else:
+            bake.record.base_model = ModelRef(name=base)
     elif not bake.record.base_model.name and not require_record and bake.has_adapter():
         named = bake.adapter_config().get("base_model_name_or_path")
         if not isinstance(named, str) or not named:

@@ -14,6 +14,10 @@ tokens (logits at position i predict token i+1), as in training.
 P0 is the *parent* model the bake was trained against (DESIGN §2): the base model, or for a
 sequential bake (BAKE.parent: head) the base model with the parent bake's adapter. Pθ is the
 base model with the committed adapter (for a sequential bake, the whole chain).
+
+A distill bake (BAKE.model.student_model_path) has two models: the teacher P0 (bake.yml
+base_model, its contexts rendered by its own tokenizer) and the student S, the adapter's base:
+KL(prompted‖base) compares P0 with S without the adapter, Pθ is S with it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 from bgit import __version__
 from bgit.evaluate.bakes import Bake
 from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEvalStimsError
-from bgit.evaluate.models import load_base, with_adapter
+from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
 from bgit.models import render_context
 from bgit.record import stim_id as text_stim_id
@@ -72,9 +76,10 @@ def read_stims_file(path) -> list[str]:
     return stims
 
 
-def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
-                   max_stims: int = DEFAULT_MAX_STIMS) -> tuple[list[EvalItem], str, str | None]:
-    """-> (items, source, note). source: 'eval_stims' | 'all_stims' | 'file'."""
+def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None, max_stims: int = DEFAULT_MAX_STIMS,
+                   teacher_tokenizer=None) -> tuple[list[EvalItem], str, str | None]:
+    """-> (items, source, note). source: 'eval_stims' | 'all_stims' | 'file'. Teacher contexts
+    are rendered by ``teacher_tokenizer`` (a distill bake's teacher), else by ``tokenizer``."""
 
     config = bake.config()
     if config is None:
@@ -101,7 +106,8 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
 
         def item(stim_id, text, response_ids):
             return EvalItem(name, stim_id, text,
-                            render_context(tokenizer, prompt.teacher_messages, user=text, tools=prompt.teacher_tools),
+                            render_context(teacher_tokenizer or tokenizer, prompt.teacher_messages, user=text,
+                                           tools=prompt.teacher_tools),
                             render_context(tokenizer, prompt.student_messages, user=text),
                             response_ids)
 
@@ -189,39 +195,74 @@ class _Sums:
                       stims=len(self.stims))
 
 
-@contextmanager
-def _parent_model(model, has_parent: bool):
-    """P0 inside the block: the parent bake's adapter, or no adapter at all."""
-    if not has_parent:
-        with model.disable_adapter():
+@dataclass
+class _EvalModels:
+    """The models of one eval: ``model`` (adapter 'baked' [+ 'parent']) on the adapter's base,
+    and a distill bake's separate ``teacher`` (model, tokenizer)."""
+
+    model: object
+    tokenizer: object
+    notes: list[str]
+    label: str          # EvalResult.teacher: base | parent <sha> | model <name>
+    teacher: tuple | None = None
+
+    @property
+    def has_parent(self) -> bool:
+        return self.label.startswith("parent ")
+
+    @property
+    def teacher_tokenizer(self):
+        return self.teacher[1] if self.teacher else self.tokenizer
+
+    @contextmanager
+    def parent(self):
+        """P0 inside the block (for a distill bake: the student without its adapter)."""
+        if not self.has_parent:
+            with self.model.disable_adapter():
+                yield
+            return
+        self.model.set_adapter("parent")
+        try:
             yield
-        return
-    model.set_adapter("parent")
-    try:
-        yield
-    finally:
-        model.set_adapter("baked")
+        finally:
+            self.model.set_adapter("baked")
+
+    def teacher_logits(self, item: EvalItem):
+        if self.teacher is not None:
+            return response_logits(self.teacher[0], item.teacher_ids, item.response_ids)
+        with self.parent():
+            return response_logits(self.model, item.teacher_ids, item.response_ids)
+
+    def sample(self, item: EvalItem, max_tokens: int, temperature: float, seed: int) -> list[int]:
+        """A response of the prompted teacher P0."""
+        if self.teacher is not None:
+            return sample_response(self.teacher[0], self.teacher[1], item.teacher_ids, max_tokens, temperature, seed)
+        with self.parent():
+            return sample_response(self.model, self.tokenizer, item.teacher_ids, max_tokens, temperature, seed)
 
 
-def _load_eval_model(bake: Bake, device, dtype):
-    """-> (peft model with adapter 'baked' [+ 'parent'], tokenizer, notes, teacher label)."""
+def _load_eval_model(bake: Bake, device, dtype) -> _EvalModels:
 
     base, tokenizer, notes = load_base(bake, device=device, dtype=dtype)
     model = with_adapter(base, bake.adapter_dir(), name="baked")
+    if bake.teacher_model is not None:
+        teacher, teacher_tokenizer, teacher_notes = load_teacher_model(bake, device=device, dtype=dtype)
+        return _EvalModels(model, tokenizer, notes + teacher_notes, f"model {bake.teacher_model.name}",
+                           (teacher, teacher_tokenizer))
     parent = bake.parent_bake()
     if parent is None:
-        return model, tokenizer, notes, "base"
+        return _EvalModels(model, tokenizer, notes, "base")
     model.load_adapter(str(parent.adapter_dir()), adapter_name="parent", is_trainable=False)
     model.set_adapter("baked")
-    return model, tokenizer, notes, f"parent {parent.short}"
+    return _EvalModels(model, tokenizer, notes, f"parent {parent.short}")
 
 
-def _item_kls(model, item: EvalItem, has_parent: bool) -> dict[str, float]:
-    with _parent_model(model, has_parent):
-        teacher = response_logits(model, item.teacher_ids, item.response_ids)
-        parent_student = response_logits(model, item.student_ids, item.response_ids)
-    baked = response_logits(model, item.student_ids, item.response_ids)
-    reprompted = response_logits(model, item.teacher_ids, item.response_ids)
+def _item_kls(models: _EvalModels, item: EvalItem) -> dict[str, float]:
+    teacher = models.teacher_logits(item)
+    with models.parent():
+        parent_student = response_logits(models.model, item.student_ids, item.response_ids)
+    baked = response_logits(models.model, item.student_ids, item.response_ids)
+    reprompted = response_logits(models.model, item.teacher_ids, item.response_ids)
     return {"kl_prompted_base": float(_kl(teacher, parent_student).sum()),
             "kl_prompted_baked": float(_kl(teacher, baked).sum()),
             "kl_prompted_reprompted": float(_kl(teacher, reprompted).sum())}
@@ -233,10 +274,9 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
     """Eval results of a bake (see the module docstring)."""
 
     started = time.monotonic()
-    model, tokenizer, notes, teacher_label = _load_eval_model(bake, device, dtype)
-    has_parent = teacher_label != "base"
-    items, source, note = held_out_items(bake, tokenizer, stims, max_stims)
-    notes += [note] if note else []
+    models = _load_eval_model(bake, device, dtype)
+    items, source, note = held_out_items(bake, models.tokenizer, stims, max_stims, models.teacher_tokenizer)
+    notes = models.notes + ([note] if note else [])
     config = bake.config()
     totals, per_target = _Sums(), {}
     task = reporter.task("eval", total=len(items), unit="traj")
@@ -244,13 +284,10 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
         for n, item in enumerate(items):
             if item.response_ids is None:
                 target = config.target(item.target)
-                with _parent_model(model, has_parent):
-                    item.response_ids = sample_response(model, tokenizer, item.teacher_ids,
-                                                        max_tokens or target.max_tokens, target.temperature,
-                                                        seed + n)
+                item.response_ids = models.sample(item, max_tokens or target.max_tokens, target.temperature, seed + n)
                 if not item.response_ids:
                     continue
-            kls = _item_kls(model, item, has_parent)
+            kls = _item_kls(models, item)
             totals.add(item.stim_id, len(item.response_ids), **kls)
             per_target.setdefault(item.target, _Sums()).add(item.stim_id, len(item.response_ids), **kls)
             task(advance=1)
@@ -258,7 +295,7 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
         task.close()
     return EvalResult(
         **vars(totals.result()), commit=bake.sha, base_model=bake.base_model_name, source=source,
-        teacher=teacher_label, notes=notes, targets={name: sums.result() for name, sums in per_target.items()},
+        teacher=models.label, notes=notes, targets={name: sums.result() for name, sums in per_target.items()},
         seed=seed, seconds=round(time.monotonic() - started, 2),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), bgit=__version__)
 

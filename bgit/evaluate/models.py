@@ -9,24 +9,37 @@ from bgit.util.yaml import load_bounded
 
 
 def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
-    """-> (model, tokenizer, notes) of the bake's base model (bake.yml base_model.name)."""
+    """-> (model, tokenizer, notes) of the model the bake's adapter applies to: bake.yml's
+    base_model, or a distill bake's student_model."""
     resolved, notes = resolve_base(bake)
     model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
     return model, tokenizer, notes
 
 
 def resolve_base(bake: Bake):
-    """-> (ResolvedModel, notes) of the bake's base model, without loading it (vLLM loads it itself)."""
-
-    name = bake.base_model_name
-    if not name:
+    """-> (ResolvedModel, notes) of the model the bake's adapter applies to, without loading
+    it (vLLM loads it itself)."""
+    if not bake.base_model_name:
         from bgit.evaluate.errors import NotABakeError
         raise NotABakeError(bake.ref, "base_model in bake.yml")
-    resolved = resolve_model(name, revision=bake.record.base_model.revision)  # a hub model: the baked commit
+    return resolve_recorded_model(bake.record.adapter_base, "base model")
+
+
+def load_teacher_model(bake: Bake, device: str | None = None, dtype: str = "auto"):
+    """-> (model, tokenizer, notes) of a distill bake's teacher (bake.yml base_model)."""
+    resolved, notes = resolve_recorded_model(bake.record.base_model, "teacher model")
+    model, tokenizer = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trusts_remote_code(bake))
+    return model, tokenizer, notes
+
+
+def resolve_recorded_model(ref, what: str):
+    """A model bake.yml names (a hub model at the commit it was baked on), with a note when its
+    weights changed since."""
+    resolved = resolve_model(ref.name, revision=ref.revision)
     notes = []
-    if bake.base_fingerprint and resolved.fingerprint != bake.base_fingerprint:
-        notes.append(f"base model {name} has changed since the bake (fingerprint "
-                     f"{resolved.fingerprint[:12]} != {bake.base_fingerprint[:12]})")
+    if ref.fingerprint and resolved.fingerprint != ref.fingerprint:
+        notes.append(f"{what} {ref.name} has changed since the bake (fingerprint "
+                     f"{resolved.fingerprint[:12]} != {ref.fingerprint[:12]})")
     return resolved, notes
 
 

@@ -25,7 +25,7 @@ class EvalResult(KlSums):
     commit: str | None = None
     base_model: str | None = None
     source: str = "eval_stims"     # eval_stims | all_stims | file
-    teacher: str = "base"          # base | parent <commit>: the model the prompt is applied to
+    teacher: str = "base"          # base | parent <commit> | model <name> (distill): the model the prompt is applied to
     notes: list[str] = field(default_factory=list)
     targets: dict[str, KlSums] = field(default_factory=dict)
     seed: int = 0

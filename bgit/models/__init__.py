@@ -25,7 +25,7 @@ from bgit.models.errors import (
 )
 from bgit.models.hub import HubId, hub_cache_dir, offline_reason, parse_hub_id
 from bgit.models.listing import ModelEntry, ModelsListing, list_models
-from bgit.models.loading import load_model, load_tokenizer, resolve_dtype
+from bgit.models.loading import load_model, load_tokenizer, resolve_dtype, vocabulary_difference
 from bgit.models.resolve import (
     EMBEDDED_MODELS,
     ResolvedModel,
@@ -64,4 +64,5 @@ __all__ = [
     "resolve_dtype",
     "resolve_model",
     "vllm_model_dir",
+    "vocabulary_difference",
 ]

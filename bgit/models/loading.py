@@ -64,6 +64,18 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
     return tokenizer
 
 
+def vocabulary_difference(ours, theirs) -> str | None:
+    """How tokenizer ``theirs`` maps tokens differently from ``ours`` (None: the same vocabulary),
+    e.g. "49152 tokens, not 49153" or "token 'ab' is 7 there, 9 here"."""
+    mine, other = ours.get_vocab(), theirs.get_vocab()
+    if mine == other:
+        return None
+    if len(mine) != len(other):
+        return f"{len(other)} tokens, not {len(mine)}"
+    token = next(t for t in sorted(mine) if other.get(t) != mine[t])
+    return f"token {token!r} is {other.get(token)} there, {mine[token]} here"
+
+
 def disable_dropout(model) -> None:
     """Zero every dropout probability, so that even ``model.train()`` is deterministic."""
     import torch

@@ -81,6 +81,7 @@ class Baker:
     def _bake(self, message: str | None, force: bool, parents: Sequence[str], merge: dict | None) -> BakeResult:
         runner = self.runner
         targets = runner.trained_targets()
+        self.parent.check_vocabularies()  # a distill-baking student, before any phase runs
         stim_dirs, rollout_dirs, outcomes = {}, {}, []
         for target in targets:
             stim_dirs[target.name], outcome = runner.run_stim(target)
@@ -101,7 +102,7 @@ class Baker:
         record.merge = merge
         phase_dirs = {"stim": stim_dirs, "rollout": rollout_dirs, "train": train_dir}
         commit = commit_bake(self.repo, self.config, self.parent, phase_dirs, record,
-                             message or self.config.bake.name, self._dataset_files(targets), self.reporter,
+                             message or self.config.bake.name, self._input_files(targets), self.reporter,
                              parents=parents)
         return BakeResult(commit, outcomes, record)
 
@@ -114,14 +115,20 @@ class Baker:
             raise BakeError(f"this config is already baked at HEAD (train {train_key.short}); "
                             "use --force to commit it again")
 
-    def _dataset_files(self, targets: list[TargetConfig]) -> dict[str, Path]:
-        """from_dataset files inside the work tree: inputs of the bake, committed with it."""
+    def _input_files(self, targets: list[TargetConfig]) -> dict[str, Path]:
+        """Files the generators read (from_dataset files, template_path templates) inside the
+        work tree: inputs of the bake, committed with it."""
         root = self.repo.root.resolve()
         found = {}
         for target in targets:
             for generator in target.generators:
+                named = []
                 if generator.type == "from_dataset" and generator.path:
-                    path = self.runner.data_path(generator.path).resolve()
+                    named.append((generator.path, "from_dataset path"))
+                if generator.template_path:
+                    named.append((generator.template_path, "template_path"))
+                for written, key in named:
+                    path = self.runner.data_path(written, key).resolve()
                     if path.is_file() and path.is_relative_to(root):
                         found[path.relative_to(root).as_posix()] = path
         return found

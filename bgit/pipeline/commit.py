@@ -32,7 +32,7 @@ from bgit.util.progress import SILENT, Reporter
 
 def make_record(runner: PhaseRunner, outcomes: list[PhaseOutcome], train_record: dict) -> BakeRecord:
     """bake.yml of a bake whose phases produced ``outcomes``; ``train_record`` is the train phase's."""
-    config, info = runner.config, runner.parent.info
+    config, info, student = runner.config, runner.parent.info, runner.parent.student
     keys = PhaseKeys()
     for o in outcomes:
         if o.phase == "train":
@@ -57,6 +57,7 @@ def make_record(runner: PhaseRunner, outcomes: list[PhaseOutcome], train_record:
         metrics=BakeMetrics(train_record.get("final_train_kl"), train_record.get("final_eval_kl")),
         versions=_versions(),
         device=_device_name(),
+        student_model=ModelRef(student.name, student.fingerprint, student.revision) if student else None,
     )
 
 

@@ -21,7 +21,8 @@ def combined_record(ours, theirs, merge: dict) -> BakeRecord:
         eval_stims = {**(theirs.record.eval_stims or {}), **(ours.record.eval_stims or {})}
     keys = PhaseKeys(stim={**theirs.record.phase_keys.stim, **ours.record.phase_keys.stim},
                      rollout={**theirs.record.phase_keys.rollout, **ours.record.phase_keys.rollout})
-    return BakeRecord(base_model=ours.record.base_model, parent=ParentRef("base"), targets=targets,
+    return BakeRecord(base_model=ours.record.base_model, student_model=ours.record.student_model,
+                      parent=ParentRef("base"), targets=targets,
                       seed=merge.get("seed", 0), phase_keys=keys, eval_stims=eval_stims, merge=merge,
                       versions=_versions(), device=_device_name())
 

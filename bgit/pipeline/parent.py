@@ -4,6 +4,14 @@
 The parent is both the teacher (with the teacher prompt) and the starting point of the
 student; it is resolved and fingerprinted without loading weights (phase keys need only the
 fingerprint), and loaded once, lazily, when a phase needs it.
+
+Two other models may take part, each named as MODEL.base is and needing the parent's
+vocabulary (token ids pass between them unchanged):
+
+- ``TARGET.model_name`` samples that target's trajectories (:meth:`ParentModel.sampler_source`);
+  the teacher's log-probs on them still come from the parent with the teacher prompt;
+- ``BAKE.model.student_model_path`` (distill baking) is the model the adapter is trained on
+  instead of the parent (:meth:`ParentModel.load_student`).
 """
 
 from __future__ import annotations
@@ -14,9 +22,9 @@ from pathlib import Path
 from bgit.config import section_hash
 from bgit.config.schema import InputConfig
 from bgit.errors import BgitError
-from bgit.models import ResolvedModel, load_model, resolve_model
+from bgit.models import ResolvedModel, load_model, load_tokenizer, resolve_model, vocabulary_difference
 from bgit.pipeline.rollout import TeacherSource, load_teacher
-from bgit.record import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from bgit.record import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BAKE_RECORD, BakeRecord
 from bgit.util.files import write_atomic
 from bgit.util.progress import SILENT, Reporter
 
@@ -68,10 +76,15 @@ class ParentModel:
     def _head_info(self, base: ResolvedModel) -> ParentInfo:
         head = self.repo.resolve(self.at) if self.at else self.repo.head_commit()
         manifest = self.repo.read_manifest(str(head.id), ADAPTER_WEIGHTS) if head else None
+        where = f"{self.at[:8]}" if self.at else "HEAD"
         if manifest is None:
-            where = f"{self.at[:8]}" if self.at else "HEAD"
             self.reporter.message(f"BAKE.parent is 'head' but {where} has no adapter: baking on the base model")
             return ParentInfo(base, "head")
+        record = self.repo.read_file(str(head.id), BAKE_RECORD)
+        student = BakeRecord.from_yaml(record, f"{where}:{BAKE_RECORD}").student_model if record else None
+        if student is not None and student.name:
+            raise ParentModelError(f"BAKE.parent is 'head' but {where}'s bake was distilled into {student.name}: "
+                                   "its adapter does not apply to MODEL.base")
         return ParentInfo(base, "head", str(head.id), manifest.blake3)
 
     def teacher_source(self) -> TeacherSource:
@@ -101,6 +114,59 @@ class ParentModel:
                     raise ParentModelError(f"HEAD's adapter is incomplete: {path} is missing")
                 write_atomic(target / Path(path).name, data)
         return target
+
+    def release(self) -> None:
+        """Drop the loaded parent (a distilled student trains without it in memory)."""
+        self._loaded = None
+
+    # -- the sampling model (TARGET.model_name) and the student (distill baking) ----------
+
+    def sampler_source(self, target) -> TeacherSource | None:
+        """The model that samples ``target``'s trajectories when it is not the parent itself."""
+        if not target.model_name:
+            return None
+        model = self.resolve(target.model_name)
+        if model.fingerprint == self.info.base.fingerprint and not self.info.commit:
+            return None
+        return TeacherSource(model, None, self.config.model.dtype, self.config.model.trust_remote_code)
+
+    def sampler_fingerprint(self, target) -> str | None:
+        source = self.sampler_source(target)
+        return None if source is None else section_hash({"name": source.model.name,
+                                                         "fingerprint": source.model.fingerprint})
+
+    @property
+    def student(self) -> ResolvedModel | None:
+        """The distill-baking student (BAKE.model.student_model_path), None: the parent is trained."""
+        name = self.config.bake.model.student_model_path
+        return self.resolve(name) if name else None
+
+    def student_fingerprint(self) -> str | None:
+        student = self.student
+        return None if student is None else section_hash({"name": student.name, "fingerprint": student.fingerprint})
+
+    def load_student(self):
+        """(model, tokenizer) of the distill-baking student, loaded fresh (the trainer adds its LoRA)."""
+        self.reporter.message(f"loading the student {self.student.name}")
+        return load_model(self.student, dtype=self.config.model.dtype,
+                          trust_remote_code=self.config.model.trust_remote_code)
+
+    def check_vocabularies(self, targets=()) -> None:
+        """Token ids pass unchanged between the parent and the student or a sampling model:
+        their tokenizers must map every token alike (one line naming the model otherwise)."""
+        others = [(t.model_name, "TARGET.model_name", self.sampler_source(t)) for t in targets]
+        if self.student is not None:
+            others.append((self.student.name, "BAKE.model.student_model_path", self.student))
+        parent_tokenizer = None
+        for name, key, source in others:
+            if source is None:
+                continue
+            model = source.model if isinstance(source, TeacherSource) else source
+            parent_tokenizer = parent_tokenizer or load_tokenizer(self.info.base, self.config.model.trust_remote_code)
+            difference = vocabulary_difference(parent_tokenizer, load_tokenizer(model, self.config.model.trust_remote_code))
+            if difference:
+                raise ParentModelError(f"{key}: {name} does not share the vocabulary of the parent model "
+                                       f"{self.info.base.name} ({difference})")
 
     def model_loader(self, name: str | None):
         """For model-written stims: the base model is shared with rollout when it is the parent."""

@@ -16,8 +16,16 @@ Tail bucket: ``tail_logprob = log(1 - sum(top-K p))``, computed as the logsumexp
 the non-top-K log-probs (exact, never NaN) and floored at :data:`TAIL_FLOOR` so that it
 stays finite even when the top K cover the whole vocabulary.
 
-``progress(advance, total, **info)`` is called with token-slot counts: ``total`` is
-jobs * max_tokens and every call advances towards it (early stops advance the rest).
+What is sampled, and from what, can differ from the teacher (the teacher rows never do):
+
+- a stim carrying ``"conditioned": true`` (``rollout_with_conditioned``) is sampled from the
+  *student* context, ``"max_tokens": n`` (a generator's own) bounds its responses;
+- ``sampler`` (``TARGET.model_name``), another model with the same vocabulary, samples the
+  responses, each from a context its own chat template renders;
+- ``TARGET.extra_kwargs`` (top_p, top_k, min_p, repetition_penalty) shape the sampling.
+
+``progress(advance, total, **info)`` is called with token-slot counts: ``total`` is the sum
+of the jobs' max_tokens and every call advances towards it (early stops advance the rest).
 """
 
 from __future__ import annotations
@@ -49,7 +57,9 @@ class _Job:
     index: int  # position in the output
     stim: dict
     traj: int
-    context: list[int]
+    context: list[int]  # the teacher's: its top-K rows are computed on it
+    sample_context: list[int]  # what the sampling model sees (the same list unless conditioned or another model)
+    max_tokens: int
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,8 @@ class RolloutBackend:
         self.source = source
 
     def rollout(self, stims, prompt, target, *, seed: int, progress: Progress | None = None,
-                min_new_tokens: int = 0) -> list[dict]:
+                min_new_tokens: int = 0, sampler: TeacherSource | None = None) -> list[dict]:
+        """``sampler``: the model that samples (TARGET.model_name), None: the teacher itself."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -105,7 +116,8 @@ class HFRolloutBackend(RolloutBackend):
         super().__init__(source)
         self._load = load
         self._loaded = None
-        self.batch_size = batch_size
+        self._samplers: dict[TeacherSource, tuple] = {}
+        self.batch_size = batch_size  # TARGET.max_concurrency, when set, wins
 
     def model_and_tokenizer(self):
         if self._load is not None:
@@ -114,13 +126,18 @@ class HFRolloutBackend(RolloutBackend):
             self._loaded = load_teacher(self.source)
         return self._loaded
 
-    def rollout(self, stims, prompt, target, *, seed, progress=None, min_new_tokens=0) -> list[dict]:
+    def rollout(self, stims, prompt, target, *, seed, progress=None, min_new_tokens=0, sampler=None) -> list[dict]:
         model, tokenizer = self.model_and_tokenizer()
-        return rollout(model, tokenizer, stims, prompt, target, seed=seed, batch_size=self.batch_size,
-                       progress=progress, min_new_tokens=min_new_tokens)
+        if sampler is not None and sampler not in self._samplers:
+            self._samplers[sampler] = load_teacher(sampler)
+        return rollout(model, tokenizer, stims, prompt, target, seed=seed,
+                       batch_size=getattr(target, "max_concurrency", None) or self.batch_size,
+                       progress=progress, min_new_tokens=min_new_tokens,
+                       sampler=self._samplers[sampler] if sampler is not None else None)
 
     def close(self) -> None:
         self._loaded = None
+        self._samplers.clear()
 
 
 def load_teacher(source: TeacherSource):
@@ -169,7 +186,9 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def build_jobs(tokenizer, stims, prompt, target) -> list[_Job]:
+def build_jobs(tokenizer, stims, prompt, target, sample_tokenizer=None) -> list[_Job]:
+    """One job per (stim, trajectory). ``sample_tokenizer``: the sampling model's, when another
+    model samples (its chat template renders the contexts it sees)."""
     from bgit.models import render_context
 
     if target.num_traj_per_stimulus < 1:
@@ -177,34 +196,45 @@ def build_jobs(tokenizer, stims, prompt, target) -> list[_Job]:
     jobs = []
     for stim in stims:
         context = render_context(tokenizer, prompt.teacher_messages, user=stim["text"], tools=prompt.teacher_tools)
+        sample_context = context
+        if stim.get("conditioned"):
+            sample_context = render_context(sample_tokenizer or tokenizer, prompt.student_messages, user=stim["text"])
+        elif sample_tokenizer is not None:
+            sample_context = render_context(sample_tokenizer, prompt.teacher_messages, user=stim["text"],
+                                            tools=prompt.teacher_tools)
+        max_tokens = int(stim.get("max_tokens") or target.max_tokens)
         for traj in range(target.num_traj_per_stimulus):
-            jobs.append(_Job(len(jobs), stim, traj, context))
+            jobs.append(_Job(len(jobs), stim, traj, context, sample_context, max_tokens))
     return jobs
 
 
 def rollout(
-    model, tokenizer, stims, prompt, target, *, seed, batch_size=64, progress: Progress | None = None, min_new_tokens=0
+    model, tokenizer, stims, prompt, target, *, seed, batch_size=64, progress: Progress | None = None, min_new_tokens=0,
+    sampler: tuple | None = None,
 ) -> list[dict]:
     """Rollout rows (docs/contracts.md) in stim order, trajectories 0..n-1 for each stim.
 
     ``min_new_tokens`` (benchmarks) forbids EOS before that many tokens; the stored
     teacher rows are unaffected, they come from the raw logits. ``batch_size`` 64 measured
     1.4x faster than 16 on 2 CPU cores (bench/rollout_bench.py); samples depend on it.
+    ``sampler``: (model, tokenizer) of another model that samples the responses.
     """
     import torch
 
     if not stims:
         raise RolloutError("no stims to roll out")
-    jobs = build_jobs(tokenizer, stims, prompt, target)
-    # Longest first: similar lengths share a batch (less padding) and memory peaks early.
-    order = sorted(jobs, key=lambda job: (-len(job.context), job.index))
-    total = len(jobs) * target.max_tokens
+    sample_model, sample_tokenizer = sampler if sampler is not None else (model, None)
+    jobs = build_jobs(tokenizer, stims, prompt, target, sample_tokenizer)
+    # Longest budget, then longest context first: similar jobs share a batch (less padding)
+    # and memory peaks early.
+    order = sorted(jobs, key=lambda job: (-job.max_tokens, -len(job.sample_context), job.index))
+    total = sum(job.max_tokens for job in jobs)
     rows: list[dict | None] = [None] * len(jobs)
     for batch_number, start in enumerate(range(0, len(order), batch_size)):
         batch = order[start : start + batch_size]
         torch.manual_seed(seed * 1_000_003 + batch_number)
-        contexts = [job.context for job in batch]
-        responses = generate_batch(model, tokenizer, contexts, target, progress, total, min_new_tokens)
+        responses = generate_batch(sample_model, sample_tokenizer or tokenizer, [job.sample_context for job in batch],
+                                   target, progress, total, min_new_tokens, [job.max_tokens for job in batch])
         teacher = teacher_topk(model, [job.context for job in batch], responses, target.top_k, pad_id=tokenizer.pad_token_id)
         for job, response, (ids, logprobs, tail) in zip(batch, responses, teacher):
             rows[job.index] = make_row(tokenizer, job, response, ids, logprobs, tail, target.top_k)
@@ -246,26 +276,35 @@ def left_pad(sequences: list[list[int]], pad_id: int, device):
     return input_ids.to(device), mask.to(device), positions.to(device)
 
 
-def generate_batch(model, tokenizer, contexts, target, progress=None, total=None, min_new_tokens=0) -> list[list[int]]:
-    """Sample one response per context; each cut after its first EOS (kept), pads dropped."""
+def sampling_options(target) -> dict:
+    """transformers' generate options for TARGET's temperature and extra_kwargs: the whole
+    (temperature-scaled) distribution unless extra_kwargs narrow it."""
+    extra = target.extra_kwargs or {}
+    penalty = {"repetition_penalty": float(extra["repetition_penalty"])} if "repetition_penalty" in extra else {}
+    if target.temperature <= 0:
+        return {"do_sample": False, "temperature": None, "top_k": None, "top_p": None, **penalty}
+    options = {"do_sample": True, "temperature": float(target.temperature), "top_k": int(extra.get("top_k", 0)),
+               "top_p": float(extra.get("top_p", 1.0)), **penalty}
+    if "min_p" in extra:
+        options["min_p"] = float(extra["min_p"])
+    return options
+
+
+def generate_batch(model, tokenizer, contexts, target, progress=None, total=None, min_new_tokens=0,
+                   budgets: list[int] | None = None) -> list[list[int]]:
+    """Sample one response per context; each cut after its first EOS (kept), pads dropped, and
+    at its own budget (``budgets``, default TARGET.max_tokens: a sample cut at n tokens is a
+    sample of at most n tokens)."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
+    budgets = budgets or [target.max_tokens] * len(contexts)
     eos = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     input_ids, mask, _ = left_pad(contexts, pad_id, model.device)
-    greedy = target.temperature <= 0
-    config = GenerationConfig(
-        max_new_tokens=target.max_tokens,
-        min_new_tokens=min_new_tokens or None,
-        do_sample=not greedy,
-        temperature=None if greedy else float(target.temperature),
-        top_k=None if greedy else 0,  # sample the whole (temperature-scaled) distribution
-        top_p=None if greedy else 1.0,
-        eos_token_id=eos,
-        pad_token_id=pad_id,
-    )
-    counter = _StepCounter(progress, total, len(contexts))
+    config = GenerationConfig(max_new_tokens=max(budgets), min_new_tokens=min_new_tokens or None,
+                              eos_token_id=eos, pad_token_id=pad_id, **sampling_options(target))
+    counter = _StepCounter(progress, total, budgets)
     with torch.inference_mode():
         out = model.generate(
             input_ids=input_ids,
@@ -273,9 +312,9 @@ def generate_batch(model, tokenizer, contexts, target, progress=None, total=None
             generation_config=config,
             logits_processor=LogitsProcessorList([counter]),
         )
-    counter.finish(target.max_tokens)
+    counter.finish()
     new = out[:, input_ids.shape[1] :].tolist()
-    return [_cut_at_eos(tokens, set(eos)) for tokens in new]
+    return [_cut_at_eos(tokens[:budget], set(eos)) for tokens, budget in zip(new, budgets)]
 
 
 def _cut_at_eos(tokens: list[int], eos: set[int]) -> list[int]:
@@ -286,20 +325,25 @@ def _cut_at_eos(tokens: list[int], eos: set[int]) -> list[int]:
 
 
 class _StepCounter:
-    """A no-op logits processor that reports each decoding step to ``progress``."""
+    """A no-op logits processor that reports each decoding step to ``progress``: the rows whose
+    budget the step is within; :meth:`finish` advances what early stops left."""
 
-    def __init__(self, progress, total, rows):
-        self.progress, self.total, self.rows, self.steps = progress, total, rows, 0
+    def __init__(self, progress, total, budgets: list[int]):
+        self.progress, self.total, self.budgets = progress, total, budgets
+        self.steps = self.advanced = 0
 
     def __call__(self, input_ids, scores):
         self.steps += 1
         if self.progress is not None:
-            self.progress(self.rows, self.total, phase="rollout")
+            rows = sum(1 for budget in self.budgets if budget >= self.steps)
+            self.advanced += rows
+            self.progress(rows, self.total, phase="rollout")
         return scores
 
-    def finish(self, max_tokens):
-        if self.progress is not None and self.steps < max_tokens:
-            self.progress(self.rows * (max_tokens - self.steps), self.total, phase="rollout")
+    def finish(self):
+        rest = sum(self.budgets) - self.advanced
+        if self.progress is not None and rest > 0:
+            self.progress(rest, self.total, phase="rollout")
 
 
 def teacher_topk(model, contexts, responses, k, pad_id=0):

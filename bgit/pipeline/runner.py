@@ -75,6 +75,24 @@ def _checkpoint_epoch(path: str | None) -> int:
     return int(Path(path).name.split("-")[-1]) if path else 0
 
 
+def rollout_stims(target: TargetConfig, stims: list[dict]) -> list[dict]:
+    """Stim rows with their generator's own rollout settings, as backends read them:
+    ``max_tokens`` (hardcoded/from_dataset generators that set one) and ``conditioned``
+    (rollout_with_conditioned). Rows without a generator index (older phases) get none."""
+    out = []
+    for stim in stims:
+        index = stim.get("generator_index")
+        generator = target.generators[index] if isinstance(index, int) and 0 <= index < len(target.generators) \
+            else None
+        stim = dict(stim)
+        if generator is not None and generator.rollout_max_tokens() is not None:
+            stim["max_tokens"] = generator.rollout_max_tokens()
+        if generator is not None and generator.rollout_with_conditioned:
+            stim["conditioned"] = True
+        out.append(stim)
+    return out
+
+
 class PhaseRunner:
     def __init__(self, repo, config: InputConfig, *, parent: ParentModel, backend: str | None = None,
                  reporter: Reporter = SILENT, config_dir: Path | None = None):
@@ -100,22 +118,26 @@ class PhaseRunner:
 
     # -- keys -------------------------------------------------------------------------
 
-    def data_path(self, path: str) -> Path:
+    def data_path(self, path: str, key: str = "from_dataset path") -> Path:
         """A file the config names, inside the repository (checked again right before each read:
         a link may have been swapped since validation; DESIGN §5)."""
-        return resolve_path(self.config, path, root=self.repo.root, key="from_dataset path")
+        return resolve_path(self.config, path, root=self.repo.root, key=key)
 
     def stim_key(self, target: TargetConfig) -> PhaseKey:
+        from bgit.pipeline.named_datasets import named_digest
+
         return keys.stim_key(self.config, target, fingerprint=lambda name: self.parent.resolve(name).fingerprint,
-                             data_path=self.data_path)
+                             data_path=self.data_path, dataset_digest=named_digest)
 
     def rollout_key(self, target: TargetConfig, stim_dir: Path) -> PhaseKey:
-        return keys.rollout_key(self.config, target, self.digest(stim_dir), self.parent.info.fingerprint)
+        return keys.rollout_key(self.config, target, self.digest(stim_dir), self.parent.info.fingerprint,
+                                sampler=self.parent.sampler_fingerprint(target))
 
     def train_key(self, rollout_dirs: dict[str, Path]) -> PhaseKey:
         digests = {name: self.digest(path) for name, path in rollout_dirs.items()}
         # micro_batch_size is per process: the number of processes shapes the global batch
-        return keys.train_key(self.config, digests, self.parent.info.fingerprint, world=process_world())
+        return keys.train_key(self.config, digests, self.parent.info.fingerprint, world=process_world(),
+                              student=self.parent.student_fingerprint())
 
     def digest(self, phase_dir: Path) -> str:
         return self.cache.record_at(phase_dir)["digest"]
@@ -162,13 +184,17 @@ class PhaseRunner:
             return done, PhaseOutcome("rollout", target.name, key.key, cached=True,
                                       tokens=self.cache.record_at(done).get("tokens", 0))
         started = time.monotonic()
+        self.parent.check_vocabularies([target])
         backend = self.rollout_backend()
-        stims = read_jsonl(stim_dir / "stim.jsonl")
-        total = len(stims) * target.num_traj_per_stimulus * target.max_tokens
+        if backend.name == "vllm" and target.max_concurrency is not None:
+            self.reporter.message(f"notice: TARGET.max_concurrency ({target.name}) has no effect on the vLLM "
+                                  "backend: it schedules its own batches")
+        stims = rollout_stims(target, read_jsonl(stim_dir / "stim.jsonl"))
+        total = sum(stim.get("max_tokens", target.max_tokens) for stim in stims) * target.num_traj_per_stimulus
         task = self.reporter.task(f"rollout {target.name}", total=total, unit="tok")
         try:
             rows = backend.rollout(stims, self.config.prompt_for(target), target, seed=self.config.bake.seed,
-                                   progress=task)
+                                   progress=task, sampler=self.parent.sampler_source(target))
         finally:
             task.close()
         tokens = sum(len(row["response_ids"]) for row in rows)
@@ -188,7 +214,11 @@ class PhaseRunner:
                                       tokens=self.cache.record_at(done).get("tokens", 0))
         started = time.monotonic()
         bind_device()  # ranks > 0 load the model here: on their own GPU
-        model, tokenizer = self.parent.load()
+        if self.parent.student is not None:  # distill baking: the student alone is trained
+            self.parent.release()
+            model, tokenizer = self.parent.load_student()
+        else:
+            model, tokenizer = self.parent.load()
         data = training_data(self.config, rollout_dirs, tokenizer)
         work = self.cache.work_dir(key)
         task = self.reporter.task("train", unit="step")

@@ -1,20 +1,31 @@
 """Stim generators: the user messages that provoke the behaviour being baked.
 
 ``generate_stims`` runs a target's generators in order and returns rows
-``{"id": <12 hex of blake3(text)>, "text", "generator"}``, deduplicated across
-generators (case and whitespace insensitive; the first occurrence wins).
+``{"id": <12 hex of blake3(text)>, "text", "generator": <type>, "generator_index": <i>}``
+(``generator_index``: the generator's position in ``TARGET.generators``, whose rollout settings
+apply to the stim), deduplicated across generators (case and whitespace insensitive; the
+first occurrence wins).
 
 Generators (``GeneratorConfig.type``):
 
-- ``hardcoded``: ``stims`` as given.
+- ``hardcoded``: ``stims`` as given; ``numq`` keeps the first numq distinct ones (0: all).
 - ``from_dataset``: a local JSONL/JSON-lines, CSV/TSV, plain text (one per line) file, or a
-  directory saved with ``datasets.Dataset.save_to_disk``; ``numq`` rows sampled with the seed
-  (0 = all), kept in file order.
+  directory saved with ``datasets.Dataset.save_to_disk``; or a named dataset
+  (:mod:`bgit.pipeline.named_datasets`), from the ``datasets`` cache or, with ``path``, a
+  local copy of it. ``numq`` rows sampled with the seed (0 = all), kept in dataset order.
 - ``oneshot_qs``: a local model writes questions from a ``string.Template`` with
-  ``${numq}`` and ``${prompt_u}`` (the teacher prompt's text); sampled until ``numq``
-  unique questions are parsed, with a bounded number of attempts.
+  ``${numq}`` and ``${prompt_u}`` (the teacher prompt's text), sent as a user message in the
+  writer's chat template; sampled until ``numq`` unique questions are parsed, with a bounded
+  number of attempts.
 - ``persona``: like ``oneshot_qs`` once per persona (``${persona}`` in the template),
-  ``numq`` questions each.
+  ``numq`` questions each. With no personas listed, ``numq`` personas are drawn with the seed
+  from the built-in ones (bgit/data/personas.txt), one question each.
+- ``custom``: the user's template (required) is the whole prompt: filled like oneshot_qs's and
+  given to the writer model as plain text, no chat template around it, then parsed the same
+  way.
+
+Templates come from ``template`` (``template_content``), ``template_path`` (a file read
+through the containment resolver right before use, at most 1 MB, UTF-8), or bgit's own.
 
 ``model_loader(name)`` returns ``(model, tokenizer)``; ``name`` is the generator's
 ``model`` or None for the bake's base model, so the pipeline can share one loaded model.
@@ -30,12 +41,14 @@ import string
 from pathlib import Path
 from typing import Callable
 
-from bgit.record import stim_id
 from bgit.errors import BgitError
+from bgit.record import stim_id
 
 MIN_QUESTION_CHARS = 10
 MAX_QUESTION_CHARS = 300
 QUESTIONS_PER_CALL = 8  # sequences sampled per generate call (one batch)
+MAX_TEMPLATE_BYTES = 1 << 20
+WRITERS = ("oneshot_qs", "persona", "custom")
 
 
 class StimError(BgitError):
@@ -52,14 +65,15 @@ def generate_stims(target, prompt, *, seed: int, model_loader: Callable | None =
     """``root``: the repository root files named by generators must stay in (None: ``base_dir``)."""
     rows: list[dict] = []
     seen: set[str] = set()
-    for generator in target.generators:
+    for index, generator in enumerate(target.generators):
         gen_seed = generator.seed if generator.seed is not None else seed
         texts = _run_generator(generator, prompt, gen_seed, model_loader, Path(base_dir), progress, root)
         for text in texts:
             key = normalise(text)
             if key and key not in seen:
                 seen.add(key)
-                rows.append({"id": stim_id(text), "text": text, "generator": generator.type})
+                rows.append({"id": stim_id(text), "text": text, "generator": generator.type,
+                             "generator_index": index})
     if not rows:
         raise StimError(f"target {target.name!r}: the generators produced no stims")
     return rows
@@ -68,54 +82,86 @@ def generate_stims(target, prompt, *, seed: int, model_loader: Callable | None =
 def _run_generator(generator, prompt, seed, model_loader, base_dir, progress, root=None) -> list[str]:
     kind = generator.type
     if kind == "hardcoded":
-        texts = [t.strip() for t in generator.stims if isinstance(t, str) and t.strip()]
+        texts = hardcoded_stims(generator)
     elif kind == "from_dataset":
         texts = from_dataset(generator, seed=seed, base_dir=base_dir, root=root)
-    elif kind in ("oneshot_qs", "persona"):
+    elif kind in WRITERS:
         if model_loader is None:
             raise StimError(f"{kind} needs a model to write questions")
+        template = load_template(generator, base_dir, root)
         model, tokenizer = model_loader(generator.model)
-        if kind == "oneshot_qs":
-            texts = oneshot_questions(model, tokenizer, generator, prompt, seed=seed, progress=progress)
-        else:
-            texts = persona_questions(model, tokenizer, generator, prompt, seed=seed, progress=progress)
-        return texts
+        write = {"oneshot_qs": oneshot_questions, "persona": persona_questions, "custom": custom_questions}[kind]
+        return write(model, tokenizer, generator, prompt, seed=seed, progress=progress, template=template)
     else:
-        raise StimError(f"unknown generator type {kind!r} (hardcoded, from_dataset, oneshot_qs, persona)")
+        raise StimError(f"unknown generator type {kind!r} (hardcoded, from_dataset, oneshot_qs, persona, custom)")
     if progress is not None:
         progress(len(texts), None, phase="stim", generator=kind)
     return texts
+
+
+def hardcoded_stims(generator) -> list[str]:
+    """The listed stims, the first ``numq`` distinct ones (0 or None: all)."""
+    texts, seen = [], set()
+    for text in (t.strip() for t in generator.stims if isinstance(t, str)):
+        if normalise(text) and normalise(text) not in seen:
+            seen.add(normalise(text))
+            texts.append(text)
+    return texts[: generator.numq] if generator.numq else texts
 
 
 # --- from_dataset -----------------------------------------------------------------------
 
 
 def from_dataset(generator, *, seed: int, base_dir: Path, root=None) -> list[str]:
-    from bgit.config import ConfigPathError, resolve_config_file
+    """The generator's messages: ``numq`` of them drawn with ``seed`` (0: all), in dataset order."""
+    if generator.path:
+        texts = _read_data_path(generator, base_dir, root)
+    elif generator.dataset:
+        from bgit.pipeline.named_datasets import named_texts
 
-    if not generator.path:
-        raise StimError("from_dataset needs a path")
-    try:  # the one resolver of config-named files, again right before reading (DESIGN §5)
-        path = resolve_config_file(generator.path, Path(base_dir), Path(root) if root else None)
-    except ConfigPathError as error:
-        raise StimError(f"from_dataset: {error.reason}") from None
-    if path.is_dir():
-        texts = _read_saved_dataset(path, generator.field)
-    elif path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            texts = _read_jsonl_texts(path, generator.field)
-        elif suffix in (".csv", ".tsv"):
-            texts = _read_csv_texts(path, generator.field, "\t" if suffix == ".tsv" else ",")
-        else:
-            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        texts = named_texts(generator.dataset, generator.field)
     else:
-        raise StimError(f"from_dataset: no such file or directory: {path}")
+        raise StimError("from_dataset needs a path or a named dataset")
     unique = _dedupe(t for t in texts if t)
     if generator.numq and generator.numq < len(unique):
         chosen = sorted(random.Random(seed).sample(range(len(unique)), generator.numq))
         unique = [unique[i] for i in chosen]
     return unique
+
+
+def _read_data_path(generator, base_dir: Path, root) -> list[str]:
+    from bgit.config import ConfigPathError, resolve_config_file
+
+    try:  # the one resolver of config-named files, again right before reading (DESIGN §5)
+        path = resolve_config_file(generator.path, Path(base_dir), Path(root) if root else None)
+    except ConfigPathError as error:
+        raise StimError(f"from_dataset: {error.reason}") from None
+    pick = _picker(generator.field, generator.dataset)
+    if path.is_dir():
+        return _read_saved_dataset(path, pick)
+    if not path.is_file():
+        raise StimError(f"from_dataset: no such file or directory: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return _read_jsonl_texts(path, pick)
+    if suffix in (".csv", ".tsv"):
+        column = generator.field
+        if column is None and generator.dataset:
+            from bgit.pipeline.named_datasets import NAMED
+
+            column = NAMED[generator.dataset].columns[0]
+        return _read_csv_texts(path, column, "\t" if suffix == ".tsv" else ",")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _picker(field: str | None, dataset: str | None) -> Callable[[dict, str], str | None]:
+    """How one record gives its message: ``field``, else the named dataset's columns, else the
+    first text value."""
+    if field is None and dataset:
+        from bgit.pipeline.named_datasets import message_of
+
+        return lambda record, where: message_of(record, dataset, where)
+    return lambda record, where: _pick(record, field, where)
 
 
 def _dedupe(texts) -> list[str]:
@@ -140,7 +186,7 @@ def _pick(record: dict, field: str | None, where: str) -> str | None:
     return None
 
 
-def _read_jsonl_texts(path: Path, field: str | None) -> list[str]:
+def _read_jsonl_texts(path: Path, pick) -> list[str]:
     texts = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -152,7 +198,7 @@ def _read_jsonl_texts(path: Path, field: str | None) -> list[str]:
         if isinstance(record, str):
             texts.append(record.strip())
         elif isinstance(record, dict):
-            texts.append(_pick(record, field, f"{path}:{number}") or "")
+            texts.append(pick(record, f"{path}:{number}") or "")
         else:
             raise StimError(f"{path}:{number}: expected an object or a string")
     return texts
@@ -169,7 +215,7 @@ def _read_csv_texts(path: Path, field: str | None, delimiter: str) -> list[str]:
         return [(row.get(column) or "").strip() for row in reader]
 
 
-def _read_saved_dataset(path: Path, field: str | None) -> list[str]:
+def _read_saved_dataset(path: Path, pick) -> list[str]:
     try:
         import datasets
     except ImportError:
@@ -180,15 +226,50 @@ def _read_saved_dataset(path: Path, field: str | None) -> list[str]:
         raise StimError(f"from_dataset: cannot load {path}: {(str(error).splitlines() or [''])[0]}") from None
     if isinstance(data, datasets.DatasetDict):
         data = data["train"] if "train" in data else data[next(iter(data))]
-    return [_pick(record, field, str(path)) or "" for record in data]
+    return [pick(record, str(path)) or "" for record in data]
 
 
-# --- oneshot_qs and persona --------------------------------------------------------------
+# --- oneshot_qs, persona and custom ------------------------------------------------------
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def default_template(kind: str) -> str:
     name = "persona_template.txt" if kind == "persona" else "oneshot_qs_template.txt"
-    return (Path(__file__).resolve().parent.parent / "data" / name).read_text(encoding="utf-8")
+    return (DATA_DIR / name).read_text(encoding="utf-8")
+
+
+def builtin_personas() -> list[str]:
+    """bgit's own user personas (bgit/data/personas.txt), for persona generators that list none."""
+    lines = (DATA_DIR / "personas.txt").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def load_template(generator, base_dir: Path, root=None) -> str | None:
+    """The generator's template: inline, or its template_path read now through the containment
+    resolver (at most 1 MB, UTF-8, the placeholders its type needs); None: bgit's default."""
+    if not generator.template_path:
+        return generator.template
+    from bgit.config import ConfigPathError, resolve_config_file
+    from bgit.config.load import template_problem
+
+    written = generator.template_path
+    try:
+        path = resolve_config_file(written, Path(base_dir), Path(root) if root else None)
+    except ConfigPathError as error:
+        raise StimError(f"template_path: {error.reason}") from None
+    if not path.is_file():
+        raise StimError(f"template_path: {written!r} is not a file")
+    if path.stat().st_size > MAX_TEMPLATE_BYTES:
+        raise StimError(f"template_path: {written!r} is over {MAX_TEMPLATE_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise StimError(f"template_path: {written!r} is not UTF-8 text ({error.reason})") from None
+    problem = template_problem(text, generator.type)
+    if problem:
+        raise StimError(f"template_path: {written!r}: {problem}")
+    return text
 
 
 def prompt_text(prompt) -> str:
@@ -208,22 +289,42 @@ def fill_template(template: str, kind: str, **values) -> str:
         raise StimError(f"{kind} template: {error}") from None
 
 
-def oneshot_questions(model, tokenizer, generator, prompt, *, seed: int, progress=None) -> list[str]:
-    template = generator.template or default_template("oneshot_qs")
+def oneshot_questions(model, tokenizer, generator, prompt, *, seed: int, progress=None,
+                      template: str | None = None) -> list[str]:
+    template = template or generator.template or default_template("oneshot_qs")
     request = fill_template(template, "oneshot_qs", numq=generator.numq, prompt_u=prompt_text(prompt))
     return sample_questions(model, tokenizer, request, generator, seed=seed, kind="oneshot_qs", progress=progress)
 
 
-def persona_questions(model, tokenizer, generator, prompt, *, seed: int, progress=None) -> list[str]:
-    if not generator.personas:
-        raise StimError("persona generator needs a non-empty personas list")
-    template = generator.template or default_template("persona")
+def custom_questions(model, tokenizer, generator, prompt, *, seed: int, progress=None,
+                     template: str | None = None) -> list[str]:
+    """The user's template is the whole prompt: the writer model continues it as plain text."""
+    template = template or generator.template
+    if not template:
+        raise StimError("custom generators need template_path or template_content")
+    request = fill_template(template, "custom", numq=generator.numq, prompt_u=prompt_text(prompt))
+    return sample_questions(model, tokenizer, request, generator, seed=seed, kind="custom", progress=progress,
+                            raw=True)
+
+
+def persona_questions(model, tokenizer, generator, prompt, *, seed: int, progress=None,
+                      template: str | None = None) -> list[str]:
+    """``numq`` questions per listed persona; none listed: ``numq`` built-in personas drawn with
+    the seed (cycling through all of them before repeating one), one question each."""
+    template = template or generator.template or default_template("persona")
+    personas, per_persona = generator.personas, generator.numq
+    if not personas:
+        builtin = builtin_personas()
+        rng = random.Random(seed)
+        personas = []
+        while len(personas) < generator.numq:
+            personas += rng.sample(builtin, min(len(builtin), generator.numq - len(personas)))
+        per_persona = 1
     questions: list[str] = []
-    for number, persona in enumerate(generator.personas):
-        request = fill_template(template, "persona", numq=generator.numq, prompt_u=prompt_text(prompt), persona=persona)
-        questions += sample_questions(
-            model, tokenizer, request, generator, seed=seed * 7919 + number, kind="persona", progress=progress
-        )
+    for number, persona in enumerate(personas):
+        request = fill_template(template, "persona", numq=per_persona, prompt_u=prompt_text(prompt), persona=persona)
+        questions += sample_questions(model, tokenizer, request, generator, seed=seed * 7919 + number,
+                                      kind="persona", progress=progress, numq=per_persona)
     return questions
 
 
@@ -232,18 +333,20 @@ def max_attempts(numq: int) -> int:
     return max(16, 2 * numq)
 
 
-def sample_questions(model, tokenizer, request: str, generator, *, seed: int, kind: str, progress=None) -> list[str]:
-    """Sample completions of ``request`` until ``numq`` unique questions are parsed."""
+def sample_questions(model, tokenizer, request: str, generator, *, seed: int, kind: str, progress=None,
+                     numq: int | None = None, raw: bool = False) -> list[str]:
+    """Sample completions of ``request`` until ``numq`` (default: the generator's) unique
+    questions are parsed. ``raw``: ``request`` is the whole prompt, not a chat user message."""
     import torch
     from transformers import GenerationConfig
 
     from bgit.models import render_context
     from bgit.pipeline.rollout import eos_ids, left_pad
 
-    numq = generator.numq
+    numq = generator.numq if numq is None else numq
     if numq < 1:
         raise StimError(f"{kind}: numq must be >= 1, got {numq}")
-    context = render_context(tokenizer, [], user=request)
+    context = tokenizer(request)["input_ids"] if raw else render_context(tokenizer, [], user=request)
     eos = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     greedy = generator.temperature <= 0

@@ -102,6 +102,12 @@ class BakeRecord:
     merge: dict | None = None
 
     @property
+    def adapter_base(self) -> ModelRef:
+        """The model the adapter applies to: the student of a distill bake, else the base model
+        (which, for a distill bake, is the teacher)."""
+        return self.student_model if self.student_model is not None and self.student_model.name else self.base_model
+
+    @property
     def final_kl(self) -> float | None:
         """The eval KL when there was eval data, else the train KL."""
         m = self.metrics

@@ -67,12 +67,12 @@ def _log_item(registry, entry, refs: list[str]) -> dict | None:
         record = read_record(registry.repo, registry.repo.git.get(entry.id))
     except BakeRecordError:
         return None
-    if record is None or record.base_model.name != registry.base_model:
+    if record is None or record.adapter_base.name != registry.base_model:
         return None
     results = read_eval(registry.repo, entry.id)
     return {"commit": entry.id, "short": entry.id[:8], "refs": refs, "model": (refs or [entry.id[:12]])[0],
             "summary": entry.summary, "message": entry.message, "time": entry.time, "date": entry.date(),
-            "base_model": record.base_model.name, "targets": list(record.targets), "final_kl": record.final_kl,
+            "base_model": record.adapter_base.name, "targets": list(record.targets), "final_kl": record.final_kl,
             "closure": results.closure if results else None}
 
 
