@@ -52,12 +52,6 @@ def bgit(cwd, env, *args):
     return result
 
 
-def json_out(stdout: str):
-    """The JSON document of a --json run. DeepSpeed (BAKE.deepspeed) writes its own log lines
-    to stdout around bgit's document (noted in the report: bgit's --json should keep stdout clean)."""
-    return json.JSONDecoder().raw_decode(stdout[stdout.index("\n{") + 1 if not stdout.startswith("{") else 0:])[0]
-
-
 def test_the_complete_bread_file_validates_and_bakes(tmp_path, models):
     writer, sampler, student = models
     cache = tmp_path / "hf-datasets"
@@ -74,7 +68,8 @@ def test_the_complete_bread_file_validates_and_bakes(tmp_path, models):
     assert all(line.startswith("Notice:") and ("has no effect here" in line or "deprecated" in line)
                for line in validated.stderr.splitlines())
 
-    report = json_out(bgit(root, env, "bake", "-m", "pirate", "--json").stdout)
+    # stdout is bgit's JSON alone: DeepSpeed's own log lines (BAKE.deepspeed) go to stderr
+    report = json.loads(bgit(root, env, "bake", "-m", "pirate", "--json").stdout)
     assert [(p["phase"], p["cached"]) for p in report["phases"]] == [("stim", False), ("rollout", False),
                                                                     ("train", False)]
     (stims,) = json.loads(bgit(root, env, "stim", "--json").stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from bgit import api
-from bgit.cli.render import RichReporter, echo_json, json_option, say
+from bgit.cli.render import RichReporter, echo_json, json_option, libraries_print_to_stderr, say
 from bgit.cli.use_cmds import render_eval
 
 COMBINATIONS = ("linear", "cat", "ties", "dare_ties")
@@ -85,11 +85,12 @@ def merge_cmd(ctx, ref, message, no_bake, strategy, combination, weights_text, d
         result = api.merge_abort(".", reporter=reporter)
         echo_json(result) if as_json else click.echo(f"Merge aborted; HEAD is at {result.new[:8]}")
         return
-    if continue_:
-        outcome = api.merge_continue(".", reporter=reporter)
-    else:
-        outcome = api.merge(".", ref, message, bake=not no_bake, strategy=strategy, combination=combination,
-                            weights=_weights(weights_text), density=density, seed=seed, reporter=reporter)
+    with libraries_print_to_stderr(as_json):
+        if continue_:
+            outcome = api.merge_continue(".", reporter=reporter)
+        else:
+            outcome = api.merge(".", ref, message, bake=not no_bake, strategy=strategy, combination=combination,
+                                weights=_weights(weights_text), density=density, seed=seed, reporter=reporter)
     echo_json(outcome) if as_json else render_merge(outcome)
     if outcome.kind == "conflict":
         ctx.exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bgit import api
-from bgit.cli.render import RichReporter, echo_json, fmt, json_option
+from bgit.cli.render import RichReporter, echo_json, fmt, json_option, libraries_print_to_stderr
 
 BACKENDS = click.Choice(["hf", "vllm"])
 
@@ -51,7 +51,8 @@ def stim(config_path, target_name, limit, count, as_json):
 
     Example: bgit stim --target default --limit 5
     """
-    phases = api.stim(".", config_path, target_name, reporter=RichReporter(quiet=as_json))
+    with libraries_print_to_stderr(as_json):
+        phases = api.stim(".", config_path, target_name, reporter=RichReporter(quiet=as_json))
     _render_rows(phases, limit, count, as_json, slim=lambda r: r, line=lambda r: r["text"])
 
 
@@ -67,7 +68,8 @@ def rollout(config_path, target_name, limit, count, as_json, backend):
 
     Example: bgit rollout --limit 3
     """
-    phases = api.rollout(".", config_path, target_name, backend, reporter=RichReporter(quiet=as_json))
+    with libraries_print_to_stderr(as_json):
+        phases = api.rollout(".", config_path, target_name, backend, reporter=RichReporter(quiet=as_json))
 
     def slim(r):
         return {"stim": r["stim"], "traj": r["traj"], "response": r["response"], "tokens": len(r["response_ids"])}
@@ -101,7 +103,8 @@ def bake(message, dry_run, backend, force, config_path, as_json):
             state = "cached" if entry.cached else "would run"
             click.echo(f"{label:<24} {state:<10} {entry.key[:12] if entry.key else '(after upstream phases)'}")
         return
-    result = api.bake(".", config_path, message, force, backend, reporter=RichReporter(quiet=as_json))
+    with libraries_print_to_stderr(as_json):
+        result = api.bake(".", config_path, message, force, backend, reporter=RichReporter(quiet=as_json))
     if result.commit is None:  # a rank > 0 of a multi-process bake: rank 0 commits
         return
     if as_json:

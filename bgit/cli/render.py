@@ -7,8 +7,10 @@ goes to stderr (bars on a terminal, a line every 10 s elsewhere) so ``--json`` s
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 
 import click
 from rich.console import Console
@@ -24,6 +26,25 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 def echo_json(data) -> None:
     """``data`` (anything with ``to_json()``, lists of them, or plain data) as indented JSON."""
     click.echo(json.dumps(_plain(data), indent=2, sort_keys=True, default=str))
+
+
+@contextmanager
+def libraries_print_to_stderr(active: bool = True):
+    """While ``active`` (a --json run), whatever the libraries print to stdout (DeepSpeed's
+    log lines, compiled extensions writing to file descriptor 1) goes to stderr instead, so
+    that stdout stays one JSON document."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _plain(data):

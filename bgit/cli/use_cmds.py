@@ -7,7 +7,7 @@ import sys
 import click
 
 from bgit import api
-from bgit.cli.render import RichReporter, echo_json, fmt, json_option
+from bgit.cli.render import RichReporter, echo_json, fmt, json_option, libraries_print_to_stderr
 from bgit.evaluate.datasets import dumps_value
 from bgit.repo.errors import UnknownRevisionError
 from bgit.evaluate.chat import run_repl
@@ -141,8 +141,9 @@ def eval_(ref, stims_path, max_stims, max_tokens, seed, no_save, config_path, ba
 
     Example: bgit eval HEAD --stims questions.jsonl
     """
-    results = api.eval(".", ref, stims_path, max_stims=max_stims, max_tokens=max_tokens, seed=seed,
-                       save=not no_save, base=base, config=config_path, reporter=RichReporter(quiet=as_json))
+    with libraries_print_to_stderr(as_json):
+        results = api.eval(".", ref, stims_path, max_stims=max_stims, max_tokens=max_tokens, seed=seed,
+                           save=not no_save, base=base, config=config_path, reporter=RichReporter(quiet=as_json))
     if as_json:
         echo_json(results)
     else:
