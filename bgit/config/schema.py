@@ -167,6 +167,20 @@ class GeneratorConfig(Settings):
 
 
 @dataclasses.dataclass
+class AugmentConfig(Settings):
+    """Topping up a target with few stims (bgit/pipeline/augment.py)."""
+
+    PATH: ClassVar[str] = "TARGET.augment"
+    SHORTHAND: ClassVar[str] = "min_stims"  # `augment: 0` = `augment: {min_stims: 0}`
+
+    min_stims: int = setting(128, "When the generators give fewer stims than this, add bgit's bundled "
+                             "everyday user messages (a few hundred, many topics; sampled with BAKE.seed) "
+                             "up to this many, so that a short stim list still bakes a behaviour that "
+                             "holds on other messages. 0 = off. `augment: N` is short for "
+                             "`augment: {min_stims: N}`.", range=between(0, 100_000))
+
+
+@dataclasses.dataclass
 class TargetConfig(Settings):
     PATH: ClassVar[str] = "TARGET"
 
@@ -182,6 +196,7 @@ class TargetConfig(Settings):
     num_traj_per_stimulus: int = setting(1, "Rollout: trajectories sampled per stim.", range=between(1, 100))
     top_k: int = setting(20, "Rollout: teacher log-probs kept per token (plus a tail bucket).",
                          range=between(1, 1000))
+    augment: AugmentConfig = setting(help="Stims added to a short stim list.", factory=AugmentConfig)
     prompt: PromptConfig | None = setting(None, "This target's own PROMPT (same shape); the parts it "
                                           "leaves out come from the top-level PROMPT.", kind="prompt")
     model_name: str | None = setting(None, "The model that rolls out (default: the parent model).",

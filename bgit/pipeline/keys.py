@@ -2,7 +2,7 @@
 
     stim     generator configs (+ content digest of from_dataset files; + teacher prompt and the
              writer model's fingerprint only for model-written generators, which read ${prompt_u}),
-             seed
+             seed, TARGET.augment (+ the digest of the bundled messages) when it is on
     rollout  stim digest, teacher prompt and tools, parent fingerprint, sampling params, K, seed
     train    rollout digests, student prompts (teacher prompts too for loss=full), every BAKE
              setting but its name, parent fingerprint
@@ -18,6 +18,7 @@ from typing import Callable
 
 from bgit.config import config_to_dict
 from bgit.config.schema import InputConfig, PromptConfig, TargetConfig
+from bgit.pipeline.augment import messages_digest
 from bgit.pipeline.phases import PhaseKey
 from bgit.util.files import hash_file, hash_tree
 
@@ -51,7 +52,10 @@ def stim_key(config: InputConfig, target: TargetConfig, *, fingerprint: Callable
             models[name] = fingerprint(name)
             reads_prompt = True
         generators.append(entry)
-    return PhaseKey.of("stim", generators=generators, models=models, seed=config.bake.seed,
+    augment = {}
+    if target.augment.min_stims:  # bgit's bundled messages are an input too (augment.py)
+        augment = {"augment": {"min_stims": target.augment.min_stims, "messages": messages_digest()}}
+    return PhaseKey.of("stim", generators=generators, models=models, seed=config.bake.seed, **augment,
                        **prompt_inputs(config.prompt_for(target), teacher=reads_prompt))
 
 
