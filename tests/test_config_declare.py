@@ -66,7 +66,7 @@ OUT_OF_RANGE = [
     ("BAKE.checkpoint", "[{save_every_n_epochs: 5000}]", None),
     ("BAKE.train_log_iter_interval", "0", "must be in [1, 1000000], got 0"),
     ("BAKE.eval_interval", "-5", "must be in [0, 1000000], got -5"),
-    ("BAKE.deepspeed.zero_optimization.stage", "3", "must be in [0, 2] (ZeRO-3 is not supported yet), got 3"),
+    ("BAKE.deepspeed.zero_optimization.stage", "4", "must be in [0, 3], got 4"),
 ]
 
 
@@ -119,8 +119,8 @@ PYTHON = [
     (lambda: SchedulerConfig(type="cosin"),
      "BAKE.scheduler.type: expected one of constant, linear, cosine, huggingface, constant_with_warmup, "
      "cosine_with_restarts, cosine_with_min_lr, polynomial, inverse_sqrt, got 'cosin' (did you mean 'cosine'?)"),
-    (lambda: DeepSpeedConfig(enabled=True, zero_stage=3),
-     "BAKE.deepspeed.zero_optimization.stage: must be in [0, 2] (ZeRO-3 is not supported yet), got 3"),
+    (lambda: DeepSpeedConfig(enabled=True, zero_stage=4),
+     "BAKE.deepspeed.zero_optimization.stage: must be in [0, 3], got 4"),
     (lambda: DataConfig(beta=float("nan")), "BAKE.data.beta: expected a number, got nan"),
     (lambda: TargetConfig(top_k=0, generators=[GeneratorConfig(stims=["hi"])]),
      "TARGET.top_k: must be in [1, 1000], got 0"),
@@ -209,15 +209,15 @@ def test_every_setting_has_help_and_numbers_have_ranges():
 # -- validate rejects exactly what a bake would ----------------------------------------------------
 
 
-def test_validate_refuses_zero_3_on_its_line_and_accepts_zero_2(tmp_path, monkeypatch):
+def test_validate_refuses_stage_4_on_its_line_and_accepts_zero_3(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for stage, code in ((3, 1), (2, 0)):
+    for stage, code in ((4, 1), (3, 0)):
         Path("input.yml").write_text(GOOD + f"  deepspeed:\n    zero_optimization:\n      stage: {stage}\n")
         result = CliRunner().invoke(cli, ["validate"])
         assert result.exit_code == code, result.output
         if code:
             assert result.stderr == ("Error: input.yml:15: BAKE.deepspeed.zero_optimization.stage: must be in "
-                                     "[0, 2] (ZeRO-3 is not supported yet), got 3\n")
+                                     "[0, 3], got 4\n")
 
 
 def test_the_trainer_keeps_no_settings_of_its_own():

@@ -199,3 +199,31 @@ def test_embedded_chat_template_has_no_default_system_text(embedded):
     with_system = tokenizer.decode(render_context(tokenizer, [{"role": "system", "content": "Be brief."}], user="Hi"))
     assert with_system.count("Be brief.") == 1 and with_system.count("system") == 1
     assert "SmolLM" not in with_system
+
+
+# --- a directory vLLM can load ----------------------------------------------------------------
+
+
+def test_vllm_model_dir_drops_only_a_gguf_quantization_config(hf_dir, tmp_path):
+    from bgit.models import ResolvedModel, vllm_model_dir
+
+    assert vllm_model_dir(hf_dir) == hf_dir  # nothing to drop: the directory itself
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "awq"}}))
+    assert vllm_model_dir(hf_dir) == hf_dir  # other quantizations are vLLM's to load
+
+    gguf_config = {**config, "quantization_config": {"quant_method": "gguf"}}
+    (hf_dir / "config.json").write_text(json.dumps(gguf_config))
+    clean = vllm_model_dir(hf_dir)
+    assert clean.parent == tmp_path / "cache" / "models" and clean.name.startswith("tiny-vllm-")
+    assert json.loads((clean / "config.json").read_text()) == config
+    assert json.loads((hf_dir / "config.json").read_text()) == gguf_config  # the source is untouched
+    weights = hf_dir / "model.safetensors"
+    assert (clean / "model.safetensors").stat().st_ino == weights.stat().st_ino  # hard-linked, not copied
+    assert sorted(p.name for p in clean.iterdir()) == sorted(
+        p.name for p in hf_dir.iterdir() if p.name != ".bgit-fingerprint.json")
+    assert [p.name for p in clean.parent.iterdir()] == [clean.name]  # no temporary left behind
+    made = (clean / "config.json").stat().st_mtime_ns
+    assert vllm_model_dir(hf_dir) == clean and (clean / "config.json").stat().st_mtime_ns == made  # cached
+    model, _ = load_model(ResolvedModel("clean", clean, "-"))
+    assert model.config.vocab_size == config["vocab_size"]

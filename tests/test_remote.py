@@ -214,7 +214,8 @@ def test_non_fast_forward_push_refused_and_pull(tmp_path, origin, monkeypatch):
     result = CliRunner().invoke(cli, ["pull"])
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: branch 'main' has diverged from 'origin/main' "
-                                     "(2 local, 1 remote commits); rebase or merge with git")
+                                     "(2 local, 1 remote commits); merge it with 'bgit merge origin/main' "
+                                     "(or 'bgit pull --merge')")
     assert b.head_commit().message.strip() == "b4"  # nothing merged or moved
 
     # A race: the remote moves after bgit looked. The ref update itself is compare-and-swap.

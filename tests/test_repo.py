@@ -20,7 +20,7 @@ from bgit.repo import (
     UnknownRevisionError,
     UnsafePathError,
 )
-from bgit.repo import repository as repository_module
+from bgit.repo import status as status_module
 from repo_helpers import git, new_repo, sha256, store_files, write_adapter, write_jsonl
 
 ADAPTER = "adapter/adapter_model.safetensors"
@@ -152,7 +152,7 @@ def test_status_reports_changes_and_trusts_the_stat_cache(tmp_path, monkeypatch)
         os.utime(repo.root / p, (old, old))
     _commit_all(repo, "bake")
     # unchanged payloads are not rehashed
-    monkeypatch.setattr(repository_module, "hash_file", lambda p: pytest.fail(f"rehashed {p}"))
+    monkeypatch.setattr(status_module, "hash_file", lambda p: pytest.fail(f"rehashed {p}"))
     monkeypatch.setattr(repo.store, "store_file", lambda p: pytest.fail(f"restored {p}"))
     assert repo.status().clean
     repo.add([ADAPTER])

@@ -1,4 +1,6 @@
-"""Rollout backends: teacher top-K rows agree with a fresh forward pass, determinism, truncation."""
+"""HF rollout backend: the shared backend suite, truncation at EOS, batching, progress, the tail.
+
+The vLLM backend's tests run in their own environment: tests/backend_vllm/ (make test-vllm)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ import pytest
 
 from bgit.config.schema import PromptConfig, TargetConfig
 from bgit.errors import BgitError
-from bgit.models import render_context
+from bgit.models import ResolvedModel, render_context
 from bgit.pipeline.records import RolloutRecord, decode_array, encode_array, read_jsonl, write_jsonl
-from bgit.pipeline.rollout import TAIL_FLOOR, rollout_function, select_backend, topk_with_tail
+from bgit.pipeline.rollout import (TAIL_FLOOR, HFRolloutBackend, TeacherSource, make_backend, select_backend,
+                                   topk_with_tail)
 from bgit.pipeline.stim import stim_id
+from rollout_contract import RolloutBackendContract
 from rollout_helpers import char_tokenizer, one_thread, tiny_llama
 
 PROMPT = PromptConfig(teacher_messages=[{"role": "system", "content": "You are a pirate."}])
@@ -21,20 +25,6 @@ STIMS = [{"id": stim_id(t), "text": t, "generator": "hardcoded"} for t in TEXTS]
 
 EOS_SCALE = 2.0  # measured: stops 5 of 12 trajectories early with seed 3
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-
-
-def _cuda():
-    import torch
-
-    return torch.cuda.is_available()
-
-
-BACKENDS = [
-    "hf",
-    pytest.param(
-        "vllm", marks=[pytest.mark.cuda, pytest.mark.skipif(not (HAS_VLLM and _cuda()), reason="needs CUDA + vllm")]
-    ),
-]
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +39,12 @@ def tiny(tmp_path_factory):
         yield model, tokenizer, directory
 
 
-_LLMS = {}  # one vLLM engine per model directory: engines do not give their GPU memory back
-
-
 def run(backend, tiny, target, seed=1, batch_size=4, stims=STIMS, progress=None):
     model, tokenizer, directory = tiny
-    engine = model
-    if backend == "vllm":
-        from bgit.pipeline.rollout_vllm import make_llm
-
-        engine = _LLMS.get(directory) or _LLMS.setdefault(directory, make_llm(directory, max_logprobs=20))
-    return rollout_function(backend)(
-        engine, tokenizer, stims, PROMPT, target, seed=seed, batch_size=batch_size, progress=progress
-    )
+    assert backend == "hf"
+    source = TeacherSource(ResolvedModel("tiny", directory, "-"))  # the model is already loaded
+    hf = HFRolloutBackend(source, load=lambda: (model, tokenizer), batch_size=batch_size)
+    return hf.rollout(stims, PROMPT, target, seed=seed, progress=progress)
 
 
 def reference_logprobs(model, tokenizer, row):
@@ -76,32 +59,24 @@ def reference_logprobs(model, tokenizer, row):
     return torch.log_softmax(logits, -1)[start : start + len(row["response_ids"])]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_teacher_topk_matches_a_fresh_forward_pass(backend, tiny):
-    model, tokenizer, _ = tiny
-    rows = run(backend, tiny, TargetConfig(max_tokens=12, temperature=1.0, num_traj_per_stimulus=2, top_k=5))
-    assert [(r["stim_id"], r["traj"]) for r in rows] == [(s["id"], t) for s in STIMS for t in (0, 1)]
-    for row in rows:
-        record = RolloutRecord.from_row(row)
-        assert 1 <= len(record.response_ids) <= 12 and record.k == 5
-        reference = reference_logprobs(model, tokenizer, row)
-        top_values, top_ids = reference.topk(5, dim=-1)
-        np.testing.assert_allclose(record.topk_logprobs, top_values.numpy(), atol=1e-4)
-        gathered = reference.gather(1, __import__("torch").from_numpy(record.topk_ids).long()).numpy()
-        np.testing.assert_allclose(gathered, record.topk_logprobs, atol=1e-4)  # ids and values belong together
-        total = np.logaddexp.reduce(np.concatenate([record.topk_logprobs, record.tail_logprob[:, None]], 1), axis=1)
-        np.testing.assert_allclose(total, 0.0, atol=1e-4)
-        assert np.all(np.isfinite(record.tail_logprob)) and np.all(record.tail_logprob >= TAIL_FLOOR)
+class TestHFBackend(RolloutBackendContract):
+    """The shared rollout-backend suite (tests/rollout_contract.py) on a tiny random Llama."""
 
+    MAX_TOKENS = 12
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_same_seed_same_rows_other_seed_other_samples(backend, tiny):
-    target = TargetConfig(max_tokens=10, temperature=1.0, num_traj_per_stimulus=2, top_k=3)
-    first = run(backend, tiny, target, seed=7)
-    assert run(backend, tiny, target, seed=7) == first
-    other = run(backend, tiny, target, seed=8)
-    assert [r["response_ids"] for r in other] != [r["response_ids"] for r in first]
-    assert len({tuple(r["response_ids"]) for r in first}) > 1  # trajectories of one stim differ too
+    @pytest.fixture
+    def backend(self, tiny):
+        model, tokenizer, directory = tiny
+        source = TeacherSource(ResolvedModel("tiny", directory, "-"))
+        return HFRolloutBackend(source, load=lambda: (model, tokenizer), batch_size=4)
+
+    @pytest.fixture
+    def reference(self, tiny):
+        return tiny[0], tiny[1]
+
+    @pytest.fixture
+    def stims(self):
+        return STIMS
 
 
 def eos_prone(tokenizer):
@@ -180,15 +155,41 @@ def test_records_round_trip(tmp_path):
         read_jsonl(path)
 
 
-def test_backend_selection():
+def test_backend_selection(tiny):
+    import torch
+
     assert select_backend("hf") == "hf"
-    if not (HAS_VLLM and _cuda()):
-        assert select_backend(None) == "hf"
+    assert select_backend(None) == ("vllm" if HAS_VLLM and torch.cuda.is_available() else "hf")
+    if not HAS_VLLM:
         with pytest.raises(BgitError) as caught:
             select_backend("vllm")
-        assert str(caught.value) == "backend vllm needs a CUDA GPU and the vllm package (pip install 'bgit[vllm]')"
+        assert str(caught.value) == ("backend vllm needs the vllm package: pip install 'bgit[vllm]' "
+                                     "(on CPU: make setup-vllm, which builds .venv-vllm)")
     with pytest.raises(BgitError, match="unknown rollout backend 'tpu'"):
         select_backend("tpu")
+    source = TeacherSource(ResolvedModel("tiny", tiny[2], "-"))
+    backend = make_backend("hf", source)
+    assert isinstance(backend, HFRolloutBackend) and backend.source is source
+
+
+def test_hf_backend_loads_the_teacher_from_its_source_with_the_adapter_merged(tiny, tmp_path):
+    """Given only directories (no loaded model), the HF backend loads base + adapter itself."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer, directory = tiny
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(tiny_llama(len(tokenizer), eos_token_id=tokenizer.eos_token_id), lora)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload().eval()
+    target = TargetConfig(max_tokens=6, temperature=1.0, num_traj_per_stimulus=1, top_k=4)
+    with HFRolloutBackend(TeacherSource(ResolvedModel("tiny", directory, "-"), tmp_path / "adapter")) as backend:
+        rows = backend.rollout(STIMS[:2], PROMPT, target, seed=2)
+    for row in rows:
+        record = RolloutRecord.from_row(row)
+        reference = reference_logprobs(merged, tokenizer, row)
+        np.testing.assert_allclose(record.topk_logprobs, reference.topk(4, dim=-1).values.numpy(), atol=1e-4)
+        base = reference_logprobs(model, tokenizer, row).topk(4, dim=-1).values.numpy()
+        assert np.abs(base - record.topk_logprobs).max() > 1e-2  # the adapter changed the teacher
 
 
 @pytest.mark.slow
@@ -206,3 +207,27 @@ def test_embedded_model_rollout_matches_fresh_forward_pass():
             total = np.logaddexp.reduce(np.concatenate([record.topk_logprobs, record.tail_logprob[:, None]], 1), axis=1)
             np.testing.assert_allclose(total, 0.0, atol=1e-4)
     assert all(row["response"] for row in rows)
+
+
+def test_vllm_settings_that_need_no_engine(monkeypatch, tmp_path):
+    """The vLLM backend's checks that run before any engine (the engine: tests/backend_vllm/)."""
+    from bgit.pipeline.rollout_vllm import _vllm_lora_rank, adapter_rank, env_engine_args
+
+    monkeypatch.delenv("BGIT_VLLM_ENGINE_ARGS", raising=False)
+    assert env_engine_args() == {}
+    monkeypatch.setenv("BGIT_VLLM_ENGINE_ARGS", '{"enforce_eager": true, "max_model_len": 2048}')
+    assert env_engine_args() == {"enforce_eager": True, "max_model_len": 2048}
+    monkeypatch.setenv("BGIT_VLLM_ENGINE_ARGS", "[1]")
+    with pytest.raises(BgitError) as caught:
+        env_engine_args()
+    assert str(caught.value) == "$BGIT_VLLM_ENGINE_ARGS must be a JSON object of vLLM engine arguments"
+    monkeypatch.setenv("BGIT_VLLM_ENGINE_ARGS", "{enforce_eager}")
+    with pytest.raises(BgitError, match=r"^\$BGIT_VLLM_ENGINE_ARGS is not valid JSON: "):
+        env_engine_args()
+
+    (tmp_path / "adapter_config.json").write_text('{"r": 16, "rank_pattern": {"q_proj": 40}}')
+    assert adapter_rank(tmp_path) == 40 and _vllm_lora_rank(40) == 64  # a chain of bakes: summed ranks
+    assert _vllm_lora_rank(16) == 16 and _vllm_lora_rank(4) == 8
+    with pytest.raises(BgitError) as caught:
+        _vllm_lora_rank(600)
+    assert str(caught.value) == "the parent adapter has LoRA rank 600; vLLM serves at most 512 (use --backend hf)"

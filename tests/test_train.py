@@ -289,8 +289,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
         prepare_examples([bad], 64, True, False)
     assert str(err.value) == "training example 0: top-K arrays have shapes (1, 2)/(1, 2), expected [2, K]"
     with pytest.raises(ConfigValueError) as err:
-        fast_settings(deepspeed={"enabled": True, "zero_stage": 3})
-    assert str(err.value) == "BAKE.deepspeed.zero_optimization.stage: must be in [0, 2] (ZeRO-3 is not supported yet), got 3"
+        fast_settings(deepspeed={"enabled": True, "zero_stage": 4})
+    assert str(err.value) == "BAKE.deepspeed.zero_optimization.stage: must be in [0, 3], got 4"
 
 
 def test_full_mode_loop_recomputes_the_teacher_and_lowers_kl(tmp_path):

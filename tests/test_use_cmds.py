@@ -40,8 +40,8 @@ def test_diff_text_json_and_plot(run, history, tmp_path):
     assert data["a"]["commit"] == history[3]["a"] and data["b"]["commit"] == history[3]["b"]
     assert data["weights"]["total"]["changed"] == 3
     assert png_ok(tmp_path / "heat.png")
-    one_arg = json.loads(run("diff", "HEAD~1", "--json").stdout)
-    assert one_arg["b"]["ref"] == "HEAD" and one_arg["weights"] == data["weights"]
+    one_arg = json.loads(run("diff", "HEAD~1", "--json").stdout)  # REF against the (clean) work tree
+    assert one_arg["b"] == {"ref": "work tree", "commit": None} and one_arg["weights"] == data["weights"]
 
 
 def test_diff_behaviour(run):
@@ -145,4 +145,4 @@ def test_not_a_bake(tmp_path, monkeypatch):
     monkeypatch.chdir(repo.root)
     result = CliRunner().invoke(cli, ["eval"])
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: HEAD is not a bake commit: it has no bake.yml"
+    assert result.output.strip() == "Error: HEAD is not a bake commit: it has no adapter/adapter_model.safetensors"

@@ -22,12 +22,14 @@ older bake in a clone fetches what it needs from the remote's store, as ``bgit c
 
 from bgit.api._open import open_repo
 from bgit.api.hooks import hook_disable, hook_enable, hooks_list
+from bgit.api.merge import RevertResult, merge, merge_abort, merge_continue, reset, revert, rm
 from bgit.api.models import ModelEntry, ModelsListing, models
 from bgit.api.pipeline import PhaseRows, ValidateResult, bake, bake_plan, baker, rollout, stim, validate
 from bgit.api.remote import clone, fetch, pull, push, remote_add, remote_list, remote_remove, store_url
 from bgit.api.repo import (BakeSummary, CheckoutResult, CommitResult, GcResult, InitResult, LogItem, ShowItem, add,
                            branch_create, branch_delete, branch_list, checkout, commit, fsck, gc, init, log, show,
                            status, tag_create, tag_delete, tag_list)
+from bgit.api.serve import serve
 from bgit.api.use import GenerateResult, MetricsResult, chat_session, diff, eval, export, generate, metrics
 from bgit.errors import BgitError
 from bgit.repo import Repository
@@ -37,10 +39,14 @@ __all__ = [
     # repository
     "init", "add", "commit", "status", "log", "show", "branch_list", "branch_create", "branch_delete",
     "tag_list", "tag_create", "tag_delete", "checkout", "fsck", "gc",
+    # git's verbs for bakes
+    "merge", "merge_continue", "merge_abort", "revert", "reset", "rm",
     # pipeline
     "validate", "stim", "rollout", "bake_plan", "bake", "baker",
     # using bakes
     "diff", "eval", "generate", "chat_session", "export", "metrics",
+    # serving
+    "serve",
     # remotes
     "remote_add", "remote_remove", "remote_list", "store_url", "push", "fetch", "pull", "clone",
     # hooks
@@ -49,5 +55,6 @@ __all__ = [
     "models",
     # results
     "InitResult", "CommitResult", "LogItem", "ShowItem", "BakeSummary", "CheckoutResult", "GcResult",
-    "ValidateResult", "PhaseRows", "GenerateResult", "MetricsResult", "ModelEntry", "ModelsListing",
+    "ValidateResult", "PhaseRows", "GenerateResult", "MetricsResult", "RevertResult", "ModelEntry",
+    "ModelsListing",
 ]

@@ -11,6 +11,7 @@ from bgit.config import ConfigError, ConfigIssue, InputConfig, load_config
 from bgit.pipeline.bake import Baker, BakeError, BakeResult, PhaseOutcome, PlanEntry
 from bgit.record import read_jsonl
 from bgit.util.progress import SILENT, Reporter
+from bgit.repo.merge import refuse_during_merge
 
 
 @dataclass
@@ -76,10 +77,13 @@ def rollout(repo: RepoLike = ".", config=None, target: str | None = None, backen
     """Sample (or read from the phase cache) the teacher's answers to each target's stims."""
     b = baker(repo, config, backend, reporter)
     out = []
-    for t in _targets(b, target):
-        stim_dir, _ = b.run_stim(t)
-        rollout_dir, outcome = b.run_rollout(t, stim_dir)
-        out.append(PhaseRows(t.name, outcome, read_jsonl(rollout_dir / "rollout.jsonl")))
+    try:
+        for t in _targets(b, target):
+            stim_dir, _ = b.run_stim(t)
+            rollout_dir, outcome = b.run_rollout(t, stim_dir)
+            out.append(PhaseRows(t.name, outcome, read_jsonl(rollout_dir / "rollout.jsonl")))
+    finally:
+        b.close_rollout_backend()  # vLLM's engine processes
     return out
 
 
@@ -90,5 +94,9 @@ def bake_plan(repo: RepoLike = ".", config=None) -> list[PlanEntry]:
 
 def bake(repo: RepoLike = ".", config=None, message: str | None = None, force: bool = False,
          backend: str | None = None, reporter: Reporter = SILENT) -> BakeResult:
-    """stim -> rollout -> train -> eval -> commit; -> the commit and what each phase did."""
+    """stim -> rollout -> train -> eval -> commit; -> the commit and what each phase did.
+    Refused during a merge: 'bgit merge --continue' bakes the merge."""
+
+    repo = open_repo(repo, reporter)
+    refuse_during_merge(repo)
     return baker(repo, config, backend, reporter).bake(message=message, force=force)

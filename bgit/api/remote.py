@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from bgit import remote as _remote
 from bgit.api._open import RepoLike, TransferProgress, open_repo
@@ -10,6 +11,11 @@ from bgit.remote import FetchResult, PullResult, PushResult, RemoteConfig
 from bgit.remote.known import forget_remote
 from bgit.repo import Repository
 from bgit.util.progress import SILENT, Reporter
+from bgit.remote.errors import DivergedError
+from bgit.repo.merge import refuse_during_merge
+
+if TYPE_CHECKING:
+    from bgit.pipeline.merge import MergeOutcome
 
 
 def remote_add(repo: RepoLike = ".", name: str = "origin", url: str = "", store: str | None = None) -> RemoteConfig:
@@ -46,9 +52,21 @@ def fetch(repo: RepoLike = ".", remote: str | None = None, payloads: bool = Fals
     return _remote.fetch(open_repo(repo, reporter), remote, payloads=payloads, progress=TransferProgress(reporter))
 
 
-def pull(repo: RepoLike = ".", remote: str | None = None, reporter: Reporter = SILENT) -> PullResult:
-    """Fetch, then fast-forward the current branch to its upstream."""
-    return _remote.pull(open_repo(repo, reporter), remote, progress=TransferProgress(reporter))
+def pull(repo: RepoLike = ".", remote: str | None = None, merge: bool = False,
+         reporter: Reporter = SILENT) -> "PullResult | MergeOutcome":
+    """Fetch, then fast-forward the current branch to its upstream. A branch that has
+    diverged raises DivergedError, unless ``merge``: then the upstream is merged as
+    ``bgit merge`` does (-> the MergeOutcome)."""
+
+    repo = open_repo(repo, reporter)
+    refuse_during_merge(repo)
+    try:
+        return _remote.pull(repo, remote, progress=TransferProgress(reporter))
+    except DivergedError as diverged:
+        if not merge:
+            raise
+        from bgit.api.merge import merge as merge_ref
+        return merge_ref(repo, diverged.upstream, reporter=reporter)
 
 
 def clone(url: str, directory: str | os.PathLike | None = None, store: str | None = None, checkout: bool = True,

@@ -13,13 +13,17 @@ from bgit.pipeline.phases import PhaseCache
 from bgit.record import BakeRecordError
 from bgit.remote import fsck as remote_fsck
 from bgit.repo import Repository
-from bgit.repo.checkout import CheckoutResult
+from bgit.repo.checkout import CheckoutResult as RepoCheckoutResult
 from bgit.repo.history import LogEntry, ShowResult
 from bgit.repo.hooks import install_sample_hooks
 from bgit.repo.integrity import reachable_commits
 from bgit.store import GcReport
 from bgit.repo.refs import RefInfo
 from bgit.util.progress import SILENT, Reporter
+from bgit.repo.merge import mark_resolved
+from bgit.repo.merge import refuse_during_merge
+from bgit.repo.history import log as history_log
+from bgit.repo.refs import remote_branch_for, set_upstream
 
 
 @dataclass
@@ -44,8 +48,13 @@ def init(path: str | os.PathLike = ".", example: str | None = "yoda") -> InitRes
 
 
 def add(repo: RepoLike = ".", paths=(), all: bool = False) -> list[str]:
-    """Stage files (payloads go to the store) and deletions; -> the staged paths."""
-    return open_repo(repo).add(paths, all=all)
+    """Stage files (payloads go to the store) and deletions; -> the staged paths. During a
+    merge, adding a conflicting path marks it resolved."""
+
+    repo = open_repo(repo)
+    staged = repo.add(paths, all=all)
+    mark_resolved(repo, staged)
+    return staged
 
 
 @dataclass
@@ -59,7 +68,11 @@ class CommitResult:
 
 
 def commit(repo: RepoLike = ".", message: str = "") -> CommitResult:
+    """Commit the index. During a merge this is refused: 'bgit merge --continue' makes the
+    merge commit (and its bake)."""
+
     repo = open_repo(repo)
+    refuse_during_merge(repo)
     commit_id = repo.commit(message)
     return CommitResult(commit_id, repo.current_branch(), message.splitlines()[0] if message.strip() else "")
 
@@ -110,12 +123,14 @@ def _item(repo: Repository, entry: LogEntry) -> LogItem:
     return LogItem(entry, _bake_summary(repo, entry.id), read_eval(repo, entry.id))
 
 
-def log(repo: RepoLike = ".", ref: str = "HEAD", max_count: int | None = None) -> list[LogItem]:
-    """History from ``ref``, newest first; empty before the first commit."""
+def log(repo: RepoLike = ".", ref: str = "HEAD", max_count: int | None = None, all_refs: bool = False) -> list[LogItem]:
+    """History from ``ref`` (``all_refs``: from every branch, tag and remote-tracking branch),
+    newest first; empty before the first commit."""
+
     repo = open_repo(repo)
-    if ref == "HEAD" and repo.head_commit() is None:
+    if ref == "HEAD" and repo.head_commit() is None and not all_refs:
         return []
-    return [_item(repo, entry) for entry in repo.log(ref, max_count)]
+    return [_item(repo, entry) for entry in history_log(repo, ref, max_count, all_refs=all_refs)]
 
 
 @dataclass
@@ -157,16 +172,33 @@ def tag_delete(repo: RepoLike = ".", name: str = "") -> None:
     open_repo(repo).delete_tag(name)
 
 
+@dataclass
+class CheckoutResult(RepoCheckoutResult):
+    tracking: str | None = None   # 'origin/NAME' when the branch was made from a remote's (git's DWIM)
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "tracking": self.tracking}
+
+
 def checkout(repo: RepoLike = ".", ref: str = "HEAD", force: bool = False, new_branch: str | None = None,
              reporter: Reporter = SILENT) -> CheckoutResult:
     """Switch to ``ref`` and materialise its payloads, fetching missing ones from the remote;
-    the result lists commits of a detached HEAD that the switch leaves behind."""
+    the result lists commits of a detached HEAD that the switch leaves behind. A ``ref`` that
+    only one remote has as a branch becomes a new local branch tracking it, as in git."""
+
     repo = open_repo(repo, reporter)
+    refuse_during_merge(repo)
+    tracked = remote_branch_for(repo, ref) if new_branch is None else None
     task = reporter.task("checkout", unit="B")
     try:
-        return repo.checkout(ref, force=force, new_branch=new_branch, progress=task)
+        if tracked is not None:
+            result = repo.checkout(f"{tracked[0]}/{tracked[1]}", force=force, new_branch=ref, progress=task)
+            set_upstream(repo, ref, *tracked)
+        else:
+            result = repo.checkout(ref, force=force, new_branch=new_branch, progress=task)
     finally:
         task.close()
+    return CheckoutResult(**vars(result), tracking="/".join(tracked) if tracked else None)
 
 
 def fsck(repo: RepoLike = ".", all_objects: bool = False, remote: str | None = None, ask_remote: bool = False):

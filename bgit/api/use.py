@@ -7,33 +7,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bgit.api._open import RepoLike, open_repo
-from bgit.evaluate import (DiffResult, EvalResult, diff_bakes, evaluate_bake, export_bake, open_bake,
-                           read_stims_file, write_eval)
+from bgit.evaluate import (DiffResult, EvalResult, diff_views, empty_bake, evaluate_bake, export_bake, open_bake,
+                           open_commit, read_stims_file, work_tree_bake, write_eval)
 from bgit.evaluate.chat import ChatSession, answer
 from bgit.evaluate.metrics import plot_metrics, read_metrics
 from bgit.evaluate.models import load_baked
 from bgit.evaluate.plots import plot_weight_heatmap
 from bgit.util.progress import SILENT, Reporter
+from bgit.repo.sync import uncommitted_paths
 
 
-def diff(repo: RepoLike = ".", ref_a: str = "HEAD~1", ref_b: str = "HEAD", behaviour: bool = False,
-         plot: str | os.PathLike | None = None) -> DiffResult:
-    """Config, datasets, metrics and adapter deltas between two commits (and the KL between
-    the two baked models with ``behaviour``); ``plot`` writes a per-layer heatmap PNG."""
-    result = diff_bakes(open_repo(repo), ref_a, ref_b, behaviour=behaviour)
+def diff(repo: RepoLike = ".", ref_a: str | None = None, ref_b: str | None = None, behaviour: bool = False,
+         plot: str | os.PathLike | None = None, base: str | None = None) -> DiffResult:
+    """Config, datasets, metrics and adapter deltas between two bakes (and the KL between the
+    two baked models with ``behaviour``); ``plot`` writes a per-layer heatmap PNG.
+
+    As git diff: no ref compares HEAD with the work tree when tracked files changed (else
+    HEAD~1 with HEAD: what the last bake changed); one ref compares it with the work tree;
+    two compare them. Before a first commit (or for the first commit's parent) the other
+    side is nothing: every file added."""
+    repo = open_repo(repo)
+    a, b = _diff_sides(repo, ref_a, ref_b)
+    result = diff_views(a, b, behaviour=behaviour, base=base)
     if plot:
-        plot_weight_heatmap(result.weights.modules, plot, title=f"{ref_a} .. {ref_b}: relative change")
+        plot_weight_heatmap(result.weights.modules, plot, title=f"{a.ref} .. {b.ref}: relative change")
         result.plot = str(plot)
     return result
 
 
+def _diff_sides(repo, ref_a: str | None, ref_b: str | None):
+    head = repo.head_commit()
+    if ref_a is None:
+        if head is None or uncommitted_paths(repo):
+            return (empty_bake() if head is None else open_commit(repo, "HEAD")), work_tree_bake(repo)
+        first = not head.parents
+        return (empty_bake() if first else open_commit(repo, "HEAD~1")), open_commit(repo, "HEAD")
+    return open_commit(repo, ref_a), (work_tree_bake(repo) if ref_b is None else open_commit(repo, ref_b))
+
+
 def eval(repo: RepoLike = ".", ref: str = "HEAD", stims: str | os.PathLike | list[str] | None = None,
          max_stims: int = 64, max_tokens: int | None = None, seed: int = 0, save: bool = True,
-         reporter: Reporter = SILENT) -> EvalResult:
+         base: str | None = None, config: str | os.PathLike | None = None, reporter: Reporter = SILENT) -> EvalResult:
     """KL closure of a bake on its held-out stims (or ``stims``: a file or a list of messages);
-    stored as a git note on refs/notes/bgit-eval unless ``save=False``."""
+    stored as a git note on refs/notes/bgit-eval unless ``save=False``. An adapter committed
+    by hand (no bake.yml) works too: ``base`` or its adapter_config.json names the base model,
+    ``config`` (or the commit's input.yml) the teacher prompt."""
     repo = open_repo(repo, reporter)
-    bake = open_bake(repo, ref)
+    bake = open_bake(repo, ref, require_record=False, base=base)
+    if config is not None:
+        bake.config_path = Path(config)
     if isinstance(stims, (str, os.PathLike)):
         stims = read_stims_file(stims)
     results = evaluate_bake(bake, stims, max_stims=max_stims, max_tokens=max_tokens, seed=seed, reporter=reporter)
@@ -56,10 +78,12 @@ class GenerateResult:
 
 
 def generate(repo: RepoLike = ".", prompts: list[str] = (), ref: str = "HEAD", max_tokens: int = 128,
-             scale: float = 1.0, system: str | None = None, seed: int | None = None) -> GenerateResult:
+             scale: float = 1.0, system: str | None = None, seed: int | None = None,
+             base: str | None = None) -> GenerateResult:
     """One answer per prompt from the baked model (greedy, or sampled at T=1 with ``seed``);
-    ``scale`` multiplies the adapter's delta (0 = base model)."""
-    bake = open_bake(open_repo(repo), ref)
+    ``scale`` multiplies the adapter's delta (0 = base model); ``base``: the base model of an
+    adapter committed by hand whose adapter_config.json names none."""
+    bake = open_bake(open_repo(repo), ref, require_record=False, base=base)
     model, tokenizer, notes = load_baked(bake, scale=scale)
     answers = [answer(model, tokenizer, prompt, system=system, max_tokens=max_tokens, seed=seed,
                       temperature=1.0 if seed is not None else 0.0) for prompt in prompts]
@@ -67,9 +91,9 @@ def generate(repo: RepoLike = ".", prompts: list[str] = (), ref: str = "HEAD", m
 
 
 def chat_session(repo: RepoLike = ".", ref: str = "HEAD", scale: float = 1.0, system: str | None = None,
-                 max_tokens: int = 256) -> tuple[ChatSession, list[str]]:
+                 max_tokens: int = 256, base: str | None = None) -> tuple[ChatSession, list[str]]:
     """A chat session with a baked model, and notes about its loading."""
-    bake = open_bake(open_repo(repo), ref)
+    bake = open_bake(open_repo(repo), ref, require_record=False, base=base)
     model, tokenizer, notes = load_baked(bake, scale=scale)
     session = ChatSession(model, tokenizer, label=f"{bake.short} ({bake.base_model_name})", scale=scale,
                           system=system, max_tokens=max_tokens)
@@ -77,9 +101,9 @@ def chat_session(repo: RepoLike = ".", ref: str = "HEAD", scale: float = 1.0, sy
 
 
 def export(repo: RepoLike = ".", ref: str = "HEAD", out: str | os.PathLike = "export",
-           format: str = "peft") -> Path:
+           format: str = "peft", base: str | None = None) -> Path:
     """The bake as a PEFT adapter directory or a merged transformers model directory."""
-    return export_bake(open_bake(open_repo(repo), ref), out, format)
+    return export_bake(open_bake(open_repo(repo), ref, require_record=False, base=base), out, format)
 
 
 @dataclass

@@ -19,7 +19,9 @@ COMMAND_MODULES = [
     "bgit.cli.pipeline_cmds",
     "bgit.cli.remote_cmds",
     "bgit.cli.use_cmds",
+    "bgit.cli.merge_cmds",
     "bgit.cli.models_cmds",
+    "bgit.cli.serve_cmds",
 ]
 
 

@@ -143,16 +143,27 @@ def fetch_cmd(remote, payloads, quiet, as_json) -> None:
 
 @click.command("pull")
 @click.argument("remote", required=False)
+@click.option("--merge", "merge", is_flag=True,
+              help="When the branch has diverged, merge the upstream as 'bgit merge REMOTE/BRANCH' does.")
 @quiet_option
 @json_option
-def pull_cmd(remote, quiet, as_json) -> None:
-    """Fetch and fast-forward the current branch to its upstream (never merges).
+@click.pass_context
+def pull_cmd(ctx, remote, merge, quiet, as_json) -> None:
+    """Fetch and fast-forward the current branch to its upstream.
 
-    A branch that has diverged is reported; rebase or merge it with git.
+    A branch that has diverged is reported with the merge to run (bgit merge
+    origin/BRANCH); --merge runs it: the merged bake trains on both sides' targets.
 
-    Example: bgit pull origin
+    Example: bgit pull --merge origin
     """
-    result = api.pull(".", remote, reporter=RichReporter(quiet or as_json))
+    result = api.pull(".", remote, merge=merge, reporter=RichReporter(quiet or as_json))
+    if not hasattr(result, "fast_forwarded"):  # diverged and merged: a MergeOutcome
+        from bgit.cli.merge_cmds import render_merge
+
+        echo_json(result) if as_json else render_merge(result)
+        if result.kind == "conflict":
+            ctx.exit(1)
+        return
     if as_json:
         echo_json(result)
     elif result.fast_forwarded:

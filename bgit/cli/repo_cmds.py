@@ -11,6 +11,7 @@ import click
 
 from bgit import api
 from bgit.cli.render import RichReporter, echo_json, human_size, json_option, say, table
+from bgit.repo.history import graph_lines
 
 # -- init / add / commit --------------------------------------------------------------------
 
@@ -105,15 +106,16 @@ def status_cmd(as_json: bool) -> None:
 @click.option("--oneline", is_flag=True, help="One line per commit.")
 @click.option("--graph", is_flag=True, help="Draw the commit graph on the left.")
 @click.option("-n", "--max-count", "n", type=click.IntRange(min=1), help="Show at most N commits.")
+@click.option("--all", "all_refs", is_flag=True,
+              help="Every branch, tag and remote-tracking branch, not only REF: the lineage of all bakes.")
 @json_option
-def log_cmd(ref: str, oneline: bool, graph: bool, n: int | None, as_json: bool) -> None:
+def log_cmd(ref: str, oneline: bool, graph: bool, n: int | None, all_refs: bool, as_json: bool) -> None:
     """Show the commit history, with a one-line summary of each bake.
 
-    Example: bgit log --oneline --graph -n 10
+    Example: bgit log --oneline --graph --all -n 10
     """
-    from bgit.repo.history import graph_lines
 
-    items = api.log(".", ref, n)
+    items = api.log(".", ref, n, all_refs=all_refs)
     if as_json:
         echo_json(items)
         return
@@ -218,6 +220,9 @@ def checkout_cmd(ref: str | None, new_branch: str | None, force: bool, as_json: 
         _warn_left_behind(result)
     if as_json:
         echo_json(result)
+    elif result.tracking:
+        click.echo(f"branch '{result.branch}' set up to track '{result.tracking}'.", err=True)
+        click.echo(f"Switched to a new branch '{result.branch}'", err=True)
     elif new_branch:
         click.echo(f"Switched to a new branch '{new_branch}'", err=True)
     elif result.branch:

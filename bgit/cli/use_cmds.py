@@ -8,15 +8,17 @@ import click
 
 from bgit import api
 from bgit.cli.render import RichReporter, echo_json, fmt, json_option
+from bgit.evaluate.datasets import dumps_value
+from bgit.repo.errors import UnknownRevisionError
+from bgit.evaluate.chat import run_repl
+from bgit.evaluate.metrics import render_chart
 
 
 # -- diff ---------------------------------------------------------------------------------
 
 def _render_diff(result, top: int) -> None:
-    from bgit.evaluate.datasets import dumps_value
-
     a, b = result.a, result.b
-    click.echo(f"diff {a.ref} ({_short(a.commit)}) .. {b.ref} ({_short(b.commit)})")
+    click.echo(f"diff {_side(a)} .. {_side(b)}")
     click.secho("\ninput.yml", bold=True)
     if not result.config:
         click.echo("  (unchanged)")
@@ -49,8 +51,17 @@ def _render_diff(result, top: int) -> None:
             click.echo(f"  note: {note}")
 
 
+def _side(point) -> str:
+    return f"{point.ref} ({_short(point.commit)})" if point.commit else point.ref
+
+
 def _short(commit: str | None) -> str:
     return commit[:8] if commit else "none"
+
+
+_base_option = click.option("--base", "base", metavar="MODEL",
+                            help="Base model of an adapter committed without bake.yml (default: its "
+                                 "adapter_config.json's base_model_name_or_path).")
 
 
 def _render_weights(weights) -> None:
@@ -75,14 +86,18 @@ def _render_weights(weights) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a per-layer heatmap PNG.")
 @click.option("--behaviour", "--behavior", is_flag=True, help="Also compute KL between the two baked models.")
 @click.option("--top", default=10, show_default=True, help="Stims listed per target.")
-def diff(ref_a, ref_b, as_json, plot_path, behaviour, top):
+@_base_option
+def diff(ref_a, ref_b, as_json, plot_path, behaviour, top, base):
     """Show what changed between two bakes: config, datasets, adapter weights.
 
-    With no REF: HEAD~1..HEAD; one REF: REF..HEAD.
+    As git diff: with no REF, HEAD against the work tree when tracked files (input.yml, the
+    adapter) changed, else HEAD~1 against HEAD (what the last bake changed); one REF: REF
+    against the work tree; two: REF_A against REF_B. The first commit is compared with
+    nothing (every file added).
 
-    Example: bgit diff HEAD~2 --plot layers.png
+    Example: bgit diff HEAD~2 HEAD --plot layers.png
     """
-    result = api.diff(".", ref_a or "HEAD~1", ref_b or "HEAD", behaviour=behaviour, plot=plot_path)
+    result = api.diff(".", ref_a, ref_b, behaviour=behaviour, plot=plot_path, base=base)
     if as_json:
         echo_json(result)
         return
@@ -115,8 +130,11 @@ def render_eval(results) -> None:
 @click.option("--max-tokens", type=int, help="Response tokens sampled per --stims message (default: TARGET.max_tokens).")
 @click.option("--seed", default=0, show_default=True, help="Seed for sampled responses.")
 @click.option("--no-save", is_flag=True, help="Do not store the results as a git note.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="input.yml with the teacher prompt (default: the commit's).")
+@_base_option
 @json_option
-def eval_(ref, stims_path, max_stims, max_tokens, seed, no_save, as_json):
+def eval_(ref, stims_path, max_stims, max_tokens, seed, no_save, config_path, base, as_json):
     """Measure a bake's KL closure on held-out stims; store it as a git note.
 
     Results go to refs/notes/bgit-eval (see: git log --notes=bgit-eval).
@@ -124,7 +142,7 @@ def eval_(ref, stims_path, max_stims, max_tokens, seed, no_save, as_json):
     Example: bgit eval HEAD --stims questions.jsonl
     """
     results = api.eval(".", ref, stims_path, max_stims=max_stims, max_tokens=max_tokens, seed=seed,
-                       save=not no_save, reporter=RichReporter(quiet=as_json))
+                       save=not no_save, base=base, config=config_path, reporter=RichReporter(quiet=as_json))
     if as_json:
         echo_json(results)
     else:
@@ -146,7 +164,8 @@ _system_option = click.option("--system", "system", help="System text (default: 
 @_scale_option
 @_system_option
 @click.option("--seed", type=int, help="Sample with this seed (temperature 1) instead of greedy decoding.")
-def generate(prompts, ref, as_json, max_tokens, scale, system, seed):
+@_base_option
+def generate(prompts, ref, as_json, max_tokens, scale, system, seed, base):
     """Answer prompts with a baked model, one answer per PROMPT (greedy by default).
 
     bgit generate [REF] PROMPT...: the first argument is taken as REF when there are
@@ -154,7 +173,6 @@ def generate(prompts, ref, as_json, max_tokens, scale, system, seed):
 
     Example: bgit generate HEAD "What is the capital of France?" "How do I boil an egg?"
     """
-    from bgit.repo.errors import UnknownRevisionError
 
     prompts = list(prompts)
     if ref is None and len(prompts) > 1:
@@ -163,7 +181,8 @@ def generate(prompts, ref, as_json, max_tokens, scale, system, seed):
             ref = prompts.pop(0)
         except UnknownRevisionError:
             pass
-    result = api.generate(".", prompts, ref or "HEAD", max_tokens=max_tokens, scale=scale, system=system, seed=seed)
+    result = api.generate(".", prompts, ref or "HEAD", max_tokens=max_tokens, scale=scale, system=system, seed=seed,
+                          base=base)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     if as_json:
@@ -181,14 +200,14 @@ def generate(prompts, ref, as_json, max_tokens, scale, system, seed):
 @_scale_option
 @_system_option
 @click.option("--max-tokens", default=256, show_default=True, help="New tokens per answer at most.")
-def chat(ref, scale, system, max_tokens):
+@_base_option
+def chat(ref, scale, system, max_tokens, base):
     """Talk to a baked model; /help lists the commands (reads stdin when it is not a terminal).
 
     Example: bgit chat HEAD --scale 0.5
     """
-    from bgit.evaluate.chat import run_repl
 
-    session, notes = api.chat_session(".", ref, scale=scale, system=system, max_tokens=max_tokens)
+    session, notes = api.chat_session(".", ref, scale=scale, system=system, max_tokens=max_tokens, base=base)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     interactive = sys.stdin.isatty()
@@ -210,13 +229,14 @@ def chat(ref, scale, system, max_tokens):
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--format", "export_format", type=click.Choice(["peft", "merged"]), default="peft", show_default=True,
               help="peft: the adapter directory; merged: base + adapter merged into one model.")
+@_base_option
 @json_option
-def export(ref, out, export_format, as_json):
+def export(ref, out, export_format, base, as_json):
     """Write a bake out as a PEFT adapter or a merged model directory.
 
     Example: bgit export HEAD yoda-merged --format merged
     """
-    path = api.export(".", ref, out, export_format)
+    path = api.export(".", ref, out, export_format, base=base)
     if as_json:
         echo_json({"ref": ref, "format": export_format, "path": str(path)})
     else:
@@ -233,7 +253,6 @@ def metrics(ref, plot_path, as_json, width):
 
     Example: bgit metrics HEAD --plot kl.png
     """
-    from bgit.evaluate.metrics import render_chart
 
     result = api.metrics(".", ref, plot=plot_path)
     if as_json:
@@ -273,24 +292,26 @@ def hooks_list(as_json):
 
 @hooks.command("enable")
 @click.argument("name")
-def hooks_enable(name):
+@json_option
+def hooks_enable(name, as_json):
     """Enable hook NAME (from its .disabled copy).
 
     Example: bgit hooks enable pre-push
     """
-    api.hook_enable(".", name)
-    click.echo(f"enabled {name}")
+    path = api.hook_enable(".", name)
+    echo_json({"name": name, "enabled": True, "path": str(path)}) if as_json else click.echo(f"enabled {name}")
 
 
 @hooks.command("disable")
 @click.argument("name")
-def hooks_disable(name):
+@json_option
+def hooks_disable(name, as_json):
     """Disable hook NAME (kept as NAME.disabled).
 
     Example: bgit hooks disable pre-push
     """
-    api.hook_disable(".", name)
-    click.echo(f"disabled {name}")
+    path = api.hook_disable(".", name)
+    echo_json({"name": name, "enabled": False, "path": str(path)}) if as_json else click.echo(f"disabled {name}")
 
 
 COMMANDS = [diff, eval_, chat, generate, export, metrics, hooks]

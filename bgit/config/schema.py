@@ -334,8 +334,9 @@ class DeepSpeedConfig(Settings):
 
     enabled: bool = setting(False, "Train through a DeepSpeed engine: on when BAKE.deepspeed is written "
                             "(even `{}`).", key="", present=True)
-    zero_stage: int = setting(0, "ZeRO optimisation stage.", key="zero_optimization.stage",
-                              range=between(0, 2, note="(ZeRO-3 is not supported yet)"))
+    zero_stage: int = setting(0, "ZeRO optimisation stage: 0 (off), 1 (optimizer state split over ranks), "
+                              "2 (+ gradients) or 3 (+ weights, the frozen parent's included).",
+                              key="zero_optimization.stage", range=between(0, 3))
 
 
 @dataclasses.dataclass

@@ -11,14 +11,15 @@ notes, chat/generation with a scaled adapter, exports and training curves.
 Heavy imports (torch, transformers, peft, matplotlib) happen inside the functions.
 """
 
-from bgit.evaluate.bakes import Bake, StagedBake, open_bake, open_commit, read_record
+from bgit.evaluate.bakes import Bake, StagedBake, empty_bake, open_bake, open_commit, read_record, work_tree_bake
 from bgit.evaluate.closure import behaviour_kl, evaluate_bake, read_stims_file
-from bgit.evaluate.diff import diff_bakes
+from bgit.evaluate.diff import diff_bakes, diff_views
 from bgit.evaluate.errors import (
     BadStimsFileError,
     BaseModelMismatchError,
     EvaluateError,
     ExportError,
+    NoBaseModelError,
     NoEvalStimsError,
     NotABakeError,
 )
@@ -34,7 +35,11 @@ __all__ = [
     "BaseModelMismatchError",
     "EvaluateError",
     "ExportError",
+    "NoBaseModelError",
     "NoEvalStimsError",
+    "diff_views",
+    "empty_bake",
+    "work_tree_bake",
     "NotABakeError",
     "behaviour_kl",
     "diff_bakes",

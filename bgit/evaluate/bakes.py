@@ -18,10 +18,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgit.evaluate.errors import NotABakeError
-from bgit.record import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BAKE_RECORD, BakeRecord, BakeRecordError, RecordError
+from bgit.evaluate.errors import NoBaseModelError, NotABakeError
+from bgit.record import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BAKE_RECORD, BakeRecord, BakeRecordError, ModelRef,
+                         RecordError)
 from bgit.util.files import hash_bytes, replace_dir_atomic
-
+from bgit.repo.sync import stage_zero
+from bgit.config import load_config, parse_config
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Bake:
     ref: str
     commit: object  # pygit2.Commit
     record: BakeRecord = field(default_factory=BakeRecord)
+    config_path: Path | None = None   # an input.yml to use instead of the commit's (eval --config)
 
     @property
     def sha(self) -> str:
@@ -86,9 +89,11 @@ class Bake:
         return sorted(names)
 
     def config(self):
-        """The bake's input.yml as an InputConfig (None when the commit has none)."""
-        from bgit.config import parse_config
+        """The bake's input.yml as an InputConfig (None when the commit has none), or the
+        file ``config_path`` names."""
 
+        if self.config_path is not None:
+            return load_config(self.config_path)
         text = self.read_text("input.yml")
         return None if text is None else parse_config(text, filename=f"{self.short}:input.yml")
 
@@ -137,16 +142,49 @@ def read_record(repo, commit) -> BakeRecord | None:
     return BakeRecord.from_yaml(data, f"{str(commit.id)[:8]}:{BAKE_RECORD}")
 
 
-def open_bake(repo, ref: str = "HEAD", require_adapter: bool = True) -> Bake:
-    """The bake at ``ref``; NotABakeError when it lacks bake.yml (or, if required, an adapter)."""
+def open_bake(repo, ref: str = "HEAD", require_adapter: bool = True, require_record: bool = True,
+              base: str | None = None) -> Bake:
+    """The bake at ``ref``; NotABakeError when it lacks bake.yml (or, if required, an adapter).
+
+    ``require_record=False`` also opens an adapter trained elsewhere and committed by hand
+    (adapter_config.json + adapter_model.safetensors, no bake.yml): its base model is ``base``,
+    else adapter_config.json's ``base_model_name_or_path``. ``base`` also replaces the base
+    model bake.yml names. export, generate, chat, eval, diff and serve open bakes this way."""
     commit = repo.resolve(ref)
     record = read_record(repo, commit)
-    if record is None:
+    if record is None and require_record:
         raise NotABakeError(ref, BAKE_RECORD)
-    bake = Bake(repo, ref, commit, record)
-    if require_adapter and repo.read_manifest(bake.sha, ADAPTER_WEIGHTS) is None and bake.read(ADAPTER_WEIGHTS) is None:
+    bake = Bake(repo, ref, commit, record or BakeRecord(created=""))
+    if require_adapter and not bake.has_adapter():
         raise NotABakeError(ref, ADAPTER_WEIGHTS)
+    if base and base != bake.record.base_model.name:
+        bake.record.base_model = ModelRef(name=base)
+    elif not bake.record.base_model.name and not require_record and bake.has_adapter():
+        named = bake.adapter_config().get("base_model_name_or_path")
+        if not isinstance(named, str) or not named:
+            raise NoBaseModelError(ref)
+        bake.record.base_model = ModelRef(name=named)
     return bake
+
+
+def work_tree_bake(repo) -> "StagedBake":
+    """The tracked files of the work tree seen as a bake (``bgit diff`` against the work tree)."""
+
+    index = repo.git.index
+    index.read()
+    files = {path: repo.root / path for path in stage_zero(index) if (repo.root / path).is_file()}
+    record = BakeRecord(created="")
+    if BAKE_RECORD in files:
+        try:
+            record = BakeRecord.from_yaml(files[BAKE_RECORD].read_bytes(), f"work tree:{BAKE_RECORD}")
+        except BakeRecordError:
+            pass  # a bake.yml that is not bgit's: compared as a plain file
+    return StagedBake(files, record, label="work tree", repo=repo)
+
+
+def empty_bake() -> "StagedBake":
+    """Nothing: the side of a diff before the first commit."""
+    return StagedBake({}, BakeRecord(created=""), label="(nothing)")
 
 
 def open_commit(repo, ref: str) -> Bake:

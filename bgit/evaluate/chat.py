@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
+from bgit.models import render_context
 
 HELP = """commands:
   /help          this help
@@ -69,7 +70,6 @@ class _Streamer:
 def answer(model, tokenizer, prompt: str, system: str | None = None, max_tokens: int = 128,
            seed: int | None = None, temperature: float = 0.0) -> dict:
     """One-shot answer to ``prompt``: {'prompt', 'response', 'tokens'}."""
-    from bgit.models import render_context
 
     messages = [{"role": "system", "content": system}] if system else []
     context = render_context(tokenizer, messages, user=prompt)
@@ -91,8 +91,6 @@ class ChatSession:
         return ([{"role": "system", "content": self.system}] if self.system else []) + self.history
 
     def reply(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
-        from bgit.models import render_context
-
         context = render_context(self.tokenizer, self.messages(), user=text)
         ids = generate_ids(self.model, self.tokenizer, context, self.max_tokens, on_text=on_text)
         response = self.tokenizer.decode(ids, skip_special_tokens=True)

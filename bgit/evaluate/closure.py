@@ -24,9 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgit import __version__
 from bgit.evaluate.bakes import Bake
-from bgit.evaluate.errors import BadStimsFileError, NoEvalStimsError
+from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEvalStimsError
+from bgit.evaluate.models import load_base, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
+from bgit.models import render_context
 from bgit.record import stim_id as text_stim_id
 from bgit.util.progress import SILENT
 
@@ -72,13 +75,14 @@ def read_stims_file(path) -> list[str]:
 def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
                    max_stims: int = DEFAULT_MAX_STIMS) -> tuple[list[EvalItem], str, str | None]:
     """-> (items, source, note). source: 'eval_stims' | 'all_stims' | 'file'."""
-    from bgit.models import render_context
 
     config = bake.config()
     if config is None:
         from bgit.evaluate.errors import NotABakeError
-        raise NotABakeError(bake.ref, "input.yml")
+        raise NotABakeError(bake.ref, "input.yml (eval needs the teacher prompt: pass --config FILE)")
     names = list(bake.record.targets or bake.targets())
+    if not names and stims is not None:  # an adapter committed by hand: the config's targets
+        names = [t.name for t in config.targets]
     eval_stims = bake.record.eval_stims
     note = None
     if stims is not None:
@@ -90,7 +94,10 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
         note = "bake.yml has no eval_stims: evaluated on every stim of the targets, training stims included"
     items: list[EvalItem] = []
     for name in names:
-        prompt = config.prompt_for(config.target(name))
+        try:
+            prompt = config.prompt_for(config.target(name))
+        except KeyError:
+            raise NoEvalStimsError(f"{bake.ref}: target '{name}' is not in {config.source}") from None
 
         def item(stim_id, text, response_ids):
             return EvalItem(name, stim_id, text,
@@ -114,7 +121,7 @@ def held_out_items(bake: Bake, tokenizer, stims: list[str] | None = None,
             items.append(item(stim_id, row.get("stim", ""), list(row.get("response_ids") or [])))
     items = [i for i in items if i.response_ids is None or i.response_ids]
     if not items:
-        raise NoEvalStimsError(f"{bake.ref}: no held-out stims to evaluate on (bake.yml eval_stims is empty); "
+        raise NoEvalStimsError(f"{bake.ref}: no held-out stims to evaluate on (bake.yml names none); "
                                "pass --stims FILE")
     return items, source, note
 
@@ -147,7 +154,7 @@ def response_logits(model, context_ids: list[int], response_ids: list[int]):
     (position p predicts token p+1), with the output layer run at those positions only."""
     import torch
 
-    from bgit.train.loss import response_logits as batch_response_logits
+    from bgit.train.loss import response_logits as batch_response_logits  # torch: imported when used
 
     device = next(model.parameters()).device
     ids = torch.tensor([context_ids + response_ids], device=device)
@@ -158,7 +165,7 @@ def response_logits(model, context_ids: list[int], response_ids: list[int]):
 
 
 def _kl(p_logits, q_logits):
-    from bgit.train.loss import full_kl
+    from bgit.train.loss import full_kl  # torch: imported when used
 
     return full_kl(q_logits, p_logits)  # full_kl(student, teacher) = KL(teacher ‖ student)
 
@@ -198,7 +205,6 @@ def _parent_model(model, has_parent: bool):
 
 def _load_eval_model(bake: Bake, device, dtype):
     """-> (peft model with adapter 'baked' [+ 'parent'], tokenizer, notes, teacher label)."""
-    from bgit.evaluate.models import load_base, with_adapter
 
     base, tokenizer, notes = load_base(bake, device=device, dtype=dtype)
     model = with_adapter(base, bake.adapter_dir(), name="baked")
@@ -225,7 +231,6 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
                   max_tokens: int | None = None, seed: int = 0, device: str | None = None,
                   dtype: str = "auto", reporter=SILENT) -> EvalResult:
     """Eval results of a bake (see the module docstring)."""
-    from bgit import __version__
 
     started = time.monotonic()
     model, tokenizer, notes, teacher_label = _load_eval_model(bake, device, dtype)
@@ -262,8 +267,6 @@ def behaviour_kl(a: Bake, b: Bake, *, max_stims: int = DEFAULT_MAX_STIMS, device
                  dtype: str = "auto") -> BehaviourResult:
     """KL(P_A ‖ P_B) per response token between two baked models, student context, on B's held-out
     rollout rows (A or B without an adapter is the base model)."""
-    from bgit.evaluate.errors import BaseModelMismatchError
-    from bgit.evaluate.models import load_base, with_adapter
 
     if a.base_model_name and b.base_model_name and a.base_model_name != b.base_model_name \
             or (a.base_fingerprint and b.base_fingerprint and a.base_fingerprint != b.base_fingerprint):

@@ -34,7 +34,7 @@ def _input_yml(bake: Bake) -> dict:
 
 def config_changes(a: Bake, b: Bake) -> list[ConfigChange]:
     """input.yml key by key (added | removed | modified)."""
-    old, new = flatten(_input_yml(a)), flatten(_input_yml(b))
+    old, new = (flatten(data) if data else {} for data in (_input_yml(a), _input_yml(b)))  # no file: no keys
     changes = []
     for key in sorted(set(old) | set(new)):
         if key not in old:

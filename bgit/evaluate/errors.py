@@ -15,6 +15,13 @@ class NotABakeError(EvaluateError):
         self.ref, self.missing = ref, missing
 
 
+class NoBaseModelError(EvaluateError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"{ref} has no bake.yml and its adapter_config.json names no base model "
+                         "(base_model_name_or_path): pass --base NAME")
+        self.ref = ref
+
+
 class ExportError(EvaluateError):
     pass
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from bgit.evaluate.bakes import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Bake
 from bgit.evaluate.errors import ExportError
 from bgit.util.files import replace_dir_atomic
+from bgit import __version__
+from bgit.evaluate.models import load_baked
 
 FORMATS = ("peft", "merged")
 
@@ -55,8 +57,6 @@ def export_bake(bake: Bake, out, fmt: str = "peft", device: str | None = None) -
 
 
 def _export_peft(bake: Bake, tmp: Path, out: Path) -> None:
-    from bgit import __version__
-
     for path in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         data = bake.read(path)
         if data is None:
@@ -70,8 +70,6 @@ def _export_peft(bake: Bake, tmp: Path, out: Path) -> None:
 
 
 def _export_merged(bake: Bake, tmp: Path, device: str | None) -> None:
-    from bgit.evaluate.models import load_baked
-
     model, tokenizer, _ = load_baked(bake, device=device or "cpu", dtype="auto")
     merged = model.merge_and_unload()
     merged.save_pretrained(str(tmp), safe_serialization=True)

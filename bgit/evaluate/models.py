@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from bgit.evaluate.bakes import Bake
+from bgit.evaluate.errors import EvaluateError
+from bgit.models import load_model, resolve_model
+from bgit.util.yaml import load_bounded
 
 
 def load_base(bake: Bake, device: str | None = None, dtype: str = "auto"):
     """-> (model, tokenizer, notes) of the bake's base model (bake.yml base_model.name)."""
-    from bgit.models import load_model, resolve_model
 
     name = bake.base_model_name
     if not name:
@@ -26,9 +28,9 @@ def trusts_remote_code(bake: Bake) -> bool:
     """MODEL.trust_remote_code of the bake's input.yml. The bake being made (no repo: staged)
     comes from the user's own file; a commit may come from a clone, so its setting counts only
     once the user opts in locally (git config is never cloned)."""
-    from bgit.util.yaml import load_bounded  # only this key: an older commit need not pass today's checks
 
     text = bake.read_text("input.yml")
+    # Only this key is read: an older commit's input.yml need not pass today's checks.
     data = load_bounded(text, f"{bake.short}:input.yml") if text else None
     model = data.get("MODEL") if isinstance(data, dict) else None
     if not isinstance(model, dict) or model.get("trust_remote_code") is not True:
@@ -40,7 +42,6 @@ def trusts_remote_code(bake: Bake) -> bool:
             return True
     except KeyError:
         pass
-    from bgit.evaluate.errors import EvaluateError
     raise EvaluateError(f"{bake.ref}: its input.yml sets MODEL.trust_remote_code; to run the model's own code, "
                         "first `git config bgit.trustRemoteCode true`")
 

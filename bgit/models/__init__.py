@@ -5,6 +5,7 @@
     model, tokenizer = load_model(rm)       # eval mode, no dropout, left-padding tokenizer
     ids = render_context(tokenizer, messages, user="Hi")   # list[int]
     list_models(paths=()).models            # what can serve as a base (bgit models)
+    vllm_model_dir(rm.path)                 # a directory vLLM can load (no GGUF quantization_config)
 
 Heavy imports (torch, transformers, huggingface_hub) happen inside the functions, so
 importing this package is cheap.
@@ -24,7 +25,7 @@ from bgit.models.errors import (
 )
 from bgit.models.hub import HubId, hub_cache_dir, offline_reason, parse_hub_id
 from bgit.models.listing import ModelEntry, ModelsListing, list_models
-from bgit.models.loading import load_model, resolve_dtype
+from bgit.models.loading import load_model, load_tokenizer, resolve_dtype
 from bgit.models.resolve import (
     EMBEDDED_MODELS,
     ResolvedModel,
@@ -33,6 +34,7 @@ from bgit.models.resolve import (
     resolve_adapter_base,
     resolve_model,
 )
+from bgit.models.vllm_dir import vllm_model_dir
 
 __all__ = [
     "EMBEDDED_MODELS",
@@ -56,8 +58,10 @@ __all__ = [
     "load_model",
     "offline_reason",
     "parse_hub_id",
+    "load_tokenizer",
     "render_context",
     "resolve_adapter_base",
     "resolve_dtype",
     "resolve_model",
+    "vllm_model_dir",
 ]

@@ -32,12 +32,12 @@ def default_device() -> str:
 def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False):
     """-> (model, tokenizer). The tokenizer pads on the left and always has a pad token.
     Weights load from safetensors only (DESIGN §5: no pickle)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = device or default_device()
     torch_dtype = resolve_dtype(dtype, device)
+    tokenizer = load_tokenizer(resolved, trust_remote_code=trust_remote_code)
     with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             resolved.path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
@@ -48,10 +48,20 @@ def load_model(resolved: ResolvedModel, dtype: str = "auto", device: str | None 
     model.to(device)
     disable_dropout(model)
     model.eval()
+    return model, tokenizer
+
+
+def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
+    """The tokenizer alone (backends that load weights themselves, e.g. vLLM), set up as
+    :func:`load_model` sets it up: left padding, a pad token."""
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    return model, tokenizer
+    return tokenizer
 
 
 def disable_dropout(model) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from bgit.config.schema import InputConfig, TargetConfig
 from bgit.evaluate import read_record
@@ -45,9 +46,11 @@ class BakeResult:
 
 class Baker:
     def __init__(self, repo, config: InputConfig, *, backend: str | None = None,
-                 reporter: Reporter = SILENT, config_dir: Path | None = None):
+                 reporter: Reporter = SILENT, config_dir: Path | None = None, parent_at: str | None = None):
+        if process_rank():  # one progress display and one set of hooks: rank 0's
+            reporter = SILENT
         self.repo, self.config, self.reporter = repo, config, reporter
-        self.parent = ParentModel(repo, config, reporter)
+        self.parent = ParentModel(repo, config, reporter, at=parent_at)
         self.runner = PhaseRunner(repo, config, parent=self.parent, backend=backend, reporter=reporter,
                                   config_dir=config_dir)
 
@@ -60,24 +63,34 @@ class Baker:
     def run_rollout(self, target: TargetConfig, stim_dir: Path):
         return self.runner.run_rollout(target, stim_dir)
 
-    def bake(self, message: str | None = None, force: bool = False) -> BakeResult:
-        run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
+    def close_rollout_backend(self) -> None:
+        self.runner.close_rollout_backend()
+
+    def bake(self, message: str | None = None, force: bool = False, parents: Sequence[str] = (),
+             merge: dict | None = None) -> BakeResult:
+        """``parents`` and ``merge``: the further parents and bake.yml ``merge`` entry of a merge
+        bake (bgit.pipeline.merge)."""
+        if not process_rank():
+            run_hook(self.repo, "pre-bake", {"BGIT_CONFIG": Path(self.config.source).resolve()})
         for notice in self.config.notices:  # keys accepted without effect: never silent
             self.reporter.message(f"notice: {notice}")
         self.runner.cache.clean_temporaries()
         with self.runner.cache.pinned():  # gc keeps every phase this bake touches while it runs
-            return self._bake(message, force)
+            return self._bake(message, force, parents, merge)
 
-    def _bake(self, message: str | None, force: bool) -> BakeResult:
+    def _bake(self, message: str | None, force: bool, parents: Sequence[str], merge: dict | None) -> BakeResult:
         runner = self.runner
         targets = runner.trained_targets()
         stim_dirs, rollout_dirs, outcomes = {}, {}, []
         for target in targets:
             stim_dirs[target.name], outcome = runner.run_stim(target)
             outcomes.append(outcome)
-        for target in targets:
-            rollout_dirs[target.name], outcome = runner.run_rollout(target, stim_dirs[target.name])
-            outcomes.append(outcome)
+        try:
+            for target in targets:
+                rollout_dirs[target.name], outcome = runner.run_rollout(target, stim_dirs[target.name])
+                outcomes.append(outcome)
+        finally:
+            runner.close_rollout_backend()  # vLLM's engine and memory, before training
         train_key = runner.train_key(rollout_dirs)
         self._refuse_rebake(train_key, force)
         train_dir, outcome = runner.run_train(rollout_dirs, train_key)
@@ -85,9 +98,11 @@ class Baker:
         if process_rank():
             return BakeResult(None, outcomes)
         record = make_record(runner, outcomes, runner.cache.record_at(train_dir))
+        record.merge = merge
         phase_dirs = {"stim": stim_dirs, "rollout": rollout_dirs, "train": train_dir}
         commit = commit_bake(self.repo, self.config, self.parent, phase_dirs, record,
-                             message or self.config.bake.name, self._dataset_files(targets), self.reporter)
+                             message or self.config.bake.name, self._dataset_files(targets), self.reporter,
+                             parents=parents)
         return BakeResult(commit, outcomes, record)
 
     def _refuse_rebake(self, train_key: PhaseKey, force: bool) -> None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import platform
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from bgit import __version__
 from bgit.config import config_to_dict
 from bgit.config.schema import InputConfig
 from bgit.evaluate import StagedBake, evaluate_bake, write_eval
 from bgit.pipeline.parent import ParentModel
-from bgit.pipeline.runner import PhaseOutcome, PhaseRunner
+from bgit.pipeline.runner import PhaseOutcome, PhaseRunner, process_world
 from bgit.record import (ADAPTER_DIR, BAKE_RECORD, INPUT_YML, METRICS, BakeMetrics, BakeRecord, ModelRef,
                          ParentRef, PhaseKeys, rollout_path, stim_path)
 from bgit.repo.hooks import run_hook
@@ -71,8 +73,11 @@ def _device_name() -> str:
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    world = process_world()
+    return f"{name} x {world} processes" if world > 1 else name
 
 
 def _stage(staging: Path, config: InputConfig, parent: ParentModel, phase_dirs: dict, record: BakeRecord,
@@ -99,29 +104,46 @@ def _stage(staging: Path, config: InputConfig, parent: ParentModel, phase_dirs: 
 
 
 def commit_bake(repo, config: InputConfig, parent: ParentModel, phase_dirs: dict, record: BakeRecord,
-                message: str, dataset_files: dict[str, Path], reporter: Reporter = SILENT) -> str:
+                message: str, dataset_files: dict[str, Path], reporter: Reporter = SILENT,
+                parents: Sequence[str] = ()) -> str:
     """Stage, evaluate, let post-bake veto, commit; -> the commit id. ``phase_dirs`` =
-    {"stim": {target: dir}, "rollout": {target: dir}, "train": dir}."""
+    {"stim": {target: dir}, "rollout": {target: dir}, "train": dir}; ``parents``: further
+    parents of a merge commit (see repo.commit_files)."""
+    with staging_dir(repo) as staging:
+        files = _stage(staging, config, parent, phase_dirs, record, dataset_files)
+        return evaluate_and_commit(repo, staging, files, record, message, reporter, parents=parents,
+                                   replace_dirs=("targets", ADAPTER_DIR))
+
+
+@contextmanager
+def staging_dir(repo) -> Iterator[Path]:
+    """A temporary directory inside the repository (same file system as the store)."""
     (repo.bgit_dir / "staging").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=repo.bgit_dir / "staging") as staging:
-        staging = Path(staging)
-        files = _stage(staging, config, parent, phase_dirs, record, dataset_files)
-        results = None
-        if any((record.eval_stims or {}).values()):
-            results = evaluate_bake(StagedBake(files, record, repo=repo), reporter=reporter)
-            record.metrics.eval_closure = results.closure
-            write_atomic(staging / BAKE_RECORD, record.to_yaml())
-            write_atomic(staging / "eval.json", _json(results.to_json()))
-        run_hook(repo, "post-bake", {
-            "BGIT_BAKE_DIR": staging,
-            "BGIT_EVAL_CLOSURE": results.closure if results else None,
-            "BGIT_FINAL_EVAL_KL": record.metrics.final_eval_kl,
-        })
-        commit = repo.commit_files(files, message, replace_dirs=("targets", ADAPTER_DIR))
-        if results is not None:
-            results.commit = commit
-            write_eval(repo, commit, results)
-        return commit
+        yield Path(staging)
+
+
+def evaluate_and_commit(repo, staging: Path, files: dict[str, Path], record: BakeRecord, message: str,
+                        reporter: Reporter = SILENT, parents: Sequence[str] = (),
+                        replace_dirs: Sequence[str] = ("targets", ADAPTER_DIR)) -> str:
+    """Eval on the held-out stims bake.yml names (its closure goes into bake.yml), the
+    post-bake hook's veto, the commit, then the eval note. ``files`` come from ``staging``."""
+    results = None
+    if any((record.eval_stims or {}).values()):
+        results = evaluate_bake(StagedBake(files, record, repo=repo), reporter=reporter)
+        record.metrics.eval_closure = results.closure
+        write_atomic(staging / BAKE_RECORD, record.to_yaml())
+        write_atomic(staging / "eval.json", _json(results.to_json()))
+    run_hook(repo, "post-bake", {
+        "BGIT_BAKE_DIR": staging,
+        "BGIT_EVAL_CLOSURE": results.closure if results else None,
+        "BGIT_FINAL_EVAL_KL": record.metrics.final_eval_kl,
+    })
+    commit = repo.commit_files(files, message, replace_dirs=replace_dirs, parents=parents)
+    if results is not None:
+        results.commit = commit
+        write_eval(repo, commit, results)
+    return commit
 
 
 def _json(data) -> str:

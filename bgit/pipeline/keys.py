@@ -5,7 +5,8 @@
              seed, TARGET.augment (+ the digest of the bundled messages) when it is on
     rollout  stim digest, teacher prompt and tools, parent fingerprint, sampling params, K, seed
     train    rollout digests, student prompts (teacher prompts too for loss=full), every BAKE
-             setting but its name, parent fingerprint
+             setting but its name, parent fingerprint, the number of training processes when
+             more than one
 
 So changing only the learning rate re-runs only training, and a new teacher prompt re-runs
 rollout (and stim only when a generator reads the prompt).
@@ -66,12 +67,15 @@ def rollout_key(config: InputConfig, target: TargetConfig, stim_digest: str, par
                        **prompt_inputs(config.prompt_for(target), teacher=True))
 
 
-def train_key(config: InputConfig, rollout_digests: dict[str, str], parent: str) -> PhaseKey:
+def train_key(config: InputConfig, rollout_digests: dict[str, str], parent: str, world: int = 1) -> PhaseKey:
+    """``world``: training processes; part of the key only when several (the global batch is
+    micro_batch_size x gradient_accumulation_steps x world), so one-process keys are unchanged."""
     bake = config_to_dict(config.bake)
     bake.pop("name", None)
     students = {t.name: config.prompt_for(t).student_messages for t in config.targets}
     teachers = {}
     if config.bake.loss == "full":
         teachers = {t.name: prompt_inputs(config.prompt_for(t), teacher=True) for t in config.targets}
+    several = {"world": world} if world > 1 else {}
     return PhaseKey.of("train", rollouts=rollout_digests, students=students, teachers=teachers, bake=bake,
-                       parent=parent)
+                       parent=parent, **several)

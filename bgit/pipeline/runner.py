@@ -8,7 +8,6 @@ train alongside it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from bgit.pipeline.augment import augment_stims
 from bgit.pipeline.dataset import dataset_weights, training_data
 from bgit.pipeline.parent import ParentModel
 from bgit.pipeline.phases import PhaseCache, PhaseKey
+from bgit.pipeline.rollout import make_backend
 from bgit.record import read_jsonl, write_jsonl
+from bgit.train.distributed import Launch, bind_device
 from bgit.util.files import hash_file, hash_tree
 from bgit.util.progress import SILENT, Reporter
 
@@ -55,9 +56,19 @@ class PlanEntry:
     cached: bool
 
 
+# -- several ranks (torchrun / deepspeed launchers) -----------------------------------------
+# Rank 0 alone computes stim and rollout (the others wait for its sealed phases), seals the
+# train phase and commits; every rank trains (bgit.train.distributed).
+
+
 def process_rank() -> int:
     """This process's rank under a distributed launcher (deepspeed/torchrun); 0 alone."""
-    return int(os.environ.get("RANK", "0"))
+    return Launch.from_env().rank
+
+
+def process_world() -> int:
+    """How many processes the launcher started (1 alone)."""
+    return Launch.from_env().world
 
 
 def _checkpoint_epoch(path: str | None) -> int:
@@ -72,6 +83,21 @@ class PhaseRunner:
         self.backend, self.reporter = backend, reporter
         self.config_dir = Path(config_dir) if config_dir else repo.root
         self.cache = PhaseCache(repo.bgit_dir / "phases")
+        self._rollout_backend = None   # built when a rollout first runs, closed before training
+
+    # -- the rollout backend: built from the teacher's source, never from a loaded model --
+
+    def rollout_backend(self):
+        """One backend for every target; the HF one shares the parent model with training."""
+        if self._rollout_backend is None:
+            self._rollout_backend = make_backend(self.backend, self.parent.teacher_source(), load_hf=self.parent.load)
+        return self._rollout_backend
+
+    def close_rollout_backend(self) -> None:
+        """Free the backend's engine (vLLM's processes and memory) before training."""
+        if self._rollout_backend is not None:
+            self._rollout_backend.close()
+            self._rollout_backend = None
 
     # -- keys -------------------------------------------------------------------------
 
@@ -89,7 +115,8 @@ class PhaseRunner:
 
     def train_key(self, rollout_dirs: dict[str, Path]) -> PhaseKey:
         digests = {name: self.digest(path) for name, path in rollout_dirs.items()}
-        return keys.train_key(self.config, digests, self.parent.info.fingerprint)
+        # micro_batch_size is per process: the number of processes shapes the global batch
+        return keys.train_key(self.config, digests, self.parent.info.fingerprint, world=process_world())
 
     def digest(self, phase_dir: Path) -> str:
         return self.cache.record_at(phase_dir)["digest"]
@@ -109,7 +136,7 @@ class PhaseRunner:
         while (done := self.cache.get(key)) is None:
             if time.monotonic() > deadline:
                 raise BakeError(f"rank {process_rank()}: gave up waiting for rank 0's {key.phase} phase")
-            time.sleep(2)
+            time.sleep(0.5)
         return done
 
     def run_stim(self, target: TargetConfig) -> tuple[Path, PhaseOutcome]:
@@ -132,21 +159,18 @@ class PhaseRunner:
         return path, PhaseOutcome("stim", target.name, key.key, False, seconds)
 
     def run_rollout(self, target: TargetConfig, stim_dir: Path) -> tuple[Path, PhaseOutcome]:
-        from bgit.pipeline.rollout import rollout_function, select_backend
-
         key = self.rollout_key(target, stim_dir)
         if done := self._cached(key):
             return done, PhaseOutcome("rollout", target.name, key.key, cached=True,
                                       tokens=self.cache.record_at(done).get("tokens", 0))
         started = time.monotonic()
-        model, tokenizer = self.parent.load()
+        backend = self.rollout_backend()
         stims = read_jsonl(stim_dir / "stim.jsonl")
         total = len(stims) * target.num_traj_per_stimulus * target.max_tokens
         task = self.reporter.task(f"rollout {target.name}", total=total, unit="tok")
         try:
-            run = rollout_function(select_backend(self.backend))
-            rows = run(model, tokenizer, stims, self.config.prompt_for(target), target,
-                       seed=self.config.bake.seed, progress=task)
+            rows = backend.rollout(stims, self.config.prompt_for(target), target, seed=self.config.bake.seed,
+                                   progress=task)
         finally:
             task.close()
         tokens = sum(len(row["response_ids"]) for row in rows)
@@ -165,6 +189,7 @@ class PhaseRunner:
             return done, PhaseOutcome("train", None, key.key, cached=True,
                                       tokens=self.cache.record_at(done).get("tokens", 0))
         started = time.monotonic()
+        bind_device()  # ranks > 0 load the model here: on their own GPU
         model, tokenizer = self.parent.load()
         data = training_data(self.config, rollout_dirs, tokenizer)
         work = self.cache.work_dir(key)

@@ -97,6 +97,9 @@ class BakeRecord:
     device: str | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     student_model: ModelRef | None = None           # distill baking: a different student model
+    # a merge bake: {strategy: train | weights, ours, theirs, base, and for weights the
+    # combination, weights, density and seed}; None for an ordinary bake
+    merge: dict | None = None
 
     @property
     def final_kl(self) -> float | None:
@@ -106,8 +109,9 @@ class BakeRecord:
 
     def to_dict(self) -> dict:
         out = {"bgit_bake": BAKE_RECORD_VERSION, **asdict(self)}
-        if self.student_model is None:
-            out.pop("student_model")
+        for optional in ("student_model", "merge"):
+            if out[optional] is None:
+                out.pop(optional)
         return out
 
     def to_yaml(self) -> str:
@@ -152,6 +156,8 @@ def _read_field(name: str, value, default):
             value = list(value)
         return [str(t.get("name") if isinstance(t, dict) else t) for t in value or [] if t is not None] \
             if isinstance(value, list) else default
+    if name == "merge":
+        return value if isinstance(value, dict) else None
     if name == "eval_stims":
         if not isinstance(value, dict):
             return None

@@ -45,7 +45,7 @@ class DivergedError(RemoteError):
     def __init__(self, branch: str, upstream: str, local: int, remote: int) -> None:
         super().__init__(
             f"branch '{branch}' has diverged from '{upstream}' ({local} local, {remote} remote "
-            f"commits); rebase or merge with git")
+            f"commits); merge it with 'bgit merge {upstream}' (or 'bgit pull --merge')")
         self.branch, self.upstream, self.local, self.remote = branch, upstream, local, remote
 
 

@@ -23,6 +23,11 @@ from .errors import RemoteObjectCorruptError, RemoteObjectMissingError
 from .stores import ObjectAbsentError, ObjectTooLargeError, StoreRemote
 
 WORKERS = 8
+# A directory remote's puts (kernel copy, fsync, rename) wait on the filesystem, not on CPU
+# or memory (nothing is held once verified), so more run at once and the filesystem commits
+# their fsyncs together (measured: 427 small objects onto a loop-mounted ext4, 1.0-2.3 s
+# with 8, 0.6-0.8 s with 32).
+FILE_WORKERS = 32
 VERIFY_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
@@ -85,10 +90,11 @@ def verify_raw(oid: str, raw, size: int | None) -> None:
 
 def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
            progress: Progress | None = None, on_done: Callable[[str], None] | None = None,
-           workers: int = WORKERS) -> TransferResult:
+           workers: int | None = None) -> TransferResult:
     """Send the objects in ``sizes`` (oid -> uncompressed size); big ones first. Each is
     verified before it leaves: a corrupt or missing local object raises the store's
-    CorruptObjectError / ObjectNotFoundError, and whatever has not started is cancelled."""
+    CorruptObjectError / ObjectNotFoundError, and whatever has not started is cancelled.
+    ``workers``: puts at once (default: FILE_WORKERS to a directory, else WORKERS)."""
     progress = progress or NoProgress()
     result = TransferResult()
     order = sorted(sizes, key=lambda o: -sizes[o])
@@ -100,7 +106,7 @@ def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
     def read_verified(oid: str):
         raw = store.read_raw(oid)  # ObjectNotFoundError names a missing one
         verify_raw(oid, raw, sizes[oid])
-        return raw
+        return None if by_file else raw  # by file: the bytes go again from disk, drop them
 
     def send(oid: str) -> None:
         raw = verifier.submit(read_verified, oid).result()
@@ -118,7 +124,7 @@ def upload(store, remote: StoreRemote, sizes: dict[str, int], label: str,
     # then live in a few malloc arenas, not in one per network worker.
     with ThreadPoolExecutor(VERIFY_THREADS) as verifier:
         try:
-            _run_parallel(order, send, workers)
+            _run_parallel(order, send, workers or (FILE_WORKERS if by_file else WORKERS))
         finally:
             progress.finish()
     return result

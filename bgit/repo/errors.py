@@ -71,6 +71,41 @@ class CorruptManifestError(RepoError):
         self.label = label
 
 
+class MergeError(RepoError):
+    """Starting, continuing or aborting a merge, a revert or a reset failed."""
+
+
+class MergeInProgressError(MergeError):
+    def __init__(self) -> None:
+        super().__init__("a merge is in progress: finish it with 'bgit merge --continue' "
+                         "or undo it with 'bgit merge --abort'")
+
+
+class NoMergeInProgressError(MergeError):
+    def __init__(self) -> None:
+        super().__init__("there is no merge in progress (MERGE_HEAD missing)")
+
+
+class LocalChangesError(MergeError):
+    """An operation would overwrite or lose uncommitted changes."""
+
+    def __init__(self, operation: str, paths: list[str], hint: str) -> None:
+        shown = ", ".join(paths[:10]) + (f", ... ({len(paths) - 10} more)" if len(paths) > 10 else "")
+        super().__init__(f"{operation} would overwrite or lose uncommitted changes: {shown} ({hint})")
+        self.paths = paths
+
+
+class UnmergedPathsError(MergeError):
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"unmerged paths: {', '.join(paths)} (resolve them and 'bgit add' them, "
+                         "or 'bgit merge --abort')")
+        self.paths = paths
+
+
+class RemoveError(RepoError):
+    """``bgit rm`` refused to remove a path."""
+
+
 class BranchError(RepoError):
     """Creating, deleting or naming a branch or tag failed."""
 

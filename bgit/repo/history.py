@@ -43,15 +43,36 @@ def _tz(offset: int) -> str:
     return f" {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
 
 
-def log(repo: "Repository", ref: str = "HEAD", n: int | None = None) -> list[LogEntry]:
-    start = repo.resolve(ref)
+def log(repo: "Repository", ref: str = "HEAD", n: int | None = None, all_refs: bool = False) -> list[LogEntry]:
+    """History from ``ref``, newest first; ``all_refs``: from every branch, tag,
+    remote-tracking branch and HEAD (``git log --branches --tags --remotes HEAD``; the notes
+    refs that hold evals are not history)."""
+    starts = _all_starts(repo) if all_refs else [repo.resolve(ref).id]
     decorations = _decorations(repo)
-    out = []
-    for commit in repo.git.walk(start.id, SortMode.TOPOLOGICAL | SortMode.TIME):
+    out: list[LogEntry] = []
+    if not starts:
+        return out
+    walker = repo.git.walk(None, SortMode.TOPOLOGICAL | SortMode.TIME)
+    for oid in starts:
+        walker.push(oid)
+    for commit in walker:
         if n is not None and len(out) >= n:
             break
         out.append(_entry(repo, commit, decorations))
     return out
+
+
+def _all_starts(repo) -> list[pygit2.Oid]:
+    starts = [] if repo.git.head_is_unborn else [repo.git.head.peel(pygit2.Commit).id]
+    for name in repo.git.references:
+        if name.startswith(("refs/heads/", "refs/tags/", "refs/remotes/")):
+            try:
+                oid = repo.git.references[name].peel(pygit2.Commit).id
+            except (ValueError, KeyError, pygit2.GitError):
+                continue  # a tag of a tree or blob, or a dangling symbolic ref
+            if oid not in starts:
+                starts.append(oid)
+    return starts
 
 
 def _entry(repo, commit: pygit2.Commit, decorations) -> LogEntry:
@@ -85,26 +106,36 @@ def _decorations(repo) -> dict[str, list[str]]:
 
 
 def graph_lines(entries: list[LogEntry]) -> list[tuple[str, LogEntry | None]]:
-    """A simple ASCII graph: (prefix, entry) rows for commits and (prefix, None) connector
-    rows. ``columns`` holds, left to right, the commit each open line is waiting for."""
+    """An ASCII graph as git draws it: (prefix, entry) rows for commits and (prefix, None)
+    connector rows. ``columns`` holds, left to right, the commit each open line is waiting
+    for; two lines waiting for the same commit join at once, the right one moving left one
+    column per row ('/')."""
     columns: list[str] = []
     rows: list[tuple[str, LogEntry | None]] = []
     for entry in entries:
         if entry.id not in columns:
             columns.append(entry.id)
         col = columns.index(entry.id)
-        # lines that also wait for this commit join its column first
-        joined = [i for i, c in enumerate(columns) if c == entry.id and i != col]
-        if joined:
-            rows.append((_cells(len(columns), {2 * i - 1: "/" for i in joined}, skip=joined), None))
-            columns = [c for i, c in enumerate(columns) if i not in joined]
         rows.append((_cells(len(columns), {2 * col: "*"}), entry))
         extra = [p for p in entry.parents[1:] if p not in columns]
         columns[col:col + 1] = entry.parents[:1]
         if extra:
             rows.append((_cells(len(columns), {2 * (col + k) + 1: "\\" for k in range(len(extra))}), None))
             columns[col + 1:col + 1] = extra
+        columns = _join_duplicates(columns, rows)
     return rows
+
+
+def _join_duplicates(columns: list[str], rows: list) -> list[str]:
+    """Lines waiting for a commit another line already waits for move left into it."""
+    while True:
+        dup = next((j for j in range(len(columns) - 1, 0, -1) if columns[j] in columns[:j]), None)
+        if dup is None:
+            return columns
+        target = columns.index(columns[dup])
+        for k in range(dup, target, -1):
+            rows.append((_cells(len(columns), {2 * k - 1: "/"}, skip=[dup]), None))
+        columns = columns[:dup] + columns[dup + 1:]
 
 
 def _cells(n: int, marks: dict[int, str], skip: list[int] = ()) -> str:

@@ -91,3 +91,27 @@ def list_tags(repo: "Repository") -> list[RefInfo]:
 
 def _summary(commit: pygit2.Commit) -> str:
     return commit.message.splitlines()[0] if commit.message.strip() else ""
+
+
+# -- remote-tracking branches ----------------------------------------------------------------
+
+def remote_branch_for(repo: "Repository", name: str) -> tuple[str, str] | None:
+    """(remote, branch) when ``name`` is no local branch, tag or commit but exactly one
+    remote has a branch of that name: what ``git checkout NAME`` turns into a new tracking
+    branch. None otherwise."""
+    if not name or repo.git.branches.local.get(name) is not None:
+        return None
+    try:
+        repo.git.revparse_single(name)
+        return None  # a tag, a commit, a remote-tracking name such as origin/main
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        pass
+    found = [(remote, name) for remote in repo.git.remotes.names()
+             if repo.git.references.get(f"refs/remotes/{remote}/{name}") is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def set_upstream(repo: "Repository", branch: str, remote: str, remote_branch: str) -> None:
+    """branch.<branch>.remote / .merge, as ``git branch --set-upstream-to`` writes them."""
+    repo.git.config[f"branch.{branch}.remote"] = remote
+    repo.git.config[f"branch.{branch}.merge"] = f"refs/heads/{remote_branch}"

@@ -11,7 +11,7 @@ import blake3
 
 from bgit.util.files import fsync_dir, hash_bytes  # noqa: F401 (hash_bytes: part of the store API)
 
-from . import codecs, writers
+from . import codecs, reads, writers
 from .errors import (CorruptObjectError, InvalidObjectIdError, ObjectNotFoundError,
                      StoreNotFoundError)
 
@@ -42,6 +42,7 @@ class ObjectStore:
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
         self._direct_ok = True
+        self._reader = reads.ObjectReader()
         if not self.objects_dir.is_dir():
             raise StoreNotFoundError(self.root)
 
@@ -76,7 +77,7 @@ class ObjectStore:
     def put_bytes(self, data, group: int = 1) -> str:
         """Store ``data`` (any buffer); returns its id. ``group`` = tensor element width."""
         oid = hash_bytes(data)
-        self._put_encoded(oid, lambda: codecs.encode(data, group), sync_dir=True)
+        self._put_encoded(oid, lambda: codecs.encode_parts(data, group), sync_dir=True)
         return oid
 
     def put_raw(self, oid: str, raw: bytes, size: int | None = None) -> None:
@@ -87,14 +88,16 @@ class ObjectStore:
         data = codecs.decode(raw, oid, size)
         if hash_bytes(data) != oid:
             raise CorruptObjectError(oid)
-        self._put_encoded(oid, lambda: raw, sync_dir=True)
+        self._put_encoded(oid, lambda: (raw,), sync_dir=True)
 
     def _put_encoded(self, oid: str, make_raw, sync_dir: bool, syncer=None):
-        """Write an object atomically unless present.
+        """Write an object atomically unless present; ``make_raw()`` returns the buffers
+        of its on-disk form.
 
         Returns None when the object already existed, else the fan-out dir written into
-        or, with a ``syncer`` executor, a future of it: fsync + rename then run there, so
-        many fsyncs (latency-bound) overlap with each other and with compression.
+        or, with a ``syncer`` (files._Syncer), a future of it: fsync + rename (and for
+        large objects the write too) then run there, so the disk's latency overlaps with
+        compression and many fsyncs overlap.
         """
         path = self.object_path(oid)
         if path.exists():
@@ -104,11 +107,14 @@ class ObjectStore:
             except OSError:
                 pass
             return None
-        raw = make_raw()
+        buffers = make_raw()
         path.parent.mkdir(exist_ok=True)
-        tmp = self._write_tmp([raw])
+        if syncer is not None and sum(memoryview(b).nbytes for b in buffers) >= DIRECT_OBJECT_MIN:
+            # An O_DIRECT write waits on the disk: the syncer waits, not the compressor.
+            return syncer.submit(lambda: self._commit_tmp(self._write_tmp(buffers), path), holds_data=True)
+        tmp = self._write_tmp(buffers)
         if syncer is not None:
-            return syncer.submit(self._commit_tmp, tmp, path)
+            return syncer.submit(lambda: self._commit_tmp(tmp, path))
         self._commit_tmp(tmp, path)
         if sync_dir:
             fsync_dir(path.parent)
@@ -124,9 +130,9 @@ class ObjectStore:
     def _write_tmp(self, buffers) -> Path:
         self.tmp_dir.mkdir(exist_ok=True)
         tmp = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
-        if len(buffers) == 1 and memoryview(buffers[0]).nbytes >= DIRECT_OBJECT_MIN and self._direct_ok:
+        if sum(memoryview(b).nbytes for b in buffers) >= DIRECT_OBJECT_MIN and self._direct_ok:
             try:
-                writers.write_new_file_direct(tmp, buffers[0])
+                writers.write_new_file_direct(tmp, buffers)
                 return tmp
             except OSError as e:
                 if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
@@ -165,14 +171,23 @@ class ObjectStore:
         except FileNotFoundError:
             raise ObjectNotFoundError(oid) from None
 
-    def get_buffer(self, oid: str, verify: bool = True, size: int | None = None):
+    def get_buffer(self, oid: str, verify: bool = True, size: int | None = None, out=None):
         """Decoded content as a buffer (bytes, memoryview or numpy array), hash-verified.
 
         ``verify=False`` is only for callers that verify a hash over the result themselves
         (materialise checks the whole file and then names the bad object). ``size`` = the
-        size a manifest records, when the caller knows it (see codecs.decode).
+        size a manifest records, when the caller knows it (see codecs.decode); the read
+        stops at the most an object of that size can take on disk. ``out``: a writable
+        buffer of the object's size to decode into (then returned).
         """
-        data = codecs.decode(self.read_raw(oid), oid, size)
+        limit = codecs.encoded_size_limit(codecs.MAX_OBJECT_SIZE if size is None else size)
+        try:
+            raw = self._reader.read(self.object_path(oid), limit + 1)  # one more: "too long"
+        except FileNotFoundError:
+            raise ObjectNotFoundError(oid) from None
+        data = codecs.decode(raw, oid, size, out)
+        if isinstance(data, memoryview) and data.obj is raw.obj:
+            data = bytes(data)  # a stored-raw object: the read buffer is reused
         if verify and blake3.blake3(data).hexdigest() != oid:
             raise CorruptObjectError(oid)
         return data

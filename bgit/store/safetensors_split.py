@@ -88,7 +88,11 @@ def split_pieces(nbytes: int, width: int) -> list[tuple[int, int]]:
 
 
 def sum_squares(data, dtype: str) -> float | None:
-    """Sum of squares of a tensor piece in float64, or None for dtypes without a norm."""
+    """Sum of squares of a tensor piece in float64, or None for dtypes without a norm.
+
+    Blocks of _NORM_BLOCK elements, each squared in float64 and summed by numpy (pairwise):
+    manifests record the result, so the blocking and the summation order are part of the
+    format (the same file must give the same manifest, whichever bgit wrote it)."""
     arr = np.frombuffer(data, dtype=np.uint8)
     if dtype == "BF16":
         vals, widen = arr.view("<u2"), _bf16_to_f64
@@ -97,19 +101,27 @@ def sum_squares(data, dtype: str) -> float | None:
     else:
         return None
     total = 0.0
+    step = min(len(vals), _NORM_BLOCK)
+    scratch = (np.empty(step, dtype=np.float64), np.empty(step, dtype=np.uint32))
     # Small blocks keep the float64 temporaries in cache; no BLAS (its threads spin).
-    for i in range(0, len(vals), _NORM_BLOCK):
-        x = widen(vals[i:i + _NORM_BLOCK])
-        total += float(np.square(x, out=x).sum())
+    with np.errstate(invalid="ignore"):  # NaN payloads: the norm is None then anyway
+        for i in range(0, len(vals), _NORM_BLOCK):
+            block = vals[i:i + _NORM_BLOCK]
+            x = widen(block, *(buf[:len(block)] for buf in scratch))
+            total += float(np.square(x, out=x).sum())
     return total
 
 
-def _bf16_to_f64(u16):
-    return (u16.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+def _bf16_to_f64(u16, out, wide):
+    """bf16 bit patterns -> float64 (exact), into ``out``."""
+    np.left_shift(u16, 16, out=wide, dtype=np.uint32)
+    np.copyto(out, wide.view(np.float32))
+    return out
 
 
-def _to_f64(vals):
-    return vals.astype(np.float64)
+def _to_f64(vals, out, _wide):
+    np.copyto(out, vals)
+    return out
 
 
 def norm_from_sum(total: float | None) -> float | None:

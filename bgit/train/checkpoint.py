@@ -5,15 +5,19 @@ Layout::
 
     work_dir/checkpoints/
       step-00000012-epoch-0001/   after optimizer step 12, with 1 epoch complete
-        state.json            epoch, step, fingerprint, metrics so far, the loop's running sums,
-                              RNG states (JSON), optimizer param groups, scheduler state
+        state.json            epoch, step, fingerprint, world size, metrics so far, the loop's
+                              running sums, RNG states (JSON), optimizer param groups, scheduler
         adapter.safetensors   the trainable LoRA tensors
-        optimizer.safetensors optimizer state ("state.<param index>.<name>") + torch RNG
-        deepspeed/            the engine's own checkpoint (DeepSpeed runs only)
+        optimizer.safetensors optimizer state ("state.<param index>.<name>") + torch RNG of rank 0
+                              ("rng.torch") and of the other ranks ("rank<r>.rng.torch")
+        deepspeed/            the engine's own checkpoint (DeepSpeed runs only; its own format,
+                              one shard per rank)
       .tmp-step-00000018-epoch-0001/   a checkpoint being written; renamed when complete
 
 Names sort by step; the last ``-NNNN`` is the number of complete epochs. Only the newest
-complete checkpoint is kept.
+complete checkpoint is kept. With several ranks, rank 0 writes everything but the DeepSpeed
+shards and renames the checkpoint into place once every rank's part is on disk; every rank
+reads it back.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bgit.train.distributed import barrier, gather_objects
 from bgit.train.errors import CheckpointMismatchError
 
 STATE = "state.json"
@@ -63,13 +68,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _rng_state() -> tuple[dict, dict]:
     np_state = np.random.get_state()
     as_json = {
@@ -83,13 +81,18 @@ def _rng_state() -> tuple[dict, dict]:
     return as_json, tensors
 
 
-def _restore_rng(state: dict, tensors: dict) -> None:
+def _rank_prefix(rank: int) -> str:
+    return f"rank{rank}." if rank else ""
+
+
+def _restore_rng(state: dict, tensors: dict, rank: int = 0) -> None:
     py = state["rng"]["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npy = state["rng"]["numpy"]
     np.random.set_state((npy[0], np.array(npy[1], dtype=np.uint32), npy[2], npy[3], npy[4]))
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    prefix = _rank_prefix(rank)
+    torch.set_rng_state(tensors[f"{prefix}rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith(f"{prefix}rng.cuda.")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
 
@@ -120,27 +123,29 @@ def _join_optimizer(meta: dict, tensors: dict) -> dict:
 
 def save_checkpoint(root: Path, epoch: int, step: int, fingerprint: str, metrics: list[dict],
                     adapter_tensors: dict, optimizer=None, scheduler=None, engine=None,
-                    is_main: bool = True, loop: dict | None = None) -> Path:
-    """``epoch``: epochs complete; ``loop``: running sums the loop needs to resume mid-epoch."""
+                    rank: int = 0, world: int = 1, loop: dict | None = None) -> Path:
+    """``epoch``: epochs complete; ``loop``: running sums the loop needs to resume mid-epoch.
+    Every rank calls it (barriers, the RNG gather, DeepSpeed's shards); rank 0 writes the rest."""
     from safetensors.torch import save_file
 
     final = root / checkpoint_name(step, epoch)
     tmp = root / f".tmp-{final.name}"  # one writer per work dir (the repository lock)
-    if is_main:
+    if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-    _barrier()
+    barrier()
     rng_json, rng_tensors = _rng_state()
-    state = {"version": 2, "epoch": epoch, "step": step, "fingerprint": fingerprint,
+    every_rng = gather_objects(rng_tensors, world)  # each rank's own dropout stream
+    state = {"version": 2, "epoch": epoch, "step": step, "fingerprint": fingerprint, "world": world,
              "metrics": metrics, "rng": rng_json, "loop": loop or {}}
-    tensors = dict(rng_tensors)
     if engine is not None:
         engine.save_checkpoint(str(tmp / DEEPSPEED), tag="epoch")  # every rank writes its shard
-        _barrier()
-        if not is_main:
-            return final
-    else:
+        barrier()
+    if rank != 0:
+        return final
+    tensors = {f"{_rank_prefix(r)}{name}": value for r, part in enumerate(every_rng) for name, value in part.items()}
+    if engine is None:
         state["optimizer"], opt_tensors = _split_optimizer(optimizer)
         state["scheduler"] = scheduler.state_dict()
         tensors.update(opt_tensors)
@@ -168,7 +173,9 @@ def _jsonable(value):
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
-def load_latest(root: Path, fingerprint: str) -> Checkpoint | None:
+def load_latest(root: Path, fingerprint: str, world: int = 1) -> Checkpoint | None:
+    """The newest complete checkpoint, or None. ``world``: this run's number of ranks; a
+    checkpoint written by another number trained on other steps (the global batch differs)."""
     from safetensors.torch import load_file
 
     if not root.is_dir():
@@ -178,6 +185,10 @@ def load_latest(root: Path, fingerprint: str) -> Checkpoint | None:
         return None
     path = done[-1]
     state = json.loads((path / STATE).read_text())
+    if state.get("world", 1) != world:
+        written = state.get("world", 1)
+        raise CheckpointMismatchError(path, f"was written with WORLD_SIZE={written}, this run has WORLD_SIZE={world}; "
+                                      f"relaunch with WORLD_SIZE={written} or remove it to start over")
     if state.get("fingerprint") != fingerprint:
         raise CheckpointMismatchError(path)
     tensors = load_file(str(path / OPTIMIZER))
@@ -185,12 +196,13 @@ def load_latest(root: Path, fingerprint: str) -> Checkpoint | None:
     return Checkpoint(path, state["epoch"], state["step"], state["metrics"], state, tensors)
 
 
-def restore(ckpt: Checkpoint, set_adapter, optimizer=None, scheduler=None, engine=None) -> None:
-    """Put adapter weights, optimizer, scheduler and RNG back as they were at the checkpoint."""
+def restore(ckpt: Checkpoint, set_adapter, optimizer=None, scheduler=None, engine=None, rank: int = 0) -> None:
+    """Put adapter weights, optimizer, scheduler and RNG back as they were at the checkpoint
+    (this rank's RNG)."""
     set_adapter({k[len("adapter."):]: v for k, v in ckpt.tensors.items() if k.startswith("adapter.")})
     if engine is not None:
         engine.load_checkpoint(str(ckpt.path / DEEPSPEED), tag="epoch", load_module_strict=False)
     else:
         optimizer.load_state_dict(_join_optimizer(ckpt.state["optimizer"], ckpt.tensors))
         scheduler.load_state_dict(ckpt.state["scheduler"])
-    _restore_rng(ckpt.state, ckpt.tensors)
+    _restore_rng(ckpt.state, ckpt.tensors, rank)

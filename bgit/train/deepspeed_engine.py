@@ -5,38 +5,24 @@ Launch one process per GPU::
     deepspeed --num_gpus 8 -m bgit.cli.main bake
     torchrun --nproc_per_node 8 -m bgit.cli.main bake
 
-On a CPU-only machine a single process works with the gloo backend (``DS_ACCELERATOR=cpu``);
-the environment variables MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK default to a
-one-process group. The loop normalises the loss itself (tokens of the whole step), so
-``engine.backward`` is told not to divide by the accumulation steps again, and the step
+On CPU the gloo backend is used (``DS_ACCELERATOR=cpu``), alone or with several processes
+(``torchrun --nproc_per_node 2``). The loop normalises the loss itself (tokens of the whole
+step, :mod:`bgit.train.distributed`), so ``engine.backward`` is told not to divide by the
+accumulation steps again, the averaging over ranks is undone by the loss scale, and the step
 boundary is set explicitly (a ragged last step has fewer micro-batches).
+
+ZeRO-3 partitions every weight, the frozen parent's too: reading or writing the LoRA tensors
+(adapter, checkpoints) happens inside :meth:`DeepSpeedStepper.gathered`, and :meth:`close`
+gathers every weight back into a plain tensor and removes DeepSpeed's hooks and attributes,
+so the caller's model comes back whole.
 """
 
 from __future__ import annotations
 
-import os
-import socket
+import contextlib
 
+from bgit.train.distributed import init_process_group, rank_world
 from bgit.train.errors import DeepSpeedUnavailableError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def init_distributed(device_type: str) -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return
-    import deepspeed
-
-    for key, default in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
-        os.environ.setdefault(key, default)
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo")
 
 
 def engine_config(bake, bf16: bool) -> dict:
@@ -73,7 +59,11 @@ class DeepSpeedStepper:
         from bgit.train.optim import make_scheduler
 
         device = next(peft_model.parameters()).device
-        init_distributed(device.type)
+        init_process_group(device.type, deepspeed=True)
+        self.zero_stage = bake.deepspeed.zero_stage
+        self.peft_model, self.trainable = peft_model, trainable
+        # what each weight carried before DeepSpeed added its own attributes (ZeRO-3), for close()
+        self._own_attributes = {id(p): set(vars(p)) for p in peft_model.parameters()}
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=peft_model,
             model_parameters=trainable,
@@ -82,6 +72,7 @@ class DeepSpeedStepper:
             lr_scheduler=lambda opt: make_scheduler(opt, bake.scheduler, total_steps),
         )
         self.module = self.engine
+        self.loss_scale = float(rank_world()[1])  # DeepSpeed averages gradients over ranks
 
     def backward(self, loss, boundary: bool) -> None:
         self.engine.set_gradient_accumulation_boundary(boundary)
@@ -96,3 +87,26 @@ class DeepSpeedStepper:
 
     def checkpoint_parts(self) -> dict:
         return {"engine": self.engine}
+
+    def gathered(self, modify: bool = False):
+        """The LoRA tensors whole inside the block (ZeRO-3; every rank must enter). ``modify``:
+        rank 0's writes are kept and shared on exit."""
+        if self.zero_stage < 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(self.trainable, modifier_rank=0 if modify else None)
+
+    def close(self) -> None:
+        """Detach the engine from the model: hooks off, and under ZeRO-3 every weight whole again."""
+        self.engine.destroy()
+        if self.zero_stage < 3:
+            return
+        import deepspeed
+
+        for param in self.peft_model.parameters():
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                whole = param.data.clone()
+            param.data = whole
+            for name in set(vars(param)) - self._own_attributes.get(id(param), set()):
+                delattr(param, name)

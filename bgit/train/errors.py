@@ -19,11 +19,9 @@ class InvalidExampleError(TrainError):
 
 
 class CheckpointMismatchError(TrainError):
-    def __init__(self, path):
-        self.path = path
-        super().__init__(
-            f"checkpoint {path} was made with other training data or settings; remove it to start over"
-        )
+    def __init__(self, path, reason: str = "was made with other training data or settings; remove it to start over"):
+        self.path, self.reason = path, reason
+        super().__init__(f"checkpoint {path} {reason}")
 
 
 class AdapterConcatError(TrainError):
@@ -36,3 +34,11 @@ class DeepSpeedUnavailableError(TrainError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(f"DeepSpeed training is unavailable: {reason}")
+
+
+class LostRankError(TrainError):
+    """Another training process stopped (killed, crashed) while this one waited for it."""
+
+    def __init__(self, rank: int, world: int, detail: str):
+        self.rank, self.world, self.detail = rank, world, detail
+        super().__init__(f"rank {rank} of {world}: lost contact with the other training processes: {detail}")

@@ -7,14 +7,15 @@ logging, eval and checkpoint when due -> per epoch: eval, checkpoint -> save the
 parent model is handed back unchanged: the LoRA layers are removed at the end, the trained
 adapter lives in ``work_dir/adapter`` (load it with ``PeftModel.from_pretrained``).
 
-Multi-GPU (``BAKE.deepspeed``): launch one process per GPU, e.g.
-``deepspeed --num_gpus 8 -m bgit.cli.main bake`` or
-``torchrun --nproc_per_node 8 -m bgit.cli.main bake``; each rank takes its share of every
-optimizer step's examples.
+Several processes (``torchrun --nproc_per_node N -m bgit.cli.main bake``, plain torch or
+``BAKE.deepspeed``): each rank takes its share of every optimizer step's examples, and the
+result equals one process's with the same global batch; the split is defined in
+:mod:`bgit.train.distributed`. Rank 0 alone writes metrics, checkpoints and the adapter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,6 +32,8 @@ from bgit.config.hashing import config_to_dict
 from bgit.config.schema import BakeConfig, CheckpointConfig
 from bgit.train.checkpoint import load_latest, restore, save_checkpoint
 from bgit.train.data import collate, epoch_groups, examples_fingerprint, micro_batches, prepare_examples
+from bgit.train.distributed import (broadcast_parameters, init_process_group, lost_rank, padded_share,
+                                    rank_world, split_count, sum_gradients, sum_over_ranks)
 from bgit.train.errors import EmptyTrainingSetError
 from bgit.train.lora import attach_lora, detach_lora, lora_dropout, save_adapter, training_setup
 from bgit.train.loss import batch_kl, batch_objective
@@ -63,8 +66,10 @@ class Runtime:
 
     @classmethod
     def of(cls, model, bake: BakeConfig) -> "Runtime":
+        """Joins the launcher's process group first (DeepSpeed needs one even alone)."""
         device = next(model.parameters()).device
-        rank, world = _dist_info()
+        init_process_group(device.type, deepspeed=bake.deepspeed.enabled)
+        rank, world = rank_world()
         return cls(device, use_autocast(bake.autocast, device), rank, world)
 
     @property
@@ -134,10 +139,15 @@ def use_autocast(mode: str, device) -> bool:
 
 
 class TorchStepper:
-    """Plain torch: the configured optimizer over the trainable parameters, clipping, the schedule."""
+    """Plain torch: the configured optimizer over the trainable parameters, clipping, the
+    schedule; with several ranks the LoRA gradients are summed over ranks before clipping."""
 
-    def __init__(self, peft_model, trainable, bake: BakeConfig, total_steps: int):
+    loss_scale = 1.0  # the gradients are summed over ranks, not averaged
+
+    def __init__(self, peft_model, trainable, bake: BakeConfig, total_steps: int, world: int = 1):
         self.module, self.trainable, self.max_norm = peft_model, trainable, bake.optimizer.max_grad_norm
+        self.world = world
+        broadcast_parameters(trainable, world)
         self.optimizer = make_optimizer(trainable, bake.optimizer)
         self.scheduler = make_scheduler(self.optimizer, bake.scheduler, total_steps)
 
@@ -147,6 +157,7 @@ class TorchStepper:
     def step(self) -> None:
         import torch
 
+        sum_gradients(self.trainable, self.world)
         torch.nn.utils.clip_grad_norm_(self.trainable, self.max_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -158,6 +169,12 @@ class TorchStepper:
 
     def checkpoint_parts(self) -> dict:
         return {"optimizer": self.optimizer, "scheduler": self.scheduler}
+
+    def gathered(self, modify: bool = False):
+        return contextlib.nullcontext()  # every rank holds whole weights
+
+    def close(self) -> None:
+        pass
 
 
 def weight_settings(config) -> dict:
@@ -177,14 +194,6 @@ def _fingerprint(bake: BakeConfig, train, eval) -> str:
     return h.hexdigest()
 
 
-def _dist_info() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _pad_id(tokenizer) -> int:
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, name, None) if tokenizer is not None else None
@@ -193,46 +202,53 @@ def _pad_id(tokenizer) -> int:
     return 0  # padded positions are masked out and never scored
 
 
-def evaluate_kl(module, items, bake: BakeConfig, pad_id: int, device, autocast: bool = False) -> float:
+def evaluate_kl(module, items, bake: BakeConfig, pad_id: int, device, autocast: bool = False,
+                rank: int = 0, world: int = 1) -> float:
     """Per-token KL (unweighted, the true KL at temperature 1) over ``items``, no gradients,
-    LoRA dropout off. The loop evaluates without autocast: reported eval KL is in the model's
-    own precision."""
+    LoRA dropout off; with several ranks each takes every world-th micro-batch and the sums are
+    added up. The loop evaluates without autocast: reported eval KL is in the model's own
+    precision."""
     import torch
 
-    total, tokens = 0.0, 0
     order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+    batches = [order[start : start + bake.micro_batch_size] for start in range(0, len(order), bake.micro_batch_size)]
+    total, tokens = 0.0, 0
     peft_model = getattr(module, "module", module)
     lora_dropout(peft_model, False)
     try:
         with torch.no_grad():
-            for start in range(0, len(order), bake.micro_batch_size):
-                batch = collate([items[i] for i in order[start : start + bake.micro_batch_size]], pad_id, device)
-                total += float(batch_kl(module, batch, bake.loss, autocast).sum())
-                tokens += batch.n_tokens
+            for indices, counted in padded_share(batches[rank::world], split_count(len(batches), world), order[:1]):
+                batch = collate([items[i] for i in indices], pad_id, device)
+                kl = float(batch_kl(module, batch, bake.loss, autocast).sum())
+                if counted:
+                    total, tokens = total + kl, tokens + batch.n_tokens
     finally:
         lora_dropout(peft_model, True)
+    total, tokens = sum_over_ranks([total, tokens], world)
     return total / max(tokens, 1)
 
 
 def backward_group(stepper, items, group, bake: BakeConfig, pad_id, device, autocast, rank=0, world=1):
-    """Forward/backward of one optimizer step's examples; returns the summed (unweighted)
-    (objective, KL) over the step's response tokens on this rank.
+    """Forward/backward of this rank's share of one optimizer step's examples; returns the
+    summed (unweighted) (objective, KL) over the share's response tokens.
 
     The loss is normalised by the response tokens of the whole step (all micro-batches, all
     ranks), counted before any backward, so splitting a step differently gives the same
-    gradient.
+    gradient. A rank with fewer micro-batches than rank 0 runs weight-0 ones to keep the
+    collectives in step (:mod:`bgit.train.distributed`).
     """
     n_tokens = sum(items[i].n_response for i in group)
-    local = micro_batches(group[rank::world], items, bake.micro_batch_size)
+    count = split_count(split_count(len(group), world), bake.micro_batch_size)
+    share = padded_share(micro_batches(group[rank::world], items, bake.micro_batch_size), count, group[:1])
     loss_sum = kl_sum = 0.0
-    for j, mb in enumerate(local):
+    for j, (mb, counted) in enumerate(share):
         batch = collate([items[i] for i in mb], pad_id, device)
         objective, kl = batch_objective(stepper.module, batch, bake.data, bake.loss, autocast)
-        # DeepSpeed averages gradients over ranks; * world undoes that.
-        loss = (objective * batch.weights).sum() * (world / n_tokens)
-        stepper.backward(loss, boundary=j == len(local) - 1)
-        loss_sum = loss_sum + objective.detach().sum()
-        kl_sum = kl_sum + kl.detach().sum()
+        scale = stepper.loss_scale / n_tokens if counted else 0.0
+        stepper.backward((objective * batch.weights).sum() * scale, boundary=j == len(share) - 1)
+        if counted:
+            loss_sum = loss_sum + objective.detach().sum()
+            kl_sum = kl_sum + kl.detach().sum()
     return loss_sum, kl_sum
 
 
@@ -255,10 +271,20 @@ def train_adapter(model, tokenizer, train, eval, bake: BakeConfig, work_dir: Pat
     seed_everything(bake.seed)
     runtime = Runtime.of(model, bake)
     peft_model = attach_lora(model, bake)
+    run = None
     try:
         with training_setup(peft_model, bake.model):
-            return _Run(peft_model, tokenizer, train_items, eval_items, bake, work_dir, runtime,
-                        fingerprint).run(progress, started)
+            run = _Run(peft_model, tokenizer, train_items, eval_items, bake, work_dir, runtime, fingerprint)
+            result = run.run(progress, started)
+            run.stepper.close()  # a collective under ZeRO-3: every rank gets here
+            return result
+    except BaseException as error:
+        if run is not None and runtime.world == 1:  # with peers, a collective could wait forever
+            run.stepper.close()
+        lost = lost_rank(error, runtime.rank, runtime.world)
+        if lost is not None:
+            raise lost from error
+        raise
     finally:
         detach_lora(peft_model)
 
@@ -271,10 +297,9 @@ class _Run:
         self.train_items, self.eval_items = train_items, eval_items
         self.work_dir, self.fingerprint = work_dir, fingerprint
         self.pad_id = _pad_id(tokenizer)
+        # the global batch: the same steps whatever the number of ranks (bgit.train.distributed)
         self.group_size = bake.micro_batch_size * bake.gradient_accumulation_steps * runtime.world
-        # Several ranks must run the same number of micro-batches: drop a ragged last group.
-        n_used = len(train_items) if runtime.world == 1 else len(train_items) // self.group_size * self.group_size
-        self.steps_per_epoch = math.ceil(n_used / self.group_size)
+        self.steps_per_epoch = math.ceil(len(train_items) / self.group_size)
         self.total_steps = self.steps_per_epoch * bake.epochs
         trainable = [p for p in peft_model.parameters() if p.requires_grad]
         if bake.deepspeed.enabled:
@@ -282,11 +307,12 @@ class _Run:
 
             self.stepper = DeepSpeedStepper(peft_model, trainable, bake, self.total_steps, runtime.autocast)
         else:
-            self.stepper = TorchStepper(peft_model, trainable, bake, self.total_steps)
+            self.stepper = TorchStepper(peft_model, trainable, bake, self.total_steps, runtime.world)
         self.policy = CheckpointPolicy.of(bake.checkpoint)
         self.metrics: list[dict] = []
         self.state = LoopState()
         self.metrics_file = None
+        self.window_start, self.window_tokens = time.perf_counter(), 0  # tokens/s since the last row
 
     def log(self, row: dict) -> None:
         self.metrics.append(row)
@@ -295,28 +321,40 @@ class _Run:
             self.metrics_file.flush()
 
     def eval_kl(self) -> float:
-        return evaluate_kl(self.stepper.module, self.eval_items, self.bake, self.pad_id, self.rt.device)
+        return evaluate_kl(self.stepper.module, self.eval_items, self.bake, self.pad_id, self.rt.device,
+                           rank=self.rt.rank, world=self.rt.world)
 
     def resume(self, progress) -> str | None:
         """Restore the newest checkpoint (a bake interrupted mid-training); its path or None."""
-        from peft import set_peft_model_state_dict
-
-        ckpt = load_latest(self.work_dir / "checkpoints", self.fingerprint) if self.policy.resume else None
+        ckpt = None
+        if self.policy.resume:
+            ckpt = load_latest(self.work_dir / "checkpoints", self.fingerprint, self.rt.world)
         if ckpt is None:
             return None
-        restore(ckpt, lambda sd: set_peft_model_state_dict(self.peft_model, sd), **self.stepper.checkpoint_parts())
+        restore(ckpt, self.load_adapter, rank=self.rt.rank, **self.stepper.checkpoint_parts())
         self.metrics = ckpt.metrics
         self.state = LoopState(**ckpt.loop) if ckpt.loop else LoopState(step=ckpt.step, epoch=ckpt.epoch)
         if progress is not None and self.state.step:
             progress(self.state.step, self.total_steps, resumed=True)
         return str(ckpt.path)
 
-    def save(self) -> None:
+    def load_adapter(self, tensors: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        with self.stepper.gathered(modify=True):
+            set_peft_model_state_dict(self.peft_model, tensors)
+
+    def adapter_tensors(self) -> dict:
+        """The LoRA tensors, whole (a collective under ZeRO-3: every rank calls it)."""
         from peft import get_peft_model_state_dict
 
+        with self.stepper.gathered():
+            return {k: v.detach().clone().cpu() for k, v in get_peft_model_state_dict(self.peft_model).items()}
+
+    def save(self) -> None:
         s = self.state
         save_checkpoint(self.work_dir / "checkpoints", s.epoch, s.step, self.fingerprint, self.metrics,
-                        get_peft_model_state_dict(self.peft_model), is_main=self.rt.is_main,
+                        self.adapter_tensors(), rank=self.rt.rank, world=self.rt.world,
                         loop=dataclasses.asdict(s), **self.stepper.checkpoint_parts())
 
     def run(self, progress, started: float) -> TrainResult:
@@ -336,46 +374,56 @@ class _Run:
         return self.result(resumed_from, started)
 
     def train_epoch(self, epoch: int, progress) -> None:
-        bake, s = self.bake, self.state
-        groups = epoch_groups(len(self.train_items), self.group_size, bake.seed, epoch)[: self.steps_per_epoch]
-        done_in_epoch = s.step - epoch * self.steps_per_epoch  # > 0 when resuming mid-epoch
-        window_start, window_tokens = time.perf_counter(), 0
+        groups = epoch_groups(len(self.train_items), self.group_size, self.bake.seed, epoch)
+        done_in_epoch = self.state.step - epoch * self.steps_per_epoch  # > 0 when resuming mid-epoch
+        self.window_start, self.window_tokens = time.perf_counter(), 0
         for group in groups[done_in_epoch:]:
-            # -- forward/backward over the step's micro-batches, then the update
-            n_tokens = sum(self.train_items[i].n_response for i in group)
-            loss_sum, kl_sum = backward_group(self.stepper, self.train_items, group, bake, self.pad_id,
-                                              self.rt.device, self.rt.autocast, self.rt.rank, self.rt.world)
             lr = self.stepper.lr
-            self.stepper.step()
-            s.step += 1
+            step_kl, step_loss, n_tokens = self.train_step(group)
+            self.after_step(epoch, lr, step_kl, step_loss, n_tokens, progress)
+        self.end_epoch(epoch)
 
-            # -- logging (float() is the step's one device sync)
-            local_tokens = sum(self.train_items[i].n_response for i in group[self.rt.rank::self.rt.world])
-            step_kl, step_loss = float(kl_sum) / local_tokens, float(loss_sum) / local_tokens
-            s.epoch_kl += step_kl * local_tokens
-            s.epoch_loss += step_loss * local_tokens
-            s.epoch_tokens += local_tokens
-            s.tokens += n_tokens
-            window_tokens += n_tokens
-            elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
-            if s.step % bake.train_log_iter_interval == 0 or s.step == self.total_steps:
-                row = {"step": s.step, "epoch": epoch + 1, "lr": lr, "train_kl": step_kl, "tokens": s.tokens,
-                       "tokens_per_s": round(tokens_per_s, 2)}
-                if step_loss != step_kl:
-                    row["train_loss"] = step_loss
-                self.log(row)
-                window_start, window_tokens = time.perf_counter(), 0
-            if progress is not None:
-                progress(1, self.total_steps, kl=step_kl, tokens_per_s=tokens_per_s, lr=lr)
+    def train_step(self, group: list[int]) -> tuple[float, float, int]:
+        """Forward/backward over the step's micro-batches, then the update; -> the step's
+        per-token (KL, objective) over every rank's share, and its response tokens."""
+        rt = self.rt
+        loss_sum, kl_sum = backward_group(self.stepper, self.train_items, group, self.bake, self.pad_id,
+                                          rt.device, rt.autocast, rt.rank, rt.world)
+        self.stepper.step()
+        self.state.step += 1
+        # float() in sum_over_ranks is the step's one device sync
+        loss_sum, kl_sum = sum_over_ranks([loss_sum, kl_sum], rt.world)
+        n_tokens = sum(self.train_items[i].n_response for i in group)
+        return kl_sum / n_tokens, loss_sum / n_tokens, n_tokens
 
-            # -- eval and checkpoint when due (an epoch's last step: below, after its row)
-            if self.eval_items and bake.eval_interval and s.step % bake.eval_interval == 0:
-                self.log({"step": s.step, "epoch": epoch + 1, "eval_kl": self.eval_kl()})
-            if s.step < (epoch + 1) * self.steps_per_epoch and self.policy.at_step(s.step):
-                self.save()
+    def after_step(self, epoch: int, lr: float, step_kl: float, step_loss: float, n_tokens: int, progress) -> None:
+        """Running sums, the metrics row and progress; eval and checkpoint when due (an epoch's
+        last step: in end_epoch, after its row)."""
+        bake, s = self.bake, self.state
+        s.epoch_kl += step_kl * n_tokens
+        s.epoch_loss += step_loss * n_tokens
+        s.epoch_tokens += n_tokens
+        s.tokens += n_tokens
+        self.window_tokens += n_tokens
+        elapsed = time.perf_counter() - self.window_start
+        tokens_per_s = self.window_tokens / elapsed if elapsed > 0 else 0.0
+        if s.step % bake.train_log_iter_interval == 0 or s.step == self.total_steps:
+            row = {"step": s.step, "epoch": epoch + 1, "lr": lr, "train_kl": step_kl, "tokens": s.tokens,
+                   "tokens_per_s": round(tokens_per_s, 2)}
+            if step_loss != step_kl:
+                row["train_loss"] = step_loss
+            self.log(row)
+            self.window_start, self.window_tokens = time.perf_counter(), 0
+        if progress is not None:
+            progress(1, self.total_steps, kl=step_kl, tokens_per_s=tokens_per_s, lr=lr)
+        if self.eval_items and bake.eval_interval and s.step % bake.eval_interval == 0:
+            self.log({"step": s.step, "epoch": epoch + 1, "eval_kl": self.eval_kl()})
+        if s.step < (epoch + 1) * self.steps_per_epoch and self.policy.at_step(s.step):
+            self.save()
 
-        # -- end of epoch: eval, checkpoint
+    def end_epoch(self, epoch: int) -> None:
+        """The epoch's row (with eval KL), then a checkpoint when one is due."""
+        s = self.state
         s.epoch = epoch + 1
         row = {"epoch": s.epoch, "step": s.step, "epoch_train_kl": s.epoch_kl / max(s.epoch_tokens, 1),
                "tokens": s.tokens}
@@ -386,14 +434,15 @@ class _Run:
         self.log(row)
         s.epoch_kl = s.epoch_loss = 0.0
         s.epoch_tokens = 0
-        if s.epoch < bake.epochs and (self.policy.at_epoch(s.epoch) or self.policy.at_step(s.step)):
+        if s.epoch < self.bake.epochs and (self.policy.at_epoch(s.epoch) or self.policy.at_step(s.step)):
             self.save()
 
     def result(self, resumed_from: str | None, started: float) -> TrainResult:
-        """The adapter, and the numbers the bake record keeps."""
+        """The adapter (written by rank 0), and the numbers the bake record keeps."""
         adapter_dir = self.work_dir / "adapter"
-        if self.rt.is_main:
-            save_adapter(self.peft_model, adapter_dir)
+        with self.stepper.gathered():
+            if self.rt.is_main:
+                save_adapter(self.peft_model, adapter_dir)
         epoch_rows = [r for r in self.metrics if "epoch_train_kl" in r]
         final_eval = [r["eval_kl"] for r in self.metrics if "eval_kl" in r]
         return TrainResult(

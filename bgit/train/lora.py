@@ -167,36 +167,59 @@ def concat_adapters(adapter_dirs: list[Path], out_dir: Path) -> Path:
     sum_i s_i B_i A_i = s [B_1 s_1/s, B_2 s_2/s, ...] [A_1; A_2; ...]. The output uses
     r = sum r_i and lora_alpha = r (s = 1); a module missing from a bake gets zero blocks.
     """
-    import torch
     from safetensors.torch import save_file
 
     if not adapter_dirs:
         raise AdapterConcatError("(none)", "no adapters given")
     adapters = [_read_adapter(Path(p)) for p in adapter_dirs]
-    ranks = [cfg["r"] for cfg, _ in adapters]
-    r_total = sum(ranks)
-    modules = sorted(set().union(*(_modules(w) for _, w in adapters)))
-    shapes = {}  # module -> (in_features, out_features, dtype)
+    shapes = _module_shapes(adapter_dirs, adapters)
+    out = {}
+    for m in sorted(shapes):
+        out[f"{m}.lora_A.weight"], out[f"{m}.lora_B.weight"] = _stacked_factors(m, shapes[m], adapters)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(out, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    (tmp / ADAPTER_CONFIG).write_text(json.dumps(_chain_config(adapters), indent=2, sort_keys=True))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def _module_shapes(adapter_dirs, adapters) -> dict[str, tuple[int, int]]:
+    """{module: (in_features, out_features)} over every bake; a module must agree across bakes."""
+    shapes = {}
     for path, (_, weights) in zip(adapter_dirs, adapters):
         for m in _modules(weights):
             a, b = weights[f"{m}.lora_A.weight"], weights[f"{m}.lora_B.weight"]
             shape = (a.shape[1], b.shape[0])
             if shapes.setdefault(m, shape) != shape:
                 raise AdapterConcatError(path, f"module {m} has shape {shape}, earlier adapters {shapes[m]}")
-    out = {}
-    for m in modules:
-        n_in, n_out = shapes[m]
-        a_blocks, b_blocks = [], []
-        for (cfg, weights), r in zip(adapters, ranks):
-            a = weights.get(f"{m}.lora_A.weight")
-            if a is None:
-                a_blocks.append(torch.zeros(r, n_in, dtype=torch.float32))
-                b_blocks.append(torch.zeros(n_out, r, dtype=torch.float32))
-                continue
-            a_blocks.append(a.float())
-            b_blocks.append(weights[f"{m}.lora_B.weight"].float() * _scaling(cfg))  # s = 1
-        out[f"{m}.lora_A.weight"] = torch.cat(a_blocks, 0).contiguous()
-        out[f"{m}.lora_B.weight"] = torch.cat(b_blocks, 1).contiguous()
+    return shapes
+
+
+def _stacked_factors(module: str, shape: tuple[int, int], adapters):
+    """(A, B) of one module: the bakes' blocks stacked by rank, B scaled so that s = 1."""
+    import torch
+
+    n_in, n_out = shape
+    a_blocks, b_blocks = [], []
+    for cfg, weights in adapters:
+        a = weights.get(f"{module}.lora_A.weight")
+        if a is None:
+            a_blocks.append(torch.zeros(cfg["r"], n_in, dtype=torch.float32))
+            b_blocks.append(torch.zeros(n_out, cfg["r"], dtype=torch.float32))
+            continue
+        a_blocks.append(a.float())
+        b_blocks.append(weights[f"{module}.lora_B.weight"].float() * _scaling(cfg))  # s = 1
+    return torch.cat(a_blocks, 0).contiguous(), torch.cat(b_blocks, 1).contiguous()
+
+
+def _chain_config(adapters) -> dict:
+    """The last bake's adapter_config with r = lora_alpha = the summed ranks, every target module."""
+    r_total = sum(cfg["r"] for cfg, _ in adapters)
     config = dict(adapters[-1][0])
     targets = set()
     for cfg, _ in adapters:
@@ -212,13 +235,4 @@ def concat_adapters(adapter_dirs: list[Path], out_dir: Path) -> Path:
         layers_to_transform=None,
         layers_pattern=None,
     )
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(out, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-    (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
+    return config

