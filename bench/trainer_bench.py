@@ -1,12 +1,17 @@
 """Trainer throughput, peak memory and held-out KL: bgit's KL trainer vs TRL's GKDTrainer.
 
-    .venv/bin/python bench/trainer_bench.py [--examples 64] [--response-tokens 128] [--quick]
+The full run (on an otherwise idle machine; about 15-25 minutes on 2 cores):
+
+    .venv/bin/python bench/trainer_bench.py --examples 64 --eval-examples 8 --response-tokens 128 \
+        --lr 1e-3 | tee bench/results/<date>-<machine>/trainer_bench.txt
+
+``--quick`` (16 train + 4 eval examples of 64 tokens) checks the whole path in a few minutes.
 
 Both trainers bake the same prompt at the same operating point: same model (the embedded
 SmolLM2-135M-Instruct), same examples (a teacher-sampled response to a user message; the
 teacher context = system prompt + user message, the student context = the user message
 alone), same LoRA (r=16, alpha=32, all-linear, no dropout), same micro-batch (4), one epoch,
-same optimizer (AdamW, lr 1e-4, linear decay, no warm-up, clipping at 1.0), fp32 on CPU, and
+same optimizer (AdamW, --lr, linear decay, no warm-up, clipping at 1.0), fp32 on CPU, and
 the same activation checkpointing: each trainer runs without it (bgit's default) and with it
 (TRL's GKDConfig default, inherited from SFTConfig; bgit with
 ``BAKE.model.disable_activation_checkpoint: false``).
@@ -19,8 +24,10 @@ on the teacher context + response and the two are aligned on the response tokens
 student and recomputes it over the full vocabulary every step; bgit trains on the teacher's
 top-K (K=20) + tail cached at rollout time and keeps one model. After training, each child
 measures the held-out KL(prompted || baked) per response token over the full vocabulary, with
-the same code for both (bgit's evaluate_kl, loss=full). ``bgit-bf16`` repeats bgit's run under
-bf16 autocast. Each run is its own subprocess, so its peak RSS (VmHWM) is its own.
+the same code for both (bgit's evaluate_kl, loss=full), after the same optimizer steps; the
+``base`` line is that KL before training (a zero-initialised LoRA), so each run's closure is
+1 - its KL / base KL. ``bgit-bf16`` repeats bgit's run under bf16 autocast. Each run is its own
+subprocess, so its peak RSS (VmHWM) is its own.
 """
 
 from __future__ import annotations
@@ -106,7 +113,7 @@ def examples(rows):
 
 
 SCHEDULE = {"type": "huggingface", "warmup_ratio": 0.0}   # = TRL's default: linear decay, no warm-up
-LR = 1e-4
+LR = float(os.environ.get("TRAINER_BENCH_LR", "1e-3"))  # set from --lr (children read the environment)
 
 
 def bake_settings(mbs: int, autocast: str = "off", checkpointing: bool = False):
@@ -131,6 +138,15 @@ def heldout_kl(peft_model, eval_rows, mbs: int) -> float:
     settings = dataclasses.replace(bake_settings(mbs), loss="full")
     items = prepare_examples(examples(eval_rows), 1024, False, True)
     return evaluate_kl(peft_model, items, settings, 0, torch.device("cpu"), False)
+
+
+def run_base(eval_rows, mbs: int) -> dict:
+    """The held-out KL before any training: a fresh LoRA (PEFT initialises B to zero) = the base."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load()
+    peft = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **LORA))
+    return {"eval_kl": heldout_kl(peft, eval_rows, mbs)}
 
 
 def run_bgit(rows, eval_rows, autocast: str, mbs: int, checkpointing: bool) -> dict:
@@ -225,6 +241,7 @@ def run_trl(rows, eval_rows, mbs: int, checkpointing: bool) -> dict:
 
 
 RUNS = {  # name: (trainer, activation checkpointing, autocast)
+    "base": ("base", False, "off"),
     "bgit": ("bgit", False, "off"),
     "trl": ("trl", False, "off"),
     "bgit-ckpt": ("bgit", True, "off"),
@@ -237,6 +254,9 @@ def child(kind: str, data: Path, n_train: int, mbs: int) -> None:
     rows = json.loads(data.read_text())
     train, held_out = rows[:n_train], rows[n_train:]
     trainer, checkpointing, autocast = RUNS[kind]
+    if trainer == "base":
+        print("RESULT " + json.dumps(run_base(held_out, mbs)))
+        return
     if trainer == "trl":
         out = run_trl(train, held_out, mbs, checkpointing)
     else:
@@ -251,6 +271,7 @@ def main() -> None:
     ap.add_argument("--eval-examples", type=int, default=8)
     ap.add_argument("--response-tokens", type=int, default=128)
     ap.add_argument("--micro-batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=LR, help="Peak learning rate of both trainers.")
     ap.add_argument("--runs", default=",".join(RUNS))
     ap.add_argument("--quick", action="store_true", help="16 train + 4 eval examples of 64 tokens.")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -261,7 +282,10 @@ def main() -> None:
         return
     if args.quick:
         args.examples, args.eval_examples, args.response_tokens = 16, 4, 64
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    os.environ["TRAINER_BENCH_LR"] = repr(args.lr)
+    steps = -(-args.examples // args.micro_batch)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"lr {args.lr:g}, {steps} optimizer steps per trainer")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.json"
         t0 = time.perf_counter()
@@ -280,11 +304,22 @@ def main() -> None:
                 continue
             results[kind] = json.loads(line[-1][7:])
             print(kind, results[kind], flush=True)
-    print(f"\n{'trainer':<12}{'ckpt':>6}{'resp tok/s':>12}{'seconds':>10}{'peak RSS MB':>13}{'held-out KL':>13}")
+    print_table(results)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+def print_table(results: dict) -> None:
+    base = results.get("base", {}).get("eval_kl")
+    print(f"\n{'trainer':<12}{'ckpt':>6}{'resp tok/s':>12}{'seconds':>10}{'peak RSS MB':>13}{'held-out KL':>13}"
+          f"{'closure':>9}")
     for kind, r in results.items():
+        closure = f"{1 - r['eval_kl'] / base:>9.3f}" if base else f"{'-':>9}"
+        if kind == "base":
+            print(f"{'base':<12}{'-':>6}{'-':>12}{'-':>10}{'-':>13}{r['eval_kl']:>13.4f}{closure}")
+            continue
         ckpt = "on" if RUNS[kind][1] else "off"
         print(f"{kind:<12}{ckpt:>6}{r['tokens'] / r['seconds']:>12.1f}{r['seconds']:>10.1f}"
-              f"{r['peak_rss_mb']:>13.0f}{r['eval_kl']:>13.4f}")
+              f"{r['peak_rss_mb']:>13.0f}{r['eval_kl']:>13.4f}{closure}")
     for b_name, t_name, what in (("bgit", "trl", "no activation checkpointing"),
                                  ("bgit-ckpt", "trl-ckpt", "activation checkpointing on both")):
         if b_name in results and t_name in results:
