@@ -166,10 +166,19 @@ def run_bgit(rows, eval_rows, autocast: str, mbs: int, checkpointing: bool) -> d
     return {"seconds": seconds, "peak_rss_mb": rss, "train_kl": result.final_train_kl, "eval_kl": eval_kl}
 
 
+def gkd_classes():
+    """(GKDConfig, GKDTrainer): trl.experimental.gkd in newer TRL, trl itself in 0.12-0.2x."""
+    try:
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+    except ImportError:
+        from trl import GKDConfig, GKDTrainer
+    return GKDConfig, GKDTrainer
+
+
 def prompted_teacher_gkd():
     """GKDTrainer whose teacher sees the teacher prompt (see the module docstring)."""
     import torch
-    from trl.experimental.gkd import GKDTrainer
+    GKDTrainer = gkd_classes()[1]
 
     class PromptedTeacherGKD(GKDTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -206,7 +215,7 @@ def _right_pad(seqs, n_prompts, pad_id):
 def run_trl(rows, eval_rows, mbs: int, checkpointing: bool) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
-    from trl.experimental.gkd import GKDConfig
+    GKDConfig = gkd_classes()[0]
 
     model, tok = load()
     teacher, _ = load()  # GKD's design: a second model as the teacher
