@@ -111,7 +111,6 @@ def input_yml(base_dir: Path, stims=TRAIN_STIMS + HELD_OUT_STIMS, learning_rate:
         {stims}
         BAKE:
           name: terse
-          epochs: 2
           optimizer:
             learning_rate: {lr}
         """).format(base=str(base_dir), system=SYSTEM, stims=stim_lines, lr=learning_rate)

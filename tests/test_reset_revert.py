@@ -127,7 +127,8 @@ def test_revert_merges_input_yml_key_by_key(history, monkeypatch):
     text = (root / "input.yml").read_text()
     (root / "input.yml").write_text(text.replace("learning_rate: 5e-4", "learning_rate: 1e-2"))
     changed_lr = api.add(root, ["input.yml"]) and api.commit(root, "lr 1e-2").commit
-    (root / "input.yml").write_text((root / "input.yml").read_text().replace("  epochs: 2\n", "  epochs: 9\n"))
+    (root / "input.yml").write_text((root / "input.yml").read_text().replace("  name: terse\n  optimizer:",
+                                                                             "  name: terse\n  epochs: 9\n  optimizer:"))
     api.add(root, ["input.yml"])
     api.commit(root, "9 epochs")
     run(root, monkeypatch, "revert", changed_lr)
