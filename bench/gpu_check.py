@@ -158,6 +158,7 @@ def make_config(args):
     config = {
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": TEACHER_SYSTEM}]}},
         "TARGET": {"name": "pirate", "max_tokens": args.tokens, "top_k": 20, "temperature": 1.0,
+                   "num_traj_per_stimulus": 1, "augment": 0,  # the check sizes its own batches
                    "generators": [{"type": "hardcoded", "stims": ["placeholder"]}]},
         "BAKE": {"epochs": args.epochs, "micro_batch_size": args.micro_batch,
                  "optimizer": {"learning_rate": 1e-4}, "data": {"max_length": args.max_length, "train_eval_split": 1.0},

@@ -1,27 +1,49 @@
-"""Trainer throughput and peak memory: bgit's KL trainer vs TRL's GKDTrainer.
+"""Trainer throughput, peak memory and held-out KL: bgit's KL trainer vs TRL's GKDTrainer.
 
-    .venv/bin/python bench/trainer_bench.py [--examples 64] [--response-tokens 128]
+The full run (on an otherwise idle machine; about 15-25 minutes on 2 cores):
 
-Same model (the embedded SmolLM2-135M-Instruct), same token sequences (student context +
-teacher-sampled response), same LoRA (r=16, alpha=32, all-linear, no dropout), same
-micro-batch (4), one epoch, fp32 on CPU. GKDTrainer runs with beta=0 (forward KL) and
-lmbda=0 (no on-policy generation); by design it holds a teacher model next to the student
-and recomputes the teacher every step, whereas bgit trains on the cached teacher top-K
-(K=20) and keeps one model. Each trainer runs in its own subprocess so its peak RSS (VmHWM)
-is its own. ``bgit-bf16`` repeats bgit's run under bf16 autocast, with the eval KL of both
-bgit runs on held-out examples, to decide the autocast default.
+    .venv/bin/python bench/trainer_bench.py --examples 64 --eval-examples 8 --response-tokens 128 \
+        --lr 1e-3 | tee bench/results/<date>-<machine>/trainer_bench.txt
+
+``--quick`` (16 train + 4 eval examples of 64 tokens) checks the whole path in a few minutes.
+
+Both trainers bake the same prompt at the same operating point: same model (the embedded
+SmolLM2-135M-Instruct), same examples (a teacher-sampled response to a user message; the
+teacher context = system prompt + user message, the student context = the user message
+alone), same LoRA (r=16, alpha=32, all-linear, no dropout), same micro-batch (4), one epoch,
+same optimizer (AdamW, --lr, linear decay, no warm-up, clipping at 1.0), fp32 on CPU, and
+the same activation checkpointing: each trainer runs without it (bgit's default) and with it
+(TRL's GKDConfig default, inherited from SFTConfig; bgit with
+``BAKE.model.disable_activation_checkpoint: false``).
+
+GKDTrainer runs with beta=0 (forward KL) and lmbda=0 (no on-policy generation). Out of the
+box it feeds the teacher the student's input, which would distil the unprompted model into
+itself; ``PromptedTeacherGKD`` overrides its ``compute_loss`` so that its teacher model runs
+on the teacher context + response and the two are aligned on the response tokens (GKD's own
+``generalized_jsd_loss`` on those tokens). By design GKD holds a teacher model next to the
+student and recomputes it over the full vocabulary every step; bgit trains on the teacher's
+top-K (K=20) + tail cached at rollout time and keeps one model. After training, each child
+measures the held-out KL(prompted || baked) per response token over the full vocabulary, with
+the same code for both (bgit's evaluate_kl, loss=full), after the same optimizer steps; the
+``base`` line is that KL before training (a zero-initialised LoRA), so each run's closure is
+1 - its KL / base KL. ``bgit-bf16`` repeats bgit's run under bf16 autocast. Each run is its own
+subprocess, so its peak RSS (VmHWM) is its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bgit
 
 TEACHER_SYSTEM = "You are a pirate. Answer every question in pirate speak, with nautical words."
 TOPICS = ["the weather", "cooking pasta", "the moon", "learning Python", "a good book", "running shoes",
@@ -90,76 +112,164 @@ def examples(rows):
                          teacher_ids=r["teacher"]) for r in rows]
 
 
-def run_bgit(rows, eval_rows, autocast: str, mbs: int) -> dict:
-    import torch
-    from peft import PeftModel
+SCHEDULE = {"type": "huggingface", "warmup_ratio": 0.0}   # = TRL's default: linear decay, no warm-up
+LR = float(os.environ.get("TRAINER_BENCH_LR", "1e-3"))  # set from --lr (children read the environment)
 
+
+def bake_settings(mbs: int, autocast: str = "off", checkpointing: bool = False):
     from bgit.config import from_dict
     from bgit.config.schema import BakeConfig
-    from bgit.train import train_adapter
+
+    return from_dict(BakeConfig, {
+        "epochs": 1, "micro_batch_size": mbs, "autocast": autocast, "optimizer": {"learning_rate": LR},
+        "scheduler": SCHEDULE, "lora": {"r": LORA["r"], "lora_alpha": LORA["lora_alpha"]},
+        "model": {"disable_activation_checkpoint": not checkpointing},
+        "data": {"max_length": 1024}, "checkpoint": []})  # no checkpoints; no eval inside training
+
+
+def heldout_kl(peft_model, eval_rows, mbs: int) -> float:
+    """KL(prompted || baked) per held-out response token, full vocabulary: the teacher is the
+    same weights with the adapter disabled, on the teacher context (bgit's evaluate_kl)."""
+    import torch
+
     from bgit.train.data import prepare_examples
     from bgit.train.loop import evaluate_kl
 
+    settings = dataclasses.replace(bake_settings(mbs), loss="full")
+    items = prepare_examples(examples(eval_rows), 1024, False, True)
+    return evaluate_kl(peft_model, items, settings, 0, torch.device("cpu"), False)
+
+
+def run_base(eval_rows, mbs: int) -> dict:
+    """The held-out KL before any training: a fresh LoRA (PEFT initialises B to zero) = the base."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load()
+    peft = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **LORA))
+    return {"eval_kl": heldout_kl(peft, eval_rows, mbs)}
+
+
+def run_bgit(rows, eval_rows, autocast: str, mbs: int, checkpointing: bool) -> dict:
+    from peft import PeftModel
+
+    from bgit.train import train_adapter
+
     model, tok = load()
-    settings = from_dict(BakeConfig, {
-        "epochs": 1, "micro_batch_size": mbs, "autocast": autocast, "optimizer": {"learning_rate": 1e-4},
-        "lora": {"r": LORA["r"], "lora_alpha": LORA["lora_alpha"]}, "data": {"max_length": 1024},
-        "checkpoint": []})  # no checkpoints; eval is not run by train_adapter without eval examples
+    settings = bake_settings(mbs, autocast, checkpointing)
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
         result = train_adapter(model, tok, examples(rows), [], settings, Path(work))
         seconds = time.perf_counter() - t0
         rss = peak_rss_mb()
-        items = prepare_examples(examples(eval_rows), 1024, True, False)
         peft = PeftModel.from_pretrained(model, str(result.adapter_dir))
-        eval_kl = evaluate_kl(peft, items, settings, tok.pad_token_id, torch.device("cpu"), False)
+        eval_kl = heldout_kl(peft, eval_rows, mbs)
     return {"seconds": seconds, "peak_rss_mb": rss, "train_kl": result.final_train_kl, "eval_kl": eval_kl}
 
 
-def run_trl(rows, mbs: int) -> dict:
+def gkd_classes():
+    """(GKDConfig, GKDTrainer): trl.experimental.gkd in newer TRL, trl itself in 0.12-0.2x."""
+    try:
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+    except ImportError:
+        from trl import GKDConfig, GKDTrainer
+    return GKDConfig, GKDTrainer
+
+
+def prompted_teacher_gkd():
+    """GKDTrainer whose teacher sees the teacher prompt (see the module docstring)."""
     import torch
+    GKDTrainer = gkd_classes()[1]
+
+    class PromptedTeacherGKD(GKDTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            self.teacher_model.eval()
+            with torch.no_grad():
+                teacher = self.teacher_model(input_ids=inputs["teacher_input_ids"],
+                                             attention_mask=inputs["teacher_attention_mask"])
+            # logits at p predict token p+1; both masks select the response tokens in the same order
+            student_logits = student.logits[:, :-1][inputs["labels"][:, 1:] != -100]
+            teacher_logits = teacher.logits[:, :-1][inputs["teacher_labels"][:, 1:] != -100]
+            loss = self.generalized_jsd_loss(student_logits.unsqueeze(0), teacher_logits.unsqueeze(0),
+                                             labels=None, beta=self.beta, temperature=self.temperature,
+                                             num_items_in_batch=num_items_in_batch)
+            return (loss, student) if return_outputs else loss
+
+    return PromptedTeacherGKD
+
+
+def _right_pad(seqs, n_prompts, pad_id):
+    import torch
+
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (seq, n_prompt) in enumerate(zip(seqs, n_prompts)):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, n_prompt : len(seq)] = ids[i, n_prompt : len(seq)]
+    return ids, mask, labels
+
+
+def run_trl(rows, eval_rows, mbs: int, checkpointing: bool) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
-    from trl.experimental.gkd import GKDConfig, GKDTrainer
+    GKDConfig = gkd_classes()[0]
 
     model, tok = load()
     teacher, _ = load()  # GKD's design: a second model as the teacher
 
     def collate(batch):
-        seqs = [b["input_ids"] for b in batch]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for i, b in enumerate(batch):
-            n, s = len(b["input_ids"]), b["n_prompt"]
-            ids[i, :n] = torch.tensor(b["input_ids"])
-            mask[i, :n] = 1
-            labels[i, s:n] = ids[i, s:n]
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        ids, mask, labels = _right_pad([b["student"] + b["response"] for b in batch],
+                                       [len(b["student"]) for b in batch], tok.pad_token_id)
+        t_ids, t_mask, t_labels = _right_pad([b["teacher"] + b["response"] for b in batch],
+                                             [len(b["teacher"]) for b in batch], tok.pad_token_id)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "teacher_input_ids": t_ids,
+                "teacher_attention_mask": t_mask, "teacher_labels": t_labels}
 
-    data = Dataset.from_list([{"input_ids": r["student"] + r["response"], "n_prompt": len(r["student"])} for r in rows])
+    data = Dataset.from_list([{k: r[k] for k in ("student", "teacher", "response")} for r in rows])
     with tempfile.TemporaryDirectory() as out:
         args = GKDConfig(output_dir=out, per_device_train_batch_size=mbs, gradient_accumulation_steps=1,
-                         num_train_epochs=1, learning_rate=1e-4, lmbda=0.0, beta=0.0, temperature=1.0,
-                         report_to=[], save_strategy="no", logging_steps=10**6, use_cpu=True, bf16=False,
-                         max_length=1024, dataloader_num_workers=0, seed=0, disable_tqdm=True)
-        trainer = GKDTrainer(model=model, teacher_model=teacher, args=args, train_dataset=data,
-                             processing_class=tok, data_collator=collate,
-                             peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
+                         num_train_epochs=1, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
+                         weight_decay=0.0, max_grad_norm=1.0, lmbda=0.0, beta=0.0, temperature=1.0,
+                         gradient_checkpointing=checkpointing, report_to=[], save_strategy="no",
+                         logging_steps=10**6, use_cpu=True, bf16=False, max_length=1024,
+                         dataloader_num_workers=0, seed=0, disable_tqdm=True)
+        trainer = prompted_teacher_gkd()(model=model, teacher_model=teacher, args=args, train_dataset=data,
+                                         processing_class=tok, data_collator=collate,
+                                         peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+        rss = peak_rss_mb()
+        del teacher, trainer.teacher_model
+        trainer.model.eval()
+        eval_kl = heldout_kl(trainer.model, eval_rows, mbs)
+    return {"seconds": seconds, "peak_rss_mb": rss, "eval_kl": eval_kl}
+
+
+RUNS = {  # name: (trainer, activation checkpointing, autocast)
+    "base": ("base", False, "off"),
+    "bgit": ("bgit", False, "off"),
+    "trl": ("trl", False, "off"),
+    "bgit-ckpt": ("bgit", True, "off"),
+    "trl-ckpt": ("trl", True, "off"),
+    "bgit-bf16": ("bgit", False, "bf16"),
+}
 
 
 def child(kind: str, data: Path, n_train: int, mbs: int) -> None:
     rows = json.loads(data.read_text())
     train, held_out = rows[:n_train], rows[n_train:]
-    if kind == "trl":
-        out = run_trl(train, mbs)
+    trainer, checkpointing, autocast = RUNS[kind]
+    if trainer == "base":
+        print("RESULT " + json.dumps(run_base(held_out, mbs)))
+        return
+    if trainer == "trl":
+        out = run_trl(train, held_out, mbs, checkpointing)
     else:
-        out = run_bgit(train, held_out, "bf16" if kind == "bgit-bf16" else "off", mbs)
+        out = run_bgit(train, held_out, autocast, mbs, checkpointing)
     out["tokens"] = sum(len(r["response"]) for r in train)
     print("RESULT " + json.dumps(out))
 
@@ -170,13 +280,21 @@ def main() -> None:
     ap.add_argument("--eval-examples", type=int, default=8)
     ap.add_argument("--response-tokens", type=int, default=128)
     ap.add_argument("--micro-batch", type=int, default=4)
-    ap.add_argument("--runs", default="bgit,trl,bgit-bf16")
+    ap.add_argument("--lr", type=float, default=LR, help="Peak learning rate of both trainers.")
+    ap.add_argument("--runs", default=",".join(RUNS))
+    ap.add_argument("--quick", action="store_true", help="16 train + 4 eval examples of 64 tokens.")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, Path(args.data), args.examples, args.micro_batch)
         return
+    if args.quick:
+        args.examples, args.eval_examples, args.response_tokens = 16, 4, 64
+    os.environ["TRAINER_BENCH_LR"] = repr(args.lr)
+    steps = -(-args.examples // args.micro_batch)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"lr {args.lr:g}, {steps} optimizer steps per trainer")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.json"
         t0 = time.perf_counter()
@@ -195,14 +313,29 @@ def main() -> None:
                 continue
             results[kind] = json.loads(line[-1][7:])
             print(kind, results[kind], flush=True)
-    print(f"\n{'trainer':<12}{'resp tok/s':>12}{'seconds':>10}{'peak RSS MB':>13}{'eval KL':>10}")
+    print_table(results)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+def print_table(results: dict) -> None:
+    base = results.get("base", {}).get("eval_kl")
+    print(f"\n{'trainer':<12}{'ckpt':>6}{'resp tok/s':>12}{'seconds':>10}{'peak RSS MB':>13}{'held-out KL':>13}"
+          f"{'closure':>9}")
     for kind, r in results.items():
-        kl = f"{r['eval_kl']:.4f}" if "eval_kl" in r else "-"
-        print(f"{kind:<12}{r['tokens'] / r['seconds']:>12.1f}{r['seconds']:>10.1f}{r['peak_rss_mb']:>13.0f}{kl:>10}")
-    if "bgit" in results and "trl" in results:
-        b, t = results["bgit"], results["trl"]
-        print(f"\nbgit / TRL GKD: {t['seconds'] / b['seconds']:.2f}x tokens/s, "
-              f"{b['peak_rss_mb'] / t['peak_rss_mb']:.2f}x peak RSS")
+        closure = f"{1 - r['eval_kl'] / base:>9.3f}" if base else f"{'-':>9}"
+        if kind == "base":
+            print(f"{'base':<12}{'-':>6}{'-':>12}{'-':>10}{'-':>13}{r['eval_kl']:>13.4f}{closure}")
+            continue
+        ckpt = "on" if RUNS[kind][1] else "off"
+        print(f"{kind:<12}{ckpt:>6}{r['tokens'] / r['seconds']:>12.1f}{r['seconds']:>10.1f}"
+              f"{r['peak_rss_mb']:>13.0f}{r['eval_kl']:>13.4f}{closure}")
+    for b_name, t_name, what in (("bgit", "trl", "no activation checkpointing"),
+                                 ("bgit-ckpt", "trl-ckpt", "activation checkpointing on both")):
+        if b_name in results and t_name in results:
+            b, t = results[b_name], results[t_name]
+            print(f"bgit / TRL GKD, {what}: {t['seconds'] / b['seconds']:.2f}x tokens/s, "
+                  f"{b['peak_rss_mb'] / t['peak_rss_mb']:.2f}x peak RSS, held-out KL {b['eval_kl']:.4f} vs "
+                  f"{t['eval_kl']:.4f}")
 
 
 if __name__ == "__main__":

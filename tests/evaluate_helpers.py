@@ -103,6 +103,8 @@ def input_yml(base_dir: Path, stims=TRAIN_STIMS + HELD_OUT_STIMS, learning_rate:
         TARGET:
           name: terse
           max_tokens: 6
+          num_traj_per_stimulus: 1
+          augment: 0
           generators:
             - type: hardcoded
               stims:

@@ -137,7 +137,7 @@ def make_pirate_bake(root: Path) -> Path:
     config = {
         "MODEL": {"base": "smollm2-135m"},
         "PROMPT": {"teacher": {"messages": PIRATE_TEACHER}, "student": {"messages": []}},
-        "TARGET": {"name": "pirate", "max_tokens": 8, "temperature": 1.0, "num_traj_per_stimulus": 1,
+        "TARGET": {"name": "pirate", "max_tokens": 8, "temperature": 1.0, "num_traj_per_stimulus": 1, "augment": 0,
                    "generators": [{"type": "hardcoded", "stims": PIRATE_STIMS}]},
         "BAKE": {"name": "pirate", "epochs": 4, "micro_batch_size": 8, "seed": 0,
                  "model": {"baked_adapter_config": {"r": 8}}, "optimizer": {"learning_rate": 3.0e-3},

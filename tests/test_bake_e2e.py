@@ -34,7 +34,7 @@ def config_text(learning_rate=1e-3):
         "MODEL": {"base": "smollm2-135m"},
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": SYSTEM}]},
                    "student": {"messages": []}},
-        "TARGET": {"name": "yoda", "max_tokens": 24, "temperature": 1.0, "num_traj_per_stimulus": 1,
+        "TARGET": {"name": "yoda", "max_tokens": 24, "temperature": 1.0, "num_traj_per_stimulus": 1, "augment": 0,
                    "generators": [{"type": "hardcoded", "stims": TRAIN_STIMS + MORE_STIMS}]},
         "BAKE": {"name": "yoda-test", "epochs": 3, "micro_batch_size": 4, "seed": 0,
                  "optimizer": {"learning_rate": learning_rate}, "data": {"train_eval_split": 0.8}},

@@ -24,7 +24,8 @@ def write_config(root: Path, base: Path, *, system="Answer in capitals.", epochs
     config = {
         "MODEL": {"base": str(base)},
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": system}]}},
-        "TARGET": {"name": "caps", "max_tokens": max_tokens, "generators": [{"type": "hardcoded", "stims": STIMS}]},
+        "TARGET": {"name": "caps", "max_tokens": max_tokens, "num_traj_per_stimulus": 1, "augment": 0,
+                   "generators": [{"type": "hardcoded", "stims": STIMS}]},
         "BAKE": {"epochs": epochs, "micro_batch_size": 2, "parent": parent,
                  "optimizer": {"learning_rate": lr}, "data": {"train_eval_split": split},
                  "model": {"baked_adapter_config": {"r": 4}}},

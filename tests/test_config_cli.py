@@ -30,13 +30,13 @@ def test_top_level_examples_are_identical_to_the_packaged_ones():
 
 
 def test_example_names():
-    assert example_names() == ["customer_service", "french", "two_targets", "yoda"]
+    assert example_names() == ["customer_service", "french", "pirate", "two_targets", "yoda"]
 
 
-@pytest.mark.parametrize("name", ["customer_service", "french", "two_targets", "yoda"])
+@pytest.mark.parametrize("name", ["customer_service", "french", "pirate", "two_targets", "yoda"])
 def test_every_example_validates_from_the_repository_and_the_package(name):
     cfg = load_config(TOP_EXAMPLES / f"{name}.yml")
-    assert cfg.targets and cfg.prompt.teacher_messages
+    assert cfg.targets and all((target.prompt or cfg.prompt).teacher_messages for target in cfg.targets)
     assert example_text(name) == (TOP_EXAMPLES / f"{name}.yml").read_text()
 
 
@@ -54,7 +54,8 @@ def test_yoda_example_is_cpu_sized_and_has_an_empty_student_prompt():
 
 def test_two_targets_example_weights():
     cfg = load_config(TOP_EXAMPLES / "two_targets.yml")
-    assert [(d.target, d.weight) for d in cfg.bake.datasets] == [("pirate", 0.7), ("keep", 0.3)]
+    assert [(d.target, d.weight) for d in cfg.bake.datasets] == [("pirate", 1.0), ("butler", 1.0)]
+    assert [t.prompt.student_messages[0]["content"] for t in cfg.targets] == ["Talk like a pirate.", "Talk like a butler."]
 
 
 def test_write_example_copies_dataset_files_so_it_loads_elsewhere(tmp_path):
@@ -71,7 +72,7 @@ def test_unknown_example_is_a_config_error():
 
     with pytest.raises(ConfigError) as info:
         example_text("klingon")
-    assert str(info.value) == "klingon.yml: no such example (examples: customer_service, french, two_targets, yoda)"
+    assert str(info.value) == "klingon.yml: no such example (examples: customer_service, french, pirate, two_targets, yoda)"
 
 
 def test_reference_doc_is_up_to_date():
@@ -105,8 +106,8 @@ def test_validate_ok_prints_a_summary():
     assert lines[0] == f"{TOP_EXAMPLES / 'two_targets.yml'}: ok"
     assert "  model:   smollm2-135m" in lines
     assert any(line.startswith("  target:  pirate (1 generator: hardcoded 4 stims") for line in lines)
-    assert any(line.startswith("  target:  keep (1 generator: persona 4") for line in lines)
-    assert any("2 epochs" in line and "pirate 0.7, keep 0.3" in line for line in lines)
+    assert any(line.startswith("  target:  butler (1 generator: hardcoded 4 stims") for line in lines)
+    assert any("3 epochs" in line and "pirate 1, butler 1" in line for line in lines)
 
 
 def test_validate_defaults_to_input_yml_in_the_current_directory(tmp_path, monkeypatch):

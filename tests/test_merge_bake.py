@@ -42,7 +42,7 @@ def config(base, target: str | None = None) -> str:
                      "data": {"train_eval_split": 0.67}, "model": {"baked_adapter_config": {"r": 4}}}}
     if target is not None:
         system, stims = {"caps": ("Answer in capitals.", CAPS), "french": ("Answer in French.", FRENCH)}[target]
-        data["TARGET"] = {"name": target, "max_tokens": 8,
+        data["TARGET"] = {"name": target, "max_tokens": 8, "num_traj_per_stimulus": 1, "augment": 0,
                           "prompt": {"teacher": {"messages": [{"role": "system", "content": system}]}},
                           "generators": [{"type": "hardcoded", "stims": stims}]}
         data["BAKE"]["name"] = target

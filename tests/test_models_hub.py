@@ -251,7 +251,7 @@ def write_config(root: Path, base: str) -> None:
     config = {
         "MODEL": {"base": base},
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": "Answer in capitals."}]}},
-        "TARGET": {"name": "caps", "max_tokens": 6,
+        "TARGET": {"name": "caps", "max_tokens": 6, "num_traj_per_stimulus": 1, "augment": 0,
                    "generators": [{"type": "hardcoded", "stims": ["hi", "why?", "sky", "tea"]}]},
         "BAKE": {"epochs": 1, "micro_batch_size": 2, "model": {"baked_adapter_config": {"r": 2}},
                  "data": {"train_eval_split": 0.75}},

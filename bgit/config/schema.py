@@ -184,6 +184,20 @@ class GeneratorConfig(Settings):
 
 
 @dataclasses.dataclass
+class AugmentConfig(Settings):
+    """Topping up a target with few stims (bgit/pipeline/augment.py)."""
+
+    PATH: ClassVar[str] = "TARGET.augment"
+    SHORTHAND: ClassVar[str] = "min_stims"  # `augment: 0` = `augment: {min_stims: 0}`
+
+    min_stims: int = setting(128, "When the generators give fewer stims than this, add bgit's bundled "
+                             "everyday user messages (a few hundred, many topics; sampled with BAKE.seed) "
+                             "up to this many, so that a short stim list still bakes a behaviour that "
+                             "holds on other messages. 0 = off. `augment: N` is short for "
+                             "`augment: {min_stims: N}`.", range=between(0, 100_000))
+
+
+@dataclasses.dataclass
 class TargetConfig(Settings):
     PATH: ClassVar[str] = "TARGET"
 
@@ -193,12 +207,14 @@ class TargetConfig(Settings):
                                                 "file; a target built in Python for a rollout alone "
                                                 "may have none).", required="at least one generator is required",
                                                 factory=list)
-    max_tokens: int = setting(128, "Rollout: new tokens per trajectory.", range=between(1, 32768))
+    max_tokens: int = setting(64, "Rollout: new tokens per trajectory (also the length of the responses "
+                              "`bgit eval` samples).", range=between(1, 32768))
     temperature: float = setting(1.0, "Rollout: sampling temperature (teacher log-probs are stored at T=1).",
                                  range=between(0, 2))
-    num_traj_per_stimulus: int = setting(1, "Rollout: trajectories sampled per stim.", range=between(1, 100))
+    num_traj_per_stimulus: int = setting(2, "Rollout: trajectories sampled per stim.", range=between(1, 100))
     top_k: int = setting(20, "Rollout: teacher log-probs kept per token (plus a tail bucket).",
                          range=between(1, 1000))
+    augment: AugmentConfig = setting(help="Stims added to a short stim list.", factory=AugmentConfig)
     prompt: PromptConfig | None = setting(None, "This target's own PROMPT (same shape); the parts it "
                                           "leaves out come from the top-level PROMPT.", kind="prompt")
     model_name: str | None = setting(None, "The model that samples the trajectories, named as MODEL.base is "
@@ -298,7 +314,8 @@ class OptimizerConfig(Settings):
     type: str = setting("adamw", "adamw | adam | sgd (no momentum) | adafactor (torch's); DeepSpeed runs "
                         "take adamw or adam.", choices=OPTIMIZERS,
                         value_aliases={"AdamW": "adamw", "Adam": "adam", "SGD": "sgd", "Adafactor": "adafactor"})
-    learning_rate: float = setting(1e-4, "Peak learning rate.", range=between(0, 1, low_open=True))
+    learning_rate: float = setting(1e-3, "Peak learning rate (1e-3 suits LoRA baking: bench/results/"
+                                   "2026-11-30-quality-experiments).", range=between(0, 1, low_open=True))
     weight_decay: float = setting(0.0, "Weight decay.", range=between(0, 1))
     betas: list[float] = setting(help="Adam betas [beta1, beta2] (adamw, adam).", length=2,
                                  item_range=between(0, 1, high_open=True), factory=lambda: [0.9, 0.999])
@@ -398,7 +415,7 @@ class BakeConfig(Settings):
     name: str = setting("bake", "Name of the bake (the default commit message).", weights=False)
     datasets: list[DatasetWeight] = setting(help="Targets to train on and their weights; default: every "
                                             "target, weight 1.", factory=list)
-    epochs: int = setting(2, "Passes over the training trajectories.", range=between(1, 1000))
+    epochs: int = setting(3, "Passes over the training trajectories.", range=between(1, 1000))
     micro_batch_size: int = setting(4, "Trajectories per forward/backward.", range=between(1, 1024))
     gradient_accumulation_steps: int = setting(1, "Micro-batches per optimizer step.", range=between(1, 1024))
     total_trajectories: int | None = setting(None, "Trajectories drawn from the weighted mix; default: all.",

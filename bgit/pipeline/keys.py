@@ -3,7 +3,8 @@
     stim     generator configs without their rollout settings (+ content digest of
              from_dataset files or of the cached named dataset; + for model-written generators
              the template used (template_path: by content), the built-in personas when none are
-             listed, the teacher prompt (${prompt_u}) and the writer model's fingerprint), seed
+             listed, the teacher prompt (${prompt_u}) and the writer model's fingerprint), seed,
+             TARGET.augment (+ the digest of the bundled messages) when it is on
     rollout  stim digest, teacher prompt and tools, parent fingerprint, sampling params (+
              extra_kwargs, max_concurrency), K, seed; the generators' rollout settings
              (max_tokens of hardcoded/from_dataset generators, rollout_with_conditioned, then
@@ -23,6 +24,7 @@ from typing import Callable
 
 from bgit.config import config_to_dict
 from bgit.config.schema import WRITER_TYPES, GeneratorConfig, InputConfig, PromptConfig, TargetConfig
+from bgit.pipeline.augment import messages_digest
 from bgit.pipeline.phases import PhaseKey
 from bgit.util.files import hash_bytes, hash_file, hash_tree
 
@@ -81,7 +83,10 @@ def stim_key(config: InputConfig, target: TargetConfig, *, fingerprint: Callable
             name = generator.model or config.model.base
             models[name] = fingerprint(name)
             reads_prompt = True
-    return PhaseKey.of("stim", rows=STIM_ROWS, generators=generators, models=models, seed=config.bake.seed,
+    augment = {}
+    if target.augment.min_stims:  # bgit's bundled messages are an input too (augment.py)
+        augment = {"augment": {"min_stims": target.augment.min_stims, "messages": messages_digest()}}
+    return PhaseKey.of("stim", rows=STIM_ROWS, generators=generators, models=models, seed=config.bake.seed, **augment,
                        **prompt_inputs(config.prompt_for(target), teacher=reads_prompt))
 
 

@@ -17,6 +17,7 @@ from bgit.config import resolve_path
 from bgit.config.schema import InputConfig, TargetConfig
 from bgit.errors import BgitError
 from bgit.pipeline import keys
+from bgit.pipeline.augment import augment_stims
 from bgit.pipeline.dataset import dataset_weights, training_data
 from bgit.pipeline.parent import ParentModel
 from bgit.pipeline.phases import PhaseCache, PhaseKey
@@ -170,6 +171,7 @@ class PhaseRunner:
         rows = generate_stims(target, self.config.prompt_for(target), seed=self.config.bake.seed,
                               model_loader=self.parent.model_loader, base_dir=self.config_dir,
                               root=self.repo.root, progress=self.reporter.task(f"stim {target.name}", unit="stim"))
+        rows = augment_stims(rows, target.augment.min_stims, seed=self.config.bake.seed)  # TARGET.augment
         if not rows:
             raise BakeError(f"target '{target.name}': the generators produced no stims")
         tmp = self.cache.begin(key)
