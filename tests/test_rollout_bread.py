@@ -64,7 +64,7 @@ def assert_teacher_rows(model, tokenizer, rows):
 
 def test_a_generators_max_tokens_bounds_its_own_stims_responses(models):
     teacher, _, tokenizer = models
-    target = TargetConfig(max_tokens=10, temperature=0.0, top_k=4)
+    target = TargetConfig(max_tokens=10, temperature=0.0, top_k=4, num_traj_per_stimulus=1)
     stims = stim_rows()
     stims[1]["max_tokens"] = 3
     rows = rollout(teacher, tokenizer, stims, PROMPT, target, seed=1, batch_size=4)
@@ -88,7 +88,7 @@ def test_rollout_stims_take_their_generators_settings_by_index():
 
 def test_conditioned_stims_are_sampled_with_the_student_prompt_and_scored_with_the_teachers(models):
     teacher, _, tokenizer = models
-    target = TargetConfig(max_tokens=8, temperature=0.0, top_k=4)
+    target = TargetConfig(max_tokens=8, temperature=0.0, top_k=4, num_traj_per_stimulus=1)
     stims = stim_rows()
     stims[0]["conditioned"] = True
     rows = rollout(teacher, tokenizer, stims, PROMPT, target, seed=1, batch_size=4)
@@ -101,7 +101,7 @@ def test_conditioned_stims_are_sampled_with_the_student_prompt_and_scored_with_t
 
 def test_another_model_samples_and_the_teacher_scores(models):
     teacher, other, tokenizer = models
-    target = TargetConfig(max_tokens=8, temperature=0.0, top_k=4)
+    target = TargetConfig(max_tokens=8, temperature=0.0, top_k=4, num_traj_per_stimulus=1)
     rows = rollout(teacher, tokenizer, stim_rows(), PROMPT, target, seed=1, batch_size=4, sampler=(other, tokenizer))
     for row in rows:
         context = teacher_context(tokenizer, row["stim"])
@@ -112,7 +112,8 @@ def test_another_model_samples_and_the_teacher_scores(models):
 
 def test_extra_kwargs_narrow_the_sampling(models):
     teacher, _, tokenizer = models
-    greedy_rows = rollout(teacher, tokenizer, stim_rows(), PROMPT, TargetConfig(max_tokens=8, temperature=0.0), seed=1)
+    greedy_rows = rollout(teacher, tokenizer, stim_rows(), PROMPT,
+                          TargetConfig(max_tokens=8, temperature=0.0, num_traj_per_stimulus=1), seed=1)
     free = TargetConfig(max_tokens=8, temperature=2.0, num_traj_per_stimulus=2)
     for narrowing in ({"top_k": 1}, {"top_p": 1e-6}):
         narrowed = TargetConfig(max_tokens=8, temperature=2.0, num_traj_per_stimulus=2, extra_kwargs=narrowing)

@@ -90,6 +90,11 @@ def run(repo_path=".", refs=(), host: str = "127.0.0.1", port: int = 8000, api_k
             if on_ready is not None:
                 on_ready(_info(backend, host, sock.getsockname()[1]))
             server.run(sockets=[sock])
+            if server.should_exit:
+                # Only SIGINT/SIGTERM stop this server. uvicorn re-raises the signal once shut
+                # down, but asyncio's runner may then just cancel a task that is already ending,
+                # and the interrupt is lost: say it here (the CLI exits 130).
+                raise KeyboardInterrupt
         finally:
             backend.close()
     finally:

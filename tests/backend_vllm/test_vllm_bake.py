@@ -35,7 +35,7 @@ def config(parent="base"):
     return {
         "MODEL": {"base": "smollm2-135m", "dtype": "float32"},  # the tolerances are float32's, on any device
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": SYSTEM}]}, "student": {"messages": []}},
-        "TARGET": {"name": "yoda", "max_tokens": 16, "temperature": 1.0, "num_traj_per_stimulus": 2,
+        "TARGET": {"name": "yoda", "max_tokens": 16, "temperature": 1.0, "num_traj_per_stimulus": 2, "augment": 0,
                    "generators": [{"type": "hardcoded", "stims": STIMS}]},
         "BAKE": {"name": "yoda-vllm", "epochs": 1, "micro_batch_size": 4, "seed": 0, "parent": parent,
                  "optimizer": {"learning_rate": 1e-2}, "data": {"train_eval_split": 1.0},
