@@ -70,11 +70,15 @@ class EventChannel:
         except RuntimeError:  # the request's loop has closed: nobody is listening any more
             pass
 
-    async def next(self) -> StreamEvent:
-        event = await self._queue.get()
-        if isinstance(event, Exception):
-            raise event
-        return event
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """The events up to the last one (``finish_reason`` set); an emitted exception is raised."""
+        while True:
+            event = await self._queue.get()
+            if isinstance(event, Exception):
+                raise event
+            yield event
+            if event.finish_reason is not None:
+                return
 
 
 class ServeBackend(ABC):

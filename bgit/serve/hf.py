@@ -42,11 +42,8 @@ class HFBackend(ServeBackend):
                   generator=make_generator(params.seed, self.engine.device), emit=channel.emit)
         self.engine.submit(row, request.model.adapter_dir)
         try:
-            while True:
-                event = await channel.next()
+            async for event in channel.events():
                 yield event
-                if event.finish_reason is not None:
-                    return
         finally:
             row.cancelled = True  # a no-op once finished; else the engine drops the row at its next step
 

@@ -96,11 +96,8 @@ class VLLMServeBackend(ServeBackend):
         except RuntimeError:  # the engine's loop has stopped
             raise _shutting_down() from None
         try:
-            while True:
-                event = await channel.next()
+            async for event in channel.events():
                 yield event
-                if event.finish_reason is not None:
-                    return
         finally:
             future.cancel()  # a no-op once finished; else the engine aborts the request
 
