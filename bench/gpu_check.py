@@ -25,7 +25,7 @@ back through bgit.models.load_model with dtype auto, i.e. bf16 on a CUDA GPU; no
 Same precision on both: bf16 weights, fp32 LoRA weights (PEFT's default), bf16 autocast (bgit:
 BAKE.autocast auto on CUDA; TRL: bf16=True). Gradient checkpointing is off on both (bgit has
 none; TRL's SFT-based config turns it on by default, so it is turned off here). Tiny mode: fp32
-on CPU for both (autocast auto is off on CPU; TRL bf16=False). tokens/s = response tokens
+on CPU for both (BAKE.autocast off; TRL bf16=False). tokens/s = response tokens
 trained / wall seconds of the training call (both include their first, slower step). Peak
 memory = torch.cuda.max_memory_allocated during the phase, resident models included (none on CPU).
 
@@ -153,14 +153,18 @@ def make_config(args):
     """An InputConfig whose BAKE section is what the check trains with."""
     import yaml
 
+    import torch
+
     from bgit.config import parse_config
 
+    cuda = torch.cuda.is_available()
     config = {
         "PROMPT": {"teacher": {"messages": [{"role": "system", "content": TEACHER_SYSTEM}]}},
         "TARGET": {"name": "pirate", "max_tokens": args.tokens, "top_k": 20, "temperature": 1.0,
                    "num_traj_per_stimulus": 1, "augment": 0,  # the check sizes its own batches
                    "generators": [{"type": "hardcoded", "stims": ["placeholder"]}]},
-        "BAKE": {"epochs": args.epochs, "micro_batch_size": args.micro_batch,
+        # bf16 autocast on CUDA as TRL's bf16=True; fp32 on CPU as TRL's bf16=False
+        "BAKE": {"epochs": args.epochs, "micro_batch_size": args.micro_batch, "autocast": "auto" if cuda else "off",
                  "optimizer": {"learning_rate": 1e-4}, "data": {"max_length": args.max_length, "train_eval_split": 1.0},
                  "model": {"baked_adapter_config": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
                                                     "target_modules": "all-linear"}}},

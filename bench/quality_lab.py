@@ -35,14 +35,13 @@ def _item_key(bake, item, max_tokens: int, temperature: float, seed: int) -> str
 def cached_eval(repo: Path, stims_file: Path, cache_file: Path, max_tokens: int | None = None) -> dict:
     """Per-target {closure, kl_prompted_base, kl_prompted_baked, tokens, stims} of HEAD on the file."""
     from bgit.evaluate import open_bake, read_stims_file
-    from bgit.evaluate.closure import _kl, _load_eval_model, _parent_model, held_out_items, response_logits, \
-        sample_response
+    from bgit.evaluate.closure import _kl, _load_eval_model, held_out_items, response_logits
     from bgit.repo import Repository
 
     bake = open_bake(Repository.open(repo), "HEAD")
-    model, tokenizer, _, teacher_label = _load_eval_model(bake, None, "auto")
-    has_parent = teacher_label != "base"
-    items, _, _ = held_out_items(bake, tokenizer, read_stims_file(stims_file))
+    models = _load_eval_model(bake, None, "auto")
+    items, _, _ = held_out_items(bake, models.tokenizer, read_stims_file(stims_file), 10_000,
+                                 models.teacher_tokenizer)
     config = bake.config()
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     sums: dict[str, dict] = {}
@@ -50,19 +49,20 @@ def cached_eval(repo: Path, stims_file: Path, cache_file: Path, max_tokens: int 
         target = config.target(item.target)
         length = max_tokens or target.max_tokens
         key = _item_key(bake, item, length, target.temperature, n)
-        with _parent_model(model, has_parent):
-            if key not in cache:
-                response = sample_response(model, tokenizer, item.teacher_ids, length, target.temperature, n)
-                base_kl = 0.0
-                if response:
-                    teacher = response_logits(model, item.teacher_ids, response)
-                    base_kl = float(_kl(teacher, response_logits(model, item.student_ids, response)).sum())
-                cache[key] = [response, base_kl]
-            item.response_ids, base_kl = cache[key]
-            if not item.response_ids:
-                continue
-            teacher = response_logits(model, item.teacher_ids, item.response_ids)
-        baked_kl = float(_kl(teacher, response_logits(model, item.student_ids, item.response_ids)).sum())
+        if key not in cache:
+            response = models.sample(item, length, target.temperature, n)
+            base_kl = 0.0
+            if response:
+                item.response_ids = response
+                with models.parent():
+                    student = response_logits(models.model, item.student_ids, response)
+                base_kl = float(_kl(models.teacher_logits(item), student).sum())
+            cache[key] = [response, base_kl]
+        item.response_ids, base_kl = cache[key]
+        if not item.response_ids:
+            continue
+        teacher = models.teacher_logits(item)
+        baked_kl = float(_kl(teacher, response_logits(models.model, item.student_ids, item.response_ids)).sum())
         s = sums.setdefault(item.target, {"base": 0.0, "baked": 0.0, "tokens": 0, "stims": 0})
         s["base"] += base_kl
         s["baked"] += baked_kl

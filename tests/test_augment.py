@@ -74,13 +74,25 @@ def config_text(augment=None) -> str:
 
 
 def test_setting_default_shorthand_and_mapping():
-    from bgit.config.schema import AugmentConfig
+    from bgit.config.schema import AUGMENT_STIMS_PER_BAKE
 
-    default = AugmentConfig().min_stims
-    assert default > 0
-    assert parse_config(config_text(), "in.yml").targets[0].augment.min_stims == default
+    assert parse_config(config_text(), "in.yml").targets[0].augment.min_stims == AUGMENT_STIMS_PER_BAKE > 0
     assert parse_config(config_text(0), "in.yml").targets[0].augment.min_stims == 0
     assert parse_config(config_text({"min_stims": 40}), "in.yml").targets[0].augment.min_stims == 40
+
+
+def test_the_default_is_shared_by_a_bakes_targets_and_an_explicit_count_is_per_target():
+    from bgit.config.schema import AUGMENT_STIMS_PER_BAKE
+
+    def two_targets(augment=None):
+        data = yaml.safe_load(config_text(augment))
+        first = data.pop("TARGET")
+        second = dict(first, name="other")
+        return [t.augment.min_stims for t in parse_config(yaml.safe_dump({**data, "TARGETS": [first, second]}),
+                                                          "in.yml").targets]
+
+    assert two_targets() == [AUGMENT_STIMS_PER_BAKE // 2] * 2
+    assert two_targets(40) == [40, 40]
 
 
 def test_a_negative_count_is_refused_at_its_line():

@@ -286,6 +286,12 @@ def test_unknown_scheduler_and_loss():
     assert error_of(with_bake("  loss: kl\n")) == "input.yml:15: BAKE.loss: expected one of topk, full, got 'kl'"
 
 
+def test_off_is_a_choice_not_yaml_false():
+    """YAML 1.1 reads a bare `off` as false; where "off" is a choice it means "off"."""
+    assert parse(with_bake("  autocast: off\n")).bake.autocast == "off"
+    assert error_of(with_bake("  autocast: no\n")) == "input.yml:15: BAKE.autocast: expected a string, got no"
+
+
 ONESHOT = GOOD.replace("""    - type: hardcoded
       stims: ["Hello?", "How are you?"]
 """, """    - type: hardcoded

@@ -107,7 +107,7 @@ def test_validate_ok_prints_a_summary():
     assert "  model:   smollm2-135m" in lines
     assert any(line.startswith("  target:  pirate (1 generator: hardcoded 4 stims") for line in lines)
     assert any(line.startswith("  target:  butler (1 generator: hardcoded 4 stims") for line in lines)
-    assert any("3 epochs" in line and "pirate 1, butler 1" in line for line in lines)
+    assert any("2 epochs" in line and "pirate 1, butler 1" in line for line in lines)
 
 
 def test_validate_defaults_to_input_yml_in_the_current_directory(tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_validate_defaults_to_input_yml_in_the_current_directory(tmp_path, monke
 def test_validate_errors_one_line_each_exit_1(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_example("yoda", tmp_path)  # with the dataset it reads
-    text = example_text("yoda").replace("  epochs: 3", "  epochs: -3\n  epoch: 3").replace("top_k: 20", "top_k: lots")
+    text = example_text("yoda").replace("  epochs: 2", "  epochs: -3\n  epoch: 3").replace("top_k: 20", "top_k: lots")
     Path("input.yml").write_text(text)
     lines = text.splitlines()
     top_k_line = next(i for i, line in enumerate(lines, 1) if "top_k: lots" in line)

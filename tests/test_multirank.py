@@ -125,7 +125,9 @@ def write_config(root: Path, base: Path, micro_batch_size: int, **bake) -> None:
         "TARGET": {"name": "caps", "max_tokens": 10, "num_traj_per_stimulus": 1, "augment": 0,
                    "generators": [{"type": "hardcoded", "stims": STIMS}]},
         # 9 trained trajectories, global batch 4: steps of 4, 4 and 1 (rank 1 idles through the last)
+        # fp32 (autocast off): the ranks must equal one process to float rounding, not bf16's
         "BAKE": {"epochs": EPOCHS, "micro_batch_size": micro_batch_size, "optimizer": {"learning_rate": 5e-3},
+                 "autocast": "off",
                  "data": {"train_eval_split": 0.75}, "model": {"baked_adapter_config": {"r": 4}}, **bake},
     }
     (root / "input.yml").write_text(yaml.safe_dump(config, sort_keys=False))

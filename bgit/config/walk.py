@@ -88,6 +88,9 @@ class Walker:
 
     def plain_value(self, info, entry: Entry, decl: Declared) -> Any:
         r = self.r
+        if info.kind == "str" and decl.spec.choices and isinstance(entry.node, yaml.ScalarNode) \
+                and entry.node.value in decl.spec.choices:
+            return entry.node.value  # `autocast: off`, which YAML 1.1 would read as false
         readers = {"bool": r.boolean, "int": r.integer, "float": r.number,
                    "str": lambda e: r.string(e, allow_empty=True)}
         if info.kind in readers:
