@@ -272,3 +272,13 @@ def test_log_and_eval_intervals(tmp_path):
     assert [(r["step"], r["epoch"]) for r in rows if "eval_kl" in r and "epoch_train_kl" not in r] == [
         (0, 0), (3, 1), (6, 2)]  # before training, then every 3rd step
     assert [r["step"] for r in rows if "epoch_train_kl" in r] == [4, 8]
+
+
+def test_autocast_auto_takes_bf16_where_the_device_multiplies_it_natively(monkeypatch):
+    from bgit.train import loop
+
+    cpu = torch.device("cpu")
+    assert loop.use_autocast("off", cpu) is False and loop.use_autocast("bf16", cpu) is True
+    for native in (True, False):
+        monkeypatch.setattr(loop, "native_bf16_cpu", lambda: native)
+        assert loop.use_autocast("auto", cpu) is native
