@@ -1,6 +1,6 @@
 """Rollout throughput on the embedded SmolLM2-135M: batched vs one stim at a time.
 
-Both modes run the whole HF rollout (generation + teacher-forcing top-K pass + row
+Both modes run the whole HF rollout (generation, the teacher's top-K rows, row
 encoding) at temperature 1 with ``min_new_tokens = max_tokens``, so every trajectory has
 exactly the same number of tokens and tokens/s compare like for like. The sequential
 mode may run on a subset of the stims (``--single-stims``) to keep the run short; its
@@ -8,6 +8,7 @@ tokens/s is per-token, so the speed-up stays comparable.
 
     .venv/bin/python bench/rollout_bench.py                        # 64 stims x 128 tokens
     .venv/bin/python bench/rollout_bench.py --stims 16 --tokens 32 --batch-sizes 8,16
+    .venv/bin/python bench/rollout_bench.py --example customer_service   # its 330-token teacher prompt
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ def make_stims(count: int) -> list[dict]:
     asks = ["Tell me about {}.", "Why do people love {}?", "Write a short poem about {}.", "Explain {} to a child."]
     texts = [asks[i % len(asks)].format(topics[(i // len(asks)) % len(topics)]) + f" (#{i})" for i in range(count)]
     return [{"id": stim_id(t), "text": t, "generator": "bench"} for t in texts]
+
+
+def example_prompt(name: str):
+    import tempfile
+
+    from bgit.config.examples import write_example
+    from bgit.config.load import load_config
+
+    with tempfile.TemporaryDirectory() as directory:
+        return load_config(write_example(name, directory), root=directory).prompt
 
 
 def timed_rollout(model, tokenizer, stims, prompt, target, batch_size):
@@ -46,6 +57,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--example", help="take the teacher prompt of this shipped example (bgit init --example)")
     args = parser.parse_args()
 
     import torch
@@ -57,6 +69,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(resolve_model(args.model), dtype=args.dtype)
     prompt = PromptConfig(teacher_messages=[{"role": "system", "content": "You are a pirate. Answer in pirate speak."}])
+    if args.example:
+        prompt = example_prompt(args.example)
     target = TargetConfig(max_tokens=args.tokens, temperature=1.0, top_k=20)
     stims = make_stims(args.stims)
 
@@ -69,6 +83,7 @@ def main() -> None:
     base_rate = results[0][1] / results[0][2]
     print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
           f"load={os.getloadavg()[0]:.1f} device={model.device} dtype={model.dtype} torch threads={torch.get_num_threads()}")
+    print(f"teacher prompt: {args.example or 'one-line pirate'}, {args.tokens} new tokens per trajectory")
     print(f"{'mode':<15} {'stims':>6} {'tokens':>8} {'seconds':>9} {'tokens/s':>9} {'speed-up':>9}")
     for mode, tokens, seconds in results:
         count = len(single) if mode == "one at a time" else len(stims)

@@ -127,6 +127,88 @@ def test_progress_advances_to_the_announced_total(tiny):
     assert sum(advance for advance, _, _ in calls) == 3 * 6
 
 
+def test_rows_come_from_the_decoding_logits_without_a_second_pass(tiny, monkeypatch):
+    """The teacher samples from its own context: no teacher-forcing pass runs, and the rows are
+    the raw logits' even under processors that change the sampling distribution."""
+    from bgit.pipeline import rollout as rollout_module
+
+    model, tokenizer, _ = tiny
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("teacher_topk ran although the decoding logits hold the rows")
+
+    monkeypatch.setattr(rollout_module, "teacher_topk", forbidden)
+    target = TargetConfig(max_tokens=10, temperature=0.7, num_traj_per_stimulus=2, top_k=6,
+                          extra_kwargs={"repetition_penalty": 1.5, "top_p": 0.9})
+    rows = rollout_module.rollout(model, tokenizer, STIMS, PROMPT, target, seed=4, batch_size=4, min_new_tokens=3)
+    assert not model._forward_hooks  # the hook lives only as long as generate
+    for row in rows:
+        record = RolloutRecord.from_row(row)
+        reference = reference_logprobs(model, tokenizer, row)
+        assert record.topk_ids.shape == (len(row["response_ids"]), 6)
+        np.testing.assert_array_equal(record.topk_ids[:, 0], reference.argmax(-1).numpy())
+        np.testing.assert_allclose(record.topk_logprobs, reference.topk(6, dim=-1).values.numpy(), atol=1e-4)
+
+
+def test_the_shared_prompt_prefix_runs_once_and_changes_nothing(tiny, monkeypatch):
+    """Rows laid out as prefix, pads, rest with the prefix's cache shared: the same greedy samples
+    and rows as plain left padding, and the layout puts every token where it sits unpadded."""
+    import torch
+
+    from bgit.pipeline import rollout as rollout_module
+
+    model, tokenizer, _ = tiny
+    contexts = [render_context(tokenizer, PROMPT.teacher_messages, user=t) for t in TEXTS]
+    prefix = rollout_module.shared_prefix(model, contexts)
+    assert prefix >= rollout_module.MIN_SHARED_PREFIX and all(c[:prefix] == contexts[0][:prefix] for c in contexts)
+    assert prefix < min(len(c) for c in contexts)  # every row keeps a token of its own
+    ids, mask, positions = rollout_module.pad_after_prefix(contexts, prefix, 0, "cpu")
+    for row, context in enumerate(contexts):
+        assert ids[row][mask[row].bool()].tolist() == context
+        assert positions[row][mask[row].bool()].tolist() == list(range(len(context)))
+
+    prefix_tokens = []
+    original = rollout_module.prefix_cache
+    monkeypatch.setattr(rollout_module, "prefix_cache",
+                        lambda model, ids, rows: prefix_tokens.append(ids.shape[1]) or original(model, ids, rows))
+    target = TargetConfig(max_tokens=10, temperature=0.0, num_traj_per_stimulus=2, top_k=5)
+    shared = run("hf", tiny, target, batch_size=6)
+    assert prefix_tokens == [prefix]
+    monkeypatch.setattr(rollout_module, "MIN_SHARED_PREFIX", 10**6)  # plain left padding
+    plain = run("hf", tiny, target, batch_size=6)
+    assert prefix_tokens == [prefix]
+    assert [r["response_ids"] for r in shared] == [r["response_ids"] for r in plain]
+    for a, b in zip(shared, plain):
+        np.testing.assert_allclose(RolloutRecord.from_row(a).topk_logprobs, RolloutRecord.from_row(b).topk_logprobs,
+                                   atol=1e-5)
+        assert torch.equal(torch.as_tensor(RolloutRecord.from_row(a).topk_ids[:, 0]),
+                           torch.as_tensor(RolloutRecord.from_row(b).topk_ids[:, 0]))
+
+
+def test_only_conditioned_stims_take_the_teacher_forcing_pass(tiny, monkeypatch):
+    from bgit.pipeline import rollout as rollout_module
+
+    model, tokenizer, _ = tiny
+    forced = []
+    original = rollout_module.teacher_topk
+
+    def counting(model, contexts, responses, k, pad_id=0):
+        forced.extend(contexts)
+        return original(model, contexts, responses, k, pad_id=pad_id)
+
+    monkeypatch.setattr(rollout_module, "teacher_topk", counting)
+    stims = [dict(stim, conditioned=True) if i == 1 else stim for i, stim in enumerate(STIMS)]
+    student = PromptConfig(teacher_messages=PROMPT.teacher_messages,
+                           student_messages=[{"role": "system", "content": "Be brief."}])
+    rows = rollout_module.rollout(model, tokenizer, stims, student, TargetConfig(max_tokens=8, top_k=4), seed=2,
+                                  batch_size=4)
+    assert forced == [render_context(tokenizer, PROMPT.teacher_messages, user=STIMS[1]["text"])]
+    for row in rows:
+        reference = reference_logprobs(model, tokenizer, row)
+        np.testing.assert_allclose(RolloutRecord.from_row(row).topk_logprobs,
+                                   reference.topk(4, dim=-1).values.numpy(), atol=1e-4)
+
+
 def test_tail_is_finite_when_top_k_covers_the_vocabulary():
     import torch
 

@@ -6,11 +6,13 @@ directory, HEAD's adapter directory for ``BAKE.parent: head``, the dtype) by
 ``bgit.pipeline.rollout_vllm.VLLMRolloutBackend``. Both return the same rows.
 
 The Hugging Face backend: for every stim, ``num_traj_per_stimulus`` responses are sampled with batched
-``generate`` (left padding, jobs sorted by context length). The teacher rows are then
-computed by a separate teacher-forcing forward pass over context + response, so they
-are the distribution at temperature 1 over the raw logits, whatever the sampling
-temperature was. Row i is the distribution of response token i given the teacher
-context and response[:i]; the first response token is included.
+``generate`` (left padding, jobs sorted by context length). Row i is the teacher's
+distribution of response token i given the teacher context and response[:i] (the first
+response token included), at temperature 1 over the raw logits whatever the sampling
+temperature was. When the teacher samples from its own context, the rows are read from
+the raw logits of the decoding steps that sampled the response (:class:`DecodingRows`),
+so no second pass runs; otherwise (a conditioned stim, another sampling model) a
+teacher-forcing forward pass over context + response computes them (:func:`teacher_topk`).
 
 Tail bucket: ``tail_logprob = log(1 - sum(top-K p))``, computed as the logsumexp of
 the non-top-K log-probs (exact, never NaN) and floored at :data:`TAIL_FLOOR` so that it
@@ -30,6 +32,7 @@ of the jobs' max_tokens and every call advances towards it (early stops advance 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +107,7 @@ class RolloutBackend:
 
 
 class HFRolloutBackend(RolloutBackend):
-    """Batched transformers ``generate`` + a teacher-forcing pass (:func:`rollout`).
+    """Batched transformers ``generate``, rows from its decoding logits or a teacher-forcing pass (:func:`rollout`).
 
     ``load`` returns the (model, tokenizer) of the teacher when it is already in memory
     (the bake shares its parent model with training); by default :func:`load_teacher`.
@@ -233,9 +236,17 @@ def rollout(
     for batch_number, start in enumerate(range(0, len(order), batch_size)):
         batch = order[start : start + batch_size]
         torch.manual_seed(seed * 1_000_003 + batch_number)
+        decoding = DecodingRows(sample_model, target.top_k, enabled=sampler is None)
         responses = generate_batch(sample_model, sample_tokenizer or tokenizer, [job.sample_context for job in batch],
-                                   target, progress, total, min_new_tokens, [job.max_tokens for job in batch])
-        teacher = teacher_topk(model, [job.context for job in batch], responses, target.top_k, pad_id=tokenizer.pad_token_id)
+                                   target, progress, total, min_new_tokens, [job.max_tokens for job in batch], decoding)
+        teacher = decoding.rows(responses)
+        # Rows whose samples did not come from the teacher context need the teacher-forcing pass.
+        forced = [i for i, job in enumerate(batch) if teacher[i] is None or job.sample_context is not job.context]
+        if forced:
+            computed = teacher_topk(model, [batch[i].context for i in forced], [responses[i] for i in forced],
+                                    target.top_k, pad_id=tokenizer.pad_token_id)
+            for i, rows_of_job in zip(forced, computed):
+                teacher[i] = rows_of_job
         for job, response, (ids, logprobs, tail) in zip(batch, responses, teacher):
             rows[job.index] = make_row(tokenizer, job, response, ids, logprobs, tail, target.top_k)
     return rows
@@ -264,16 +275,7 @@ def eos_ids(model, tokenizer) -> list[int]:
 
 def left_pad(sequences: list[list[int]], pad_id: int, device):
     """-> (input_ids, attention_mask, position_ids), right-aligned."""
-    import torch
-
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return input_ids.to(device), mask.to(device), positions.to(device)
+    return pad_after_prefix(sequences, 0, pad_id, device)
 
 
 def sampling_options(target) -> dict:
@@ -291,30 +293,102 @@ def sampling_options(target) -> dict:
 
 
 def generate_batch(model, tokenizer, contexts, target, progress=None, total=None, min_new_tokens=0,
-                   budgets: list[int] | None = None) -> list[list[int]]:
+                   budgets: list[int] | None = None, decoding: "DecodingRows | None" = None) -> list[list[int]]:
     """Sample one response per context; each cut after its first EOS (kept), pads dropped, and
     at its own budget (``budgets``, default TARGET.max_tokens: a sample cut at n tokens is a
-    sample of at most n tokens)."""
+    sample of at most n tokens). ``decoding`` records the rows of the decoding steps.
+
+    The contexts' common token prefix (a bake's system prompt) is run once and its KV cache
+    shared by the rows (:func:`shared_prefix`); each row is laid out as prefix, pads, rest.
+    """
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
     budgets = budgets or [target.max_tokens] * len(contexts)
     eos = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    input_ids, mask, _ = left_pad(contexts, pad_id, model.device)
+    prefix = shared_prefix(model, contexts)
+    input_ids, mask, _ = pad_after_prefix(contexts, prefix, pad_id, model.device)
     config = GenerationConfig(max_new_tokens=max(budgets), min_new_tokens=min_new_tokens or None,
                               eos_token_id=eos, pad_token_id=pad_id, **sampling_options(target))
     counter = _StepCounter(progress, total, budgets)
     with torch.inference_mode():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            generation_config=config,
-            logits_processor=LogitsProcessorList([counter]),
-        )
+        cache = prefix_cache(model, input_ids[:1, :prefix], len(contexts)) if prefix else {}
+        with decoding.recording() if decoding is not None else contextlib.nullcontext():
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([counter]),
+                **cache,
+            )
     counter.finish()
     new = out[:, input_ids.shape[1] :].tolist()
     return [_cut_at_eos(tokens[:budget], set(eos)) for tokens, budget in zip(new, budgets)]
+
+
+# Below this many shared tokens, running the prefix on its own saves less than it costs.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix(model, contexts: list[list[int]]) -> int:
+    """Length of the contexts' common token prefix worth sharing, 0 when none is or when the
+    model's cache cannot be shared this way (encoder-decoder, sliding-window or linear layers).
+    Every row keeps at least one token of its own for the prefill."""
+    if len(contexts) < 2 or not _full_attention_only(model.config):
+        return 0
+    first, length = contexts[0], min(len(c) for c in contexts) - 1
+    for context in contexts[1:]:
+        length = next((i for i in range(length) if context[i] != first[i]), length)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _full_attention_only(config) -> bool:
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ())
+
+
+def prefix_cache(model, prefix_ids, rows: int) -> dict:
+    """-> the ``generate`` keyword holding the KV cache of ``prefix_ids`` [1, P], repeated for ``rows``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    keyword = _cache_keyword()
+    model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1, **{keyword: cache})
+    cache.batch_repeat_interleave(rows)
+    return {keyword: cache}
+
+
+def _cache_keyword() -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); use the installed one's name."""
+    import inspect
+
+    from transformers import GenerationMixin
+
+    return "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters \
+        else "past_key_values"
+
+
+def pad_after_prefix(sequences: list[list[int]], prefix: int, pad_id: int, device):
+    """-> (input_ids, attention_mask, position_ids): the first ``prefix`` tokens (shared by all
+    rows) left-aligned, pads, then the rest of each row right-aligned. ``prefix`` 0: left padding.
+    Positions skip the pads, so every token sits where it would unpadded."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, :prefix] = torch.tensor(seq[:prefix], dtype=torch.long)
+        input_ids[row, width - len(seq) + prefix :] = torch.tensor(seq[prefix:], dtype=torch.long)
+        mask[row, :prefix] = 1
+        mask[row, width - len(seq) + prefix :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids.to(device), mask.to(device), positions.to(device)
 
 
 def _cut_at_eos(tokens: list[int], eos: set[int]) -> list[int]:
@@ -344,6 +418,46 @@ class _StepCounter:
         rest = sum(self.budgets) - self.advanced
         if self.progress is not None and rest > 0:
             self.progress(rest, self.total, phase="rollout")
+
+
+class DecodingRows:
+    """The top-K rows of a ``generate`` call, read from the model's raw logits at every decoding step.
+
+    A forward hook on the model sees ``outputs.logits`` of the prefill and of each decoding
+    step, the same logits ``generate`` hands its sampling processors (temperature, top-p,
+    repetition penalty, min_new_tokens), so the rows are those of the unprocessed, temperature-1
+    distribution. Step s predicts response token s. ``enabled=False``: :meth:`rows` returns
+    None for every response, and the model is not hooked.
+    """
+
+    def __init__(self, model, k: int, enabled: bool = True):
+        self.model, self.k, self.enabled = model, k, enabled
+        self.steps: list[tuple] = []
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Hooks the model for the duration of one ``generate`` call."""
+        handle = self.model.register_forward_hook(self._record) if self.enabled else None
+        try:
+            yield self
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    def _record(self, module, args, output):
+        self.steps.append(_topk_with_tail_tensors(output.logits[:, -1], self.k))
+
+    def rows(self, responses: list[list[int]]) -> list[tuple | None]:
+        """-> per response (ids int32 [T,K], log-probs f32 [T,K], tail f32 [T]) as numpy, or None."""
+        import torch
+
+        if not self.enabled:
+            return [None] * len(responses)
+        longest = max(len(r) for r in responses)
+        if len(self.steps) < longest:
+            raise RuntimeError(f"generate ran {len(self.steps)} forward passes for {longest} new tokens")
+        ids, logprobs, tail = (torch.stack(parts, dim=1).cpu().numpy() for parts in zip(*self.steps[:longest]))
+        return [(ids[row, : len(r)], logprobs[row, : len(r)], tail[row, : len(r)]) for row, r in enumerate(responses)]
 
 
 def teacher_topk(model, contexts, responses, k, pad_id=0):
@@ -382,6 +496,11 @@ def _teacher_chunk(model, contexts, responses, k, pad_id):
 
 def topk_with_tail(logits, k):
     """logits [T, V] -> (top-K ids [T,K] int32, log-probs [T,K] f32, tail [T] f32) as numpy."""
+    return tuple(part.cpu().numpy() for part in _topk_with_tail_tensors(logits, k))
+
+
+def _topk_with_tail_tensors(logits, k):
+    """:func:`topk_with_tail` on the logits' device, for any leading shape."""
     import torch
 
     logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -389,4 +508,4 @@ def topk_with_tail(logits, k):
     top, ids = logprobs.topk(k, dim=-1)
     rest = logprobs.scatter(-1, ids, float("-inf"))
     tail = torch.logsumexp(rest, dim=-1).clamp(min=TAIL_FLOOR)
-    return ids.to(torch.int32).cpu().numpy(), top.cpu().numpy(), tail.cpu().numpy()
+    return ids.to(torch.int32), top, tail
