@@ -26,7 +26,9 @@ top-K (K=20) + tail cached at rollout time and keeps one model. After training, 
 measures the held-out KL(prompted || baked) per response token over the full vocabulary, with
 the same code for both (bgit's evaluate_kl, loss=full), after the same optimizer steps; the
 ``base`` line is that KL before training (a zero-initialised LoRA), so each run's closure is
-1 - its KL / base KL. ``bgit-bf16`` repeats bgit's run under bf16 autocast. Each run is its own
+1 - its KL / base KL. ``bgit-bf16`` repeats bgit's run under bf16 autocast, and ``bgit-full``
+with ``BAKE.loss: full``: the teacher recomputed over the full vocabulary every step (the
+parent is the same weights with the adapter off), GKD's objective and cost. Each run is its own
 subprocess, so its peak RSS (VmHWM) is its own.
 """
 
@@ -116,12 +118,12 @@ SCHEDULE = {"type": "huggingface", "warmup_ratio": 0.0}   # = TRL's default: lin
 LR = float(os.environ.get("TRAINER_BENCH_LR", "1e-3"))  # set from --lr (children read the environment)
 
 
-def bake_settings(mbs: int, autocast: str = "off", checkpointing: bool = False):
+def bake_settings(mbs: int, autocast: str = "off", checkpointing: bool = False, loss: str = "topk"):
     from bgit.config import from_dict
     from bgit.config.schema import BakeConfig
 
     return from_dict(BakeConfig, {
-        "epochs": 1, "micro_batch_size": mbs, "autocast": autocast, "optimizer": {"learning_rate": LR},
+        "epochs": 1, "micro_batch_size": mbs, "autocast": autocast, "loss": loss, "optimizer": {"learning_rate": LR},
         "scheduler": SCHEDULE, "lora": {"r": LORA["r"], "lora_alpha": LORA["lora_alpha"]},
         "model": {"disable_activation_checkpoint": not checkpointing},
         "data": {"max_length": 1024}, "checkpoint": []})  # no checkpoints; no eval inside training
@@ -149,13 +151,13 @@ def run_base(eval_rows, mbs: int) -> dict:
     return {"eval_kl": heldout_kl(peft, eval_rows, mbs)}
 
 
-def run_bgit(rows, eval_rows, autocast: str, mbs: int, checkpointing: bool) -> dict:
+def run_bgit(rows, eval_rows, autocast: str, mbs: int, checkpointing: bool, loss: str = "topk") -> dict:
     from peft import PeftModel
 
     from bgit.train import train_adapter
 
     model, tok = load()
-    settings = bake_settings(mbs, autocast, checkpointing)
+    settings = bake_settings(mbs, autocast, checkpointing, loss)
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
         result = train_adapter(model, tok, examples(rows), [], settings, Path(work))
@@ -249,27 +251,28 @@ def run_trl(rows, eval_rows, mbs: int, checkpointing: bool) -> dict:
     return {"seconds": seconds, "peak_rss_mb": rss, "eval_kl": eval_kl}
 
 
-RUNS = {  # name: (trainer, activation checkpointing, autocast)
-    "base": ("base", False, "off"),
-    "bgit": ("bgit", False, "off"),
-    "trl": ("trl", False, "off"),
-    "bgit-ckpt": ("bgit", True, "off"),
-    "trl-ckpt": ("trl", True, "off"),
-    "bgit-bf16": ("bgit", False, "bf16"),
+RUNS = {  # name: (trainer, activation checkpointing, autocast, bgit's BAKE.loss)
+    "base": ("base", False, "off", None),
+    "bgit": ("bgit", False, "off", "topk"),
+    "trl": ("trl", False, "off", None),
+    "bgit-ckpt": ("bgit", True, "off", "topk"),
+    "trl-ckpt": ("trl", True, "off", None),
+    "bgit-bf16": ("bgit", False, "bf16", "topk"),
+    "bgit-full": ("bgit", False, "off", "full"),
 }
 
 
 def child(kind: str, data: Path, n_train: int, mbs: int) -> None:
     rows = json.loads(data.read_text())
     train, held_out = rows[:n_train], rows[n_train:]
-    trainer, checkpointing, autocast = RUNS[kind]
+    trainer, checkpointing, autocast, loss = RUNS[kind]
     if trainer == "base":
         print("RESULT " + json.dumps(run_base(held_out, mbs)))
         return
     if trainer == "trl":
         out = run_trl(train, held_out, mbs, checkpointing)
     else:
-        out = run_bgit(train, held_out, autocast, mbs, checkpointing)
+        out = run_bgit(train, held_out, autocast, mbs, checkpointing, loss)
     out["tokens"] = sum(len(r["response"]) for r in train)
     print("RESULT " + json.dumps(out))
 
@@ -330,7 +333,8 @@ def print_table(results: dict) -> None:
         print(f"{kind:<12}{ckpt:>6}{r['tokens'] / r['seconds']:>12.1f}{r['seconds']:>10.1f}"
               f"{r['peak_rss_mb']:>13.0f}{r['eval_kl']:>13.4f}{closure}")
     for b_name, t_name, what in (("bgit", "trl", "no activation checkpointing"),
-                                 ("bgit-ckpt", "trl-ckpt", "activation checkpointing on both")):
+                                 ("bgit-ckpt", "trl-ckpt", "activation checkpointing on both"),
+                                 ("bgit-full", "trl", "both recomputing the full-vocabulary teacher")):
         if b_name in results and t_name in results:
             b, t = results[b_name], results[t_name]
             print(f"bgit / TRL GKD, {what}: {t['seconds'] / b['seconds']:.2f}x tokens/s, "
