@@ -6,7 +6,8 @@ directory, HEAD's adapter directory for ``BAKE.parent: head``, the dtype) by
 ``bgit.pipeline.rollout_vllm.VLLMRolloutBackend``. Both return the same rows.
 
 The Hugging Face backend: for every stim, ``num_traj_per_stimulus`` responses are sampled with batched
-``generate`` (left padding, jobs sorted by context length). Row i is the teacher's
+``generate`` (jobs sorted by context length; the batch's shared prompt prefix run once, then
+pads, then each row's own tokens: :func:`pad_after_prefix`). Row i is the teacher's
 distribution of response token i given the teacher context and response[:i] (the first
 response token included), at temperature 1 over the raw logits whatever the sampling
 temperature was. When the teacher samples from its own context, the rows are read from
@@ -454,8 +455,11 @@ class DecodingRows:
         if not self.enabled:
             return [None] * len(responses)
         longest = max(len(r) for r in responses)
+        # Fewer steps than tokens would misalign every row. More is allowed: on CUDA, generate's
+        # deferred stop check runs one forward pass past the last token.
         if len(self.steps) < longest:
-            raise RuntimeError(f"generate ran {len(self.steps)} forward passes for {longest} new tokens")
+            raise RolloutError(f"generate ran {len(self.steps)} forward passes for {longest} new tokens; "
+                               "this transformers version's decoding logits cannot give the teacher rows")
         ids, logprobs, tail = (torch.stack(parts, dim=1).cpu().numpy() for parts in zip(*self.steps[:longest]))
         return [(ids[row, : len(r)], logprobs[row, : len(r)], tail[row, : len(r)]) for row, r in enumerate(responses)]
 
