@@ -34,6 +34,7 @@ of the jobs' max_tokens and every call advances towards it (early stops advance 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,10 +238,10 @@ def rollout(
     for batch_number, start in enumerate(range(0, len(order), batch_size)):
         batch = order[start : start + batch_size]
         torch.manual_seed(seed * 1_000_003 + batch_number)
-        decoding = DecodingRows(sample_model, target.top_k, enabled=sampler is None)
+        decoding = DecodingRows(model, target.top_k) if sampler is None else None  # the teacher samples
         responses = generate_batch(sample_model, sample_tokenizer or tokenizer, [job.sample_context for job in batch],
                                    target, progress, total, min_new_tokens, [job.max_tokens for job in batch], decoding)
-        teacher = decoding.rows(responses)
+        teacher = decoding.rows(responses) if decoding is not None else [None] * len(batch)
         # Rows whose samples did not come from the teacher context need the teacher-forcing pass.
         forced = [i for i, job in enumerate(batch) if teacher[i] is None or job.sample_context is not job.context]
         if forced:
@@ -364,6 +365,7 @@ def prefix_cache(model, prefix_ids, rows: int) -> dict:
     return {keyword: cache}
 
 
+@functools.cache
 def _cache_keyword() -> str:
     """transformers renamed ``past_key_values`` to ``cache`` (5.2x); use the installed one's name."""
     import inspect
@@ -427,33 +429,29 @@ class DecodingRows:
     A forward hook on the model sees ``outputs.logits`` of the prefill and of each decoding
     step, the same logits ``generate`` hands its sampling processors (temperature, top-p,
     repetition penalty, min_new_tokens), so the rows are those of the unprocessed, temperature-1
-    distribution. Step s predicts response token s. ``enabled=False``: :meth:`rows` returns
-    None for every response, and the model is not hooked.
+    distribution. Step s predicts response token s.
     """
 
-    def __init__(self, model, k: int, enabled: bool = True):
-        self.model, self.k, self.enabled = model, k, enabled
+    def __init__(self, model, k: int):
+        self.model, self.k = model, k
         self.steps: list[tuple] = []
 
     @contextlib.contextmanager
     def recording(self):
         """Hooks the model for the duration of one ``generate`` call."""
-        handle = self.model.register_forward_hook(self._record) if self.enabled else None
+        handle = self.model.register_forward_hook(self._record)
         try:
             yield self
         finally:
-            if handle is not None:
-                handle.remove()
+            handle.remove()
 
     def _record(self, module, args, output):
         self.steps.append(_topk_with_tail_tensors(output.logits[:, -1], self.k))
 
-    def rows(self, responses: list[list[int]]) -> list[tuple | None]:
-        """-> per response (ids int32 [T,K], log-probs f32 [T,K], tail f32 [T]) as numpy, or None."""
+    def rows(self, responses: list[list[int]]) -> list[tuple]:
+        """-> per response (ids int32 [T,K], log-probs f32 [T,K], tail f32 [T]) as numpy."""
         import torch
 
-        if not self.enabled:
-            return [None] * len(responses)
         longest = max(len(r) for r in responses)
         # Fewer steps than tokens would misalign every row. More is allowed: on CUDA, generate's
         # deferred stop check runs one forward pass past the last token.
