@@ -58,6 +58,46 @@ def test_topk_kl_matches_hand_computed_two_token_case():
     assert (kl1, kl2) == pytest.approx((0.04790, 0.08591), abs=2e-4)
 
 
+def _reference_topk_logq(logits, ids):
+    """log q over [K ids, tail] by autograd in float64: logsumexp over all, and over the rest."""
+    x = logits.double()
+    lse = torch.logsumexp(x, -1, keepdim=True)
+    outside = x.scatter(-1, ids, float("-inf"))
+    return torch.cat([x.gather(-1, ids) - lse, torch.logsumexp(outside, -1, keepdim=True) - lse], -1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0, 30.0])  # 30: the top K hold all but ~1e-9 of the mass
+def test_topk_bins_values_and_hand_written_gradient_match_autograd(scale):
+    from bgit.train.loss import topk_bins
+
+    generator = torch.Generator().manual_seed(int(scale))
+    logits = torch.randn(6, 300, generator=generator) * scale
+    ids = torch.stack([torch.randperm(300, generator=generator)[:20] for _ in range(6)])
+    ids[:, 0] = logits.argmax(-1)  # the peak among the teacher's tokens, as in practice
+    ids = torch.stack([row.unique(sorted=False)[:19] for row in ids])
+    upstream = torch.randn(6, 20, generator=generator)
+    ours_in = logits.clone().requires_grad_(True)
+    logq, _ = topk_bins(ours_in, ids, torch.zeros(6, 19), torch.zeros(6))
+    (logq * upstream).sum().backward()
+    ref_in = logits.double().requires_grad_(True)
+    expected = _reference_topk_logq(ref_in, ids)
+    (expected * upstream.double()).sum().backward()
+    assert torch.allclose(logq.double(), expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(ours_in.grad.double(), ref_in.grad, atol=1e-6)
+    assert ours_in.grad.abs().sum() > 0.1
+
+
+def test_topk_bins_gradient_keeps_the_logits_dtype_and_stays_finite_without_a_tail():
+    from bgit.train.loss import topk_bins
+
+    logits = torch.randn(3, 8).to(torch.bfloat16).requires_grad_(True)
+    ids = torch.stack([torch.randperm(8) for _ in range(3)])  # K = V: an empty tail
+    logq, _ = topk_bins(logits, ids, torch.zeros(3, 8), torch.zeros(3))
+    logq[:, :-1].sum().backward()
+    assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad).all()
+    assert (logq[:, -1] < -1e29).all()  # no mass in the tail, but no -inf either
+
+
 def test_topk_with_k_equal_vocab_equals_full_mode_value_and_gradients():
     model = tiny_llama(seed=3)
     examples = baking_examples(model, 4, k=VOCAB, seed=3)

@@ -285,7 +285,7 @@ def train_adapter(model, tokenizer, train, eval, bake: BakeConfig, work_dir: Pat
     peft_model = attach_lora(model, bake)
     run = None
     try:
-        with training_setup(peft_model, bake.model):
+        with training_setup(peft_model, bake.model, runtime.autocast and runtime.device.type == "cpu"):
             run = _Run(peft_model, tokenizer, train_items, eval_items, bake, work_dir, runtime, fingerprint)
             result = run.run(progress, started)
             run.stepper.close()  # a collective under ZeRO-3: every rank gets here

@@ -15,11 +15,6 @@ import math
 
 import torch
 
-# Masked logits use a large finite value, not -inf: a row whose every entry is masked
-# (K = vocabulary size) would otherwise give NaN gradients through logsumexp.
-_MASKED = -1e30
-
-
 def _plogp_minus(p: torch.Tensor, logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """p * (log p - log q) with 0 * log 0 = 0, safe for gradients."""
     present = p > 0
@@ -35,20 +30,53 @@ def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 def topk_bins(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
               tail_logprob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(student, teacher) log-probs over the teacher's K tokens plus one tail bucket: [N, K+1] each.
-
-    log q_tail = logsumexp(logits outside top-K) - logsumexp(all logits), which stays exact
-    when the top-K tokens hold nearly all of the student's mass (1 - sum q would cancel).
-    """
-    logits = student_logits.float()
-    lse = torch.logsumexp(logits, dim=-1)
-    ids = topk_ids.long()
-    logq_k = logits.gather(-1, ids) - lse.unsqueeze(-1)
-    outside = logits.scatter(-1, ids, _MASKED)
-    logq_tail = torch.logsumexp(outside, dim=-1) - lse
-    logq = torch.cat([logq_k, logq_tail.unsqueeze(-1)], dim=-1)
+    """(student, teacher) log-probs over the teacher's K tokens plus one tail bucket: [N, K+1] each."""
+    logq = _TopkTailLogProbs.apply(student_logits, topk_ids.long())
     logp = torch.cat([topk_logprobs.float(), tail_logprob.float().unsqueeze(-1)], dim=-1)
     return logq, logp
+
+
+class _TopkTailLogProbs(torch.autograd.Function):
+    """log q over [K ids, tail] from logits [N, V], with a hand-written backward.
+
+    The tail is summed with the K entries zeroed, never as 1 - sum(top-K), which would cancel
+    when the top-K hold nearly all of the mass. Autograd through logsumexp, scatter and
+    logsumexp again made about ten passes over the [N, V] logits (300 ms of a 1.4 s training
+    step on SmolLM2, 2 CPU cores); this makes four forward and one backward (60 ms).
+    d log q_k / dx = onehot(k) - softmax(x);  d log q_tail / dx = softmax_outside(x) - softmax(x).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        x = logits.float()
+        peak = x.amax(-1, keepdim=True)
+        exp = (x - peak).exp_()
+        total = exp.sum(-1)
+        exp_top = exp.gather(-1, ids)
+        exp.scatter_(-1, ids, 0.0)  # from here: exp(x - peak) outside the top K
+        outside = exp.sum(-1)
+        log_total = total.log()
+        logq_k = x.gather(-1, ids) - peak - log_total.unsqueeze(-1)
+        if ids.shape[-1] >= x.shape[-1]:  # K = V: no tail; a large finite value, not -inf (no NaN)
+            logq_tail = torch.full_like(total, -1e30)
+        else:  # an underflowed tail stays finite: about -87 - lse
+            logq_tail = outside.clamp_min(_TINY).log() - log_total
+        ctx.save_for_backward(exp, exp_top, total, outside, ids)
+        ctx.logits_dtype = logits.dtype
+        return torch.cat([logq_k, logq_tail.unsqueeze(-1)], dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        exp_outside, exp_top, total, outside, ids = ctx.saved_tensors
+        grad = grad.float()
+        grad_k, grad_tail, grad_sum = grad[..., :-1], grad[..., -1], grad.sum(-1)
+        tail_scale = torch.where(outside > 0, grad_tail / outside.clamp_min(_TINY), 0.0)
+        dx = exp_outside * (tail_scale - grad_sum / total).unsqueeze(-1)
+        dx.scatter_add_(-1, ids, grad_k - grad_sum.unsqueeze(-1) * exp_top / total.unsqueeze(-1))
+        return dx.to(ctx.logits_dtype), None
+
+
+_TINY = torch.finfo(torch.float32).tiny
 
 
 def full_bins(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
