@@ -26,7 +26,7 @@ top-K (K=20) + tail cached at rollout time and keeps one model. After training, 
 measures the held-out KL(prompted || baked) per response token over the full vocabulary, with
 the same code for both (bgit's evaluate_kl, loss=full), after the same optimizer steps; the
 ``base`` line is that KL before training (a zero-initialised LoRA), so each run's closure is
-1 - its KL / base KL. ``bgit-bf16`` repeats bgit's run under bf16 autocast, and ``bgit-full``
+1 - its KL / base KL. ``bgit-bf16`` and ``trl-bf16`` repeat the runs under bf16 autocast, and ``bgit-full``
 with ``BAKE.loss: full``: the teacher recomputed over the full vocabulary every step (the
 parent is the same weights with the adapter off), GKD's objective and cost. Each run is its own
 subprocess, so its peak RSS (VmHWM) is its own.
@@ -214,7 +214,7 @@ def _right_pad(seqs, n_prompts, pad_id):
     return ids, mask, labels
 
 
-def run_trl(rows, eval_rows, mbs: int, checkpointing: bool) -> dict:
+def run_trl(rows, eval_rows, mbs: int, checkpointing: bool, bf16: bool = False) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     GKDConfig = gkd_classes()[0]
@@ -236,7 +236,7 @@ def run_trl(rows, eval_rows, mbs: int, checkpointing: bool) -> dict:
                          num_train_epochs=1, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
                          weight_decay=0.0, max_grad_norm=1.0, lmbda=0.0, beta=0.0, temperature=1.0,
                          gradient_checkpointing=checkpointing, report_to=[], save_strategy="no",
-                         logging_steps=10**6, use_cpu=True, bf16=False, max_length=1024,
+                         logging_steps=10**6, use_cpu=True, bf16=bf16, max_length=1024,
                          dataloader_num_workers=0, seed=0, disable_tqdm=True)
         trainer = prompted_teacher_gkd()(model=model, teacher_model=teacher, args=args, train_dataset=data,
                                          processing_class=tok, data_collator=collate,
@@ -259,6 +259,7 @@ RUNS = {  # name: (trainer, activation checkpointing, autocast, bgit's BAKE.loss
     "trl-ckpt": ("trl", True, "off", None),
     "bgit-bf16": ("bgit", False, "bf16", "topk"),
     "bgit-full": ("bgit", False, "off", "full"),
+    "trl-bf16": ("trl", False, "bf16", None),
 }
 
 
@@ -270,7 +271,7 @@ def child(kind: str, data: Path, n_train: int, mbs: int) -> None:
         print("RESULT " + json.dumps(run_base(held_out, mbs)))
         return
     if trainer == "trl":
-        out = run_trl(train, held_out, mbs, checkpointing)
+        out = run_trl(train, held_out, mbs, checkpointing, bf16=autocast == "bf16")
     else:
         out = run_bgit(train, held_out, autocast, mbs, checkpointing, loss)
     out["tokens"] = sum(len(r["response"]) for r in train)
@@ -334,7 +335,8 @@ def print_table(results: dict) -> None:
               f"{r['peak_rss_mb']:>13.0f}{r['eval_kl']:>13.4f}{closure}")
     for b_name, t_name, what in (("bgit", "trl", "no activation checkpointing"),
                                  ("bgit-ckpt", "trl-ckpt", "activation checkpointing on both"),
-                                 ("bgit-full", "trl", "both recomputing the full-vocabulary teacher")):
+                                 ("bgit-full", "trl", "both recomputing the full-vocabulary teacher"),
+                                 ("bgit-bf16", "trl-bf16", "bf16 autocast on both")):
         if b_name in results and t_name in results:
             b, t = results[b_name], results[t_name]
             print(f"bgit / TRL GKD, {what}: {t['seconds'] / b['seconds']:.2f}x tokens/s, "

@@ -295,7 +295,8 @@ class BakeModelConfig(Settings):
                                 "MODEL.dtype (set one of them, or both alike).", choices=DTYPES,
                                 value_aliases=DTYPE_ALIASES)
     attn_implementation: str | None = setting(None, "Attention kernel while training (transformers' "
-                                              "attn_implementation); default: as loaded.", choices=ATTENTION)
+                                              "attn_implementation); default: as loaded, with SDPA computed in float32 "
+                                              "under bf16 autocast on a CPU.", choices=ATTENTION)
     disable_activation_checkpoint: bool = setting(True, "true (bgit's default, unlike the hosted tool's): no "
                                                   "activation (gradient) checkpointing, faster; false: "
                                                   "recompute activations in the backward pass, ~30% more "

@@ -133,10 +133,11 @@ def use_autocast(mode: str, device) -> bool:
     """bf16 autocast: 'auto' turns it on for CUDA devices with bf16 and for CPUs that multiply
     bf16 natively (AMX/AVX512-BF16); elsewhere a CPU would emulate it, slower.
 
-    On such a CPU it costs no measured quality; its speed-up did not reproduce: SmolLM2-135M +
-    LoRA r=16, 2 cores, bench/trainer_bench.py: 229 vs 163 response tokens/s on 2026-11-28,
-    167.3 vs 166.8 on 2026-11-30. The french quality bake
-    (256 stims, lr 5e-4, 3 epochs) reached held-out closure 0.853 with it, 0.854 without
+    On such a CPU it costs no measured quality and, with attention kept in float32 there
+    (lora.register_float32_sdpa), pays: SmolLM2-135M + LoRA r=16, 2 cores,
+    bench/trainer_bench.py, 287.6 vs 182.7 response tokens/s on 2026-11-30 (it was no faster,
+    167.3 vs 166.8, while attention ran in bf16). The french quality bake (256 stims, lr 5e-4,
+    3 epochs) reached held-out closure 0.853 with it, 0.854 without
     (bench/results/2026-11-30-quality-experiments, E09 / E06).
     """
     import torch
