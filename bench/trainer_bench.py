@@ -26,8 +26,8 @@ top-K (K=20) + tail cached at rollout time and keeps one model. After training, 
 measures the held-out KL(prompted || baked) per response token over the full vocabulary, with
 the same code for both (bgit's evaluate_kl, loss=full), after the same optimizer steps; the
 ``base`` line is that KL before training (a zero-initialised LoRA), so each run's closure is
-1 - its KL / base KL. ``bgit-bf16`` and ``trl-bf16`` repeat the runs under bf16 autocast, and ``bgit-full``
-with ``BAKE.loss: full``: the teacher recomputed over the full vocabulary every step (the
+1 - its KL / base KL. ``bgit-bf16`` and ``trl-bf16`` repeat the runs under bf16 autocast, and
+``bgit-full`` with ``BAKE.loss: full``: the teacher recomputed over the full vocabulary every step (the
 parent is the same weights with the adapter off), GKD's objective and cost. Each run is its own
 subprocess, so its peak RSS (VmHWM) is its own.
 """
