@@ -24,6 +24,10 @@ class TestVLLMBackend(RolloutBackendContract):
     LOGPROB_ATOL = LOGPROB_ATOL
     TAIL_PROB_ATOL = TAIL_PROB_ATOL  # vLLM's tail is 1 - sum(top-K) of float32 log-probs
     MAX_TOKENS = 24
+    # Same ids on a rerun, but the float32 log-probs moved by up to 1.24e-5 in a CI run: vLLM's
+    # CPU engine may batch and schedule the second call differently, so the sums run in another
+    # order. Still 10x tighter than the agreement with a fresh HF pass.
+    RERUN_LOGPROB_ATOL = LOGPROB_ATOL / 10
 
     @pytest.fixture(scope="class")
     def backend(self, smollm2):
