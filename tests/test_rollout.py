@@ -23,7 +23,7 @@ PROMPT = PromptConfig(teacher_messages=[{"role": "system", "content": "You are a
 TEXTS = ["Hello there", "What is the capital of France? Tell me please.", "x"]
 STIMS = [{"id": stim_id(t), "text": t, "generator": "hardcoded"} for t in TEXTS]
 
-EOS_SCALE = 2.0  # measured: stops 5 of 12 trajectories early with seed 3
+EOS_SCALE = 2.0  # measured: stops 7 of 12 trajectories early with seed 3
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 

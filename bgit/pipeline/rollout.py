@@ -280,18 +280,20 @@ def left_pad(sequences: list[list[int]], pad_id: int, device):
     return pad_after_prefix(sequences, 0, pad_id, device)
 
 
-def sampling_options(target) -> dict:
-    """transformers' generate options for TARGET's temperature and extra_kwargs: the whole
-    (temperature-scaled) distribution unless extra_kwargs narrow it."""
+def sampling_options(target) -> tuple[dict, list]:
+    """transformers' generate options and logits processors for TARGET's temperature and
+    extra_kwargs: the whole (temperature-scaled) distribution unless extra_kwargs narrow it,
+    sampled by :mod:`bgit.models.sampling` (generate itself decodes greedily)."""
+    from bgit.models.sampling import sampling_processors
+
     extra = target.extra_kwargs or {}
     penalty = {"repetition_penalty": float(extra["repetition_penalty"])} if "repetition_penalty" in extra else {}
+    greedy = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None, **penalty}
     if target.temperature <= 0:
-        return {"do_sample": False, "temperature": None, "top_k": None, "top_p": None, **penalty}
-    options = {"do_sample": True, "temperature": float(target.temperature), "top_k": int(extra.get("top_k", 0)),
-               "top_p": float(extra.get("top_p", 1.0)), **penalty}
-    if "min_p" in extra:
-        options["min_p"] = float(extra["min_p"])
-    return options
+        return greedy, []
+    return greedy, sampling_processors(float(target.temperature), top_k=int(extra.get("top_k", 0)),
+                                       top_p=float(extra.get("top_p", 1.0)),
+                                       min_p=float(extra["min_p"]) if "min_p" in extra else None)
 
 
 def generate_batch(model, tokenizer, contexts, target, progress=None, total=None, min_new_tokens=0,
@@ -311,8 +313,9 @@ def generate_batch(model, tokenizer, contexts, target, progress=None, total=None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     prefix = shared_prefix(model, contexts)
     input_ids, mask, _ = pad_after_prefix(contexts, prefix, pad_id, model.device)
+    options, sampling = sampling_options(target)
     config = GenerationConfig(max_new_tokens=max(budgets), min_new_tokens=min_new_tokens or None,
-                              eos_token_id=eos, pad_token_id=pad_id, **sampling_options(target))
+                              eos_token_id=eos, pad_token_id=pad_id, **options)
     counter = _StepCounter(progress, total, budgets)
     with torch.inference_mode():
         cache = prefix_cache(model, input_ids[:1, :prefix], len(contexts)) if prefix else {}
@@ -321,7 +324,7 @@ def generate_batch(model, tokenizer, contexts, target, progress=None, total=None
                 input_ids=input_ids,
                 attention_mask=mask,
                 generation_config=config,
-                logits_processor=LogitsProcessorList([counter]),
+                logits_processor=LogitsProcessorList([counter, *sampling]),
                 **cache,
             )
     counter.finish()

@@ -338,9 +338,10 @@ def sample_questions(model, tokenizer, request: str, generator, *, seed: int, ki
     """Sample completions of ``request`` until ``numq`` (default: the generator's) unique
     questions are parsed. ``raw``: ``request`` is the whole prompt, not a chat user message."""
     import torch
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessorList
 
     from bgit.models import render_context
+    from bgit.models.sampling import sampling_processors
     from bgit.pipeline.rollout import eos_ids, left_pad
 
     numq = generator.numq if numq is None else numq
@@ -350,15 +351,9 @@ def sample_questions(model, tokenizer, request: str, generator, *, seed: int, ki
     eos = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     greedy = generator.temperature <= 0
-    config = GenerationConfig(
-        max_new_tokens=generator.max_tokens,
-        do_sample=not greedy,
-        temperature=None if greedy else float(generator.temperature),
-        top_k=None if greedy else 0,
-        top_p=None if greedy else 1.0,
-        eos_token_id=eos,
-        pad_token_id=pad_id,
-    )
+    config = GenerationConfig(max_new_tokens=generator.max_tokens, do_sample=False, temperature=None, top_k=None,
+                              top_p=None, eos_token_id=eos, pad_token_id=pad_id)
+    sampling = LogitsProcessorList([] if greedy else sampling_processors(float(generator.temperature)))
     attempts_allowed = 1 if greedy else max_attempts(numq)  # greedy repeats itself
     found: list[str] = []
     seen = {normalise(q) for q in parse_questions(request)}  # never echo the template's examples
@@ -368,7 +363,8 @@ def sample_questions(model, tokenizer, request: str, generator, *, seed: int, ki
         torch.manual_seed(seed * 1_000_003 + attempts)
         input_ids, mask, _ = left_pad([context] * rows, pad_id, model.device)
         with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                 logits_processor=sampling)
         attempts += rows
         for sequence in out[:, input_ids.shape[1] :].tolist():
             for question in parse_questions(tokenizer.decode(sequence, skip_special_tokens=True)):
