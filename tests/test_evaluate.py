@@ -252,6 +252,28 @@ def test_stims_file_errors(tmp_path):
     assert read_stims_file(plain) == ["one", "two"]
 
 
+# Characters str.splitlines() breaks lines at, all of which a JSON string may hold unescaped.
+LINE_BREAKERS = "\u2028\u2029\x85\x1c\x1d\x1e\x0b\x0c"
+
+
+def test_dataset_rows_holding_unicode_line_separators_read_back_whole(history, tmp_path):
+    """A sampled response may hold U+2028 (a bake once failed at its commit on one)."""
+    from bgit.evaluate import open_bake, read_stims_file
+    from bgit.repo import Repository
+
+    _, base_dir, adapters, _ = history
+    repo = Repository.init(tmp_path / "repo")  # not the shared history: its HEAD stays
+    rows = rollout_rows(base_dir, ["Why?"])
+    rows[0]["response"] = f"a{LINE_BREAKERS}b"
+    sha = commit_bake(repo, base_dir, adapters["a"], tmp_path / "work", "odd characters", rows=rows,
+                      stims=["Why?"], held_out=["Why?"])
+    assert (tmp_path / "work" / "rollout.jsonl").read_text(encoding="utf-8").count("\n") == 1  # one row, raw
+    assert open_bake(repo, sha).read_jsonl("targets/terse/rollout.jsonl") == rows
+    stims = tmp_path / "stims.jsonl"
+    stims.write_text(json.dumps({"text": f"one{LINE_BREAKERS}two"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_stims_file(stims) == [f"one{LINE_BREAKERS}two"]
+
+
 def test_eval_note_round_trip_and_git_log_shows_it(history):
     from bgit.evaluate import EvalResult, read_eval, write_eval
 

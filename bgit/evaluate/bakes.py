@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bgit.evaluate.errors import NoBaseModelError, NotABakeError
 from bgit.record import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BAKE_RECORD, BakeRecord, BakeRecordError, ModelRef,
-                         RecordError)
+                         RecordError, jsonl_lines)
 from bgit.util.files import hash_bytes, replace_dir_atomic
 from bgit.repo.sync import stage_zero
 from bgit.config import load_config, parse_config
@@ -74,7 +74,7 @@ class Bake:
         if text is None:
             return []
         rows = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(jsonl_lines(text), 1):
             if not line.strip():
                 continue
             try:

@@ -34,6 +34,7 @@ from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEv
 from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
 from bgit.models import render_context
+from bgit.record import jsonl_lines
 from bgit.record import stim_id as text_stim_id
 from bgit.util.progress import SILENT
 
@@ -54,7 +55,7 @@ def read_stims_file(path) -> list[str]:
     """User messages from a JSONL file (strings or objects with text/stim/content) or plain lines."""
     path = Path(path)
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in jsonl_lines(path.read_text(encoding="utf-8")) if line.strip()]
     except OSError as error:
         raise BadStimsFileError(path, error.strerror or "cannot be read") from None
     stims = []

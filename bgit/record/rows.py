@@ -64,6 +64,13 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     return path
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text. Split on "\\n" only: ``str.splitlines`` also splits on
+    U+2028, U+2029, U+0085 and other characters that a JSON string holds unescaped (a sampled
+    response can), which would cut a row in two."""
+    return text.split("\n")
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
