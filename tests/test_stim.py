@@ -8,7 +8,8 @@ import pytest
 
 from bgit.config.schema import GeneratorConfig, PromptConfig, TargetConfig
 from bgit.errors import BgitError
-from bgit.pipeline.stim import StimError, fill_template, generate_stims, parse_questions, prompt_text, stim_id
+from bgit.pipeline.stim import (StimError, _EnoughQuestions, fill_template, generate_stims, normalise,
+                                parse_questions, prompt_text, stim_id)
 from rollout_helpers import char_tokenizer, one_thread, tiny_llama
 
 PROMPT = PromptConfig(teacher_messages=[{"role": "system", "content": "Always answer like a pirate."}])
@@ -68,6 +69,13 @@ def test_from_dataset_sampling_is_seeded(datasets_dir):
     assert [r["text"] for r in stims(pinned, seed=99, base_dir=base)] == first
 
 
+def test_from_dataset_jsonl_rows_keep_unicode_line_separators(tmp_path):
+    text = "Is this \u2028 one \x85 question?"
+    (tmp_path / "odd.jsonl").write_text(json.dumps({"text": text}, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows = stims(GeneratorConfig(type="from_dataset", path="odd.jsonl", numq=0), base_dir=tmp_path)
+    assert [r["text"] for r in rows] == ["Is this one question?"]  # read whole, whitespace normalised
+
+
 def test_from_dataset_errors(datasets_dir):
     base, _ = datasets_dir
     with pytest.raises(StimError, match=r"^from_dataset: file not found: missing.jsonl$"):
@@ -112,6 +120,29 @@ def test_templates():
     with pytest.raises(StimError) as caught:
         fill_template("Write ${count}", "oneshot_qs", numq=3, prompt_u="p")
     assert str(caught.value) == "oneshot_qs template: unknown variable ${count} (known: ${numq}, ${prompt_u})"
+
+
+def test_a_writing_call_stops_once_its_finished_lines_hold_enough_questions():
+    import torch
+
+    tokenizer = char_tokenizer()
+    eos = tokenizer.eos_token_id
+    prompt = tokenizer("ab")["input_ids"]
+    writing = prompt + tokenizer("Why is the sea salty?\nHow do I tie a bowline knot?\nWhat is a")["input_ids"]
+    ended = prompt + tokenizer("Explain how tides work.")["input_ids"] + [eos]
+    ended += [eos] * (len(writing) - len(ended))  # generate pads finished rows
+    sequences = torch.tensor([writing, ended])
+    enough = _EnoughQuestions(tokenizer, len(prompt), {eos}, set(), needed=3)
+    # A row still writing gives its finished lines only; an ended row all of its text.
+    assert enough.questions(sequences) == ["Why is the sea salty?", "How do I tie a bowline knot?",
+                                           "Explain how tides work."]
+    stops = [bool(enough(sequences, None).all()) for _ in range(2 * _EnoughQuestions.CHECK_EVERY)]
+    assert stops.index(True) == _EnoughQuestions.CHECK_EVERY - 1  # checked every CHECK_EVERY steps
+    assert not any(_EnoughQuestions(tokenizer, len(prompt), {eos}, set(), needed=4)(sequences, None).any()
+                   for _ in range(_EnoughQuestions.CHECK_EVERY))
+    seen = {normalise("why is the sea salty?")}  # taken by an earlier call: not new
+    assert not any(_EnoughQuestions(tokenizer, len(prompt), {eos}, seen, needed=3)(sequences, None).any()
+                   for _ in range(_EnoughQuestions.CHECK_EVERY))
 
 
 def model_calls(model):
@@ -170,6 +201,29 @@ def test_oneshot_qs_on_the_embedded_model_is_deterministic(smollm):
     assert first == second
     assert len(first) == 3 and len({r["text"].casefold() for r in first}) == 3
     assert all(r["generator"] == "oneshot_qs" and len(r["text"]) >= 10 for r in first)
+
+
+@pytest.mark.slow
+def test_oneshot_qs_stops_writing_once_it_has_its_questions(smollm):
+    model, tokenizer = smollm
+    lengths = []
+    original = model.generate
+
+    def generate(*args, **kwargs):
+        out = original(*args, **kwargs)
+        lengths.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    generator = GeneratorConfig(type="oneshot_qs", numq=3, max_tokens=512)
+    model.generate = generate
+    try:
+        with one_thread():
+            rows = stims(generator, seed=3, model_loader=lambda name: smollm)
+    finally:
+        del model.generate
+    print(lengths, [r["text"] for r in rows])
+    assert len(rows) == 3 and lengths[-1] < 512  # stopped early, not at the token budget
+    assert len(lengths) == 1 and lengths[0] % _EnoughQuestions.CHECK_EVERY == 0  # the first call, at a check
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable
 
 from bgit.errors import BgitError
-from bgit.record import stim_id
+from bgit.record import jsonl_lines, stim_id
 
 MIN_QUESTION_CHARS = 10
 MAX_QUESTION_CHARS = 300
@@ -188,7 +188,7 @@ def _pick(record: dict, field: str | None, where: str) -> str | None:
 
 def _read_jsonl_texts(path: Path, pick) -> list[str]:
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), 1):
         if not line.strip():
             continue
         try:
@@ -338,7 +338,7 @@ def sample_questions(model, tokenizer, request: str, generator, *, seed: int, ki
     """Sample completions of ``request`` until ``numq`` (default: the generator's) unique
     questions are parsed. ``raw``: ``request`` is the whole prompt, not a chat user message."""
     import torch
-    from transformers import GenerationConfig, LogitsProcessorList
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
     from bgit.models import render_context
     from bgit.models.sampling import sampling_processors
@@ -362,16 +362,16 @@ def sample_questions(model, tokenizer, request: str, generator, *, seed: int, ki
         rows = min(QUESTIONS_PER_CALL, attempts_allowed - attempts)
         torch.manual_seed(seed * 1_000_003 + attempts)
         input_ids, mask, _ = left_pad([context] * rows, pad_id, model.device)
+        enough = _EnoughQuestions(tokenizer, input_ids.shape[1], set(eos), seen, numq - len(found))
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
-                                 logits_processor=sampling)
+                                 logits_processor=sampling, stopping_criteria=StoppingCriteriaList([enough]))
         attempts += rows
-        for sequence in out[:, input_ids.shape[1] :].tolist():
-            for question in parse_questions(tokenizer.decode(sequence, skip_special_tokens=True)):
-                key = normalise(question)
-                if key not in seen and len(found) < numq:
-                    seen.add(key)
-                    found.append(question)
+        for question in enough.questions(out):
+            key = normalise(question)
+            if key not in seen and len(found) < numq:
+                seen.add(key)
+                found.append(question)
         if progress is not None:
             progress(0, numq, phase="stim", generator=kind, found=len(found))
     if len(found) < numq:
@@ -379,6 +379,38 @@ def sample_questions(model, tokenizer, request: str, generator, *, seed: int, ki
     if progress is not None:
         progress(numq, numq, phase="stim", generator=kind, found=len(found))
     return found
+
+
+class _EnoughQuestions:
+    """A stopping criterion for one question-writing ``generate`` call: every
+    :data:`CHECK_EVERY` steps it parses the rows' finished lines and stops the call once they
+    hold ``needed`` new questions (a row usually lists many; the rest of its budget would be
+    spent on questions nobody takes). :meth:`questions` reads the finished lines of the output:
+    a row cut by this stop or by its token budget loses its unfinished last line."""
+
+    CHECK_EVERY = 16
+
+    def __init__(self, tokenizer, prompt_length: int, eos: set[int], seen: set[str], needed: int):
+        self.tokenizer, self.prompt_length, self.eos = tokenizer, prompt_length, eos
+        self.seen, self.needed, self.steps = seen, needed, 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.steps += 1
+        done = self.steps % self.CHECK_EVERY == 0 and self._new(self.questions(input_ids)) >= self.needed
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    def _new(self, questions: list[str]) -> int:
+        return len({normalise(q) for q in questions} - self.seen)
+
+    def questions(self, sequences) -> list[str]:
+        found = []
+        for row in sequences[:, self.prompt_length:].tolist():
+            finished = any(token in self.eos for token in row)
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            found += parse_questions(text if finished else text[: text.rfind("\n") + 1])
+        return found
 
 
 _LIST_MARKER = re.compile(
