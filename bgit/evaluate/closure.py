@@ -34,8 +34,7 @@ from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEv
 from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
 from bgit.models import render_context
-from bgit.record import jsonl_lines
-from bgit.record import stim_id as text_stim_id
+from bgit.record import jsonl_lines, stim_id as text_stim_id
 from bgit.util.progress import SILENT
 
 DEFAULT_MAX_STIMS = 64
