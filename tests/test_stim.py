@@ -170,7 +170,7 @@ def test_oneshot_gives_up_after_bounded_attempts():
     with one_thread(), pytest.raises(StimError) as caught:
         stims(generator, model_loader=lambda name: loaded.append(name) or (model, tokenizer))
     assert str(caught.value) == "oneshot_qs produced 0 of 3 questions after 16 attempts"
-    assert model_calls(model) == 2  # the 16 attempts ran as two batches of 8
+    assert model_calls(model) == 1  # the 16 attempts ran as one batch (up to QUESTIONS_PER_CALL = 32)
     assert loaded == [None]  # None = the bake's base model
     with pytest.raises(StimError, match=r"^persona produced 0 of 1 questions after 16 attempts$"):
         stims(GeneratorConfig(type="persona", numq=1, max_tokens=8),  # one built-in persona

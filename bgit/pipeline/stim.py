@@ -46,7 +46,11 @@ from bgit.record import jsonl_lines, stim_id
 
 MIN_QUESTION_CHARS = 10
 MAX_QUESTION_CHARS = 300
-QUESTIONS_PER_CALL = 8  # sequences sampled per generate call (one batch)
+# Sequences sampled per generate call (one batch). With the early stop (_EnoughQuestions) one
+# wide call usually holds all the questions: customer_service's 20 took 226 s in 5 calls of 8,
+# 135 s in 3 of 16, 76 s in 1 of 32 (stopped at 368 of 512 tokens), 55 s in 1 of 40
+# (bench/results/2026-11-30-x86_64-2core/writer_batch.txt).
+QUESTIONS_PER_CALL = 32
 MAX_TEMPLATE_BYTES = 1 << 20
 WRITERS = ("oneshot_qs", "persona", "custom")
 
