@@ -128,7 +128,9 @@ def test_a_writing_call_stops_once_its_finished_lines_hold_enough_questions():
     tokenizer = char_tokenizer()
     eos = tokenizer.eos_token_id
     prompt = tokenizer("ab")["input_ids"]
-    writing = prompt + tokenizer("Why is the sea salty?\nHow do I tie a bowline knot?\nWhat is a")["input_ids"]
+    # The last line may still go on ("... my bag? It is blue."): not a question yet.
+    lines = "Why is the sea salty?\nHow do I tie a bowline knot?\nCan you find my bag?"
+    writing = prompt + tokenizer(lines)["input_ids"]
     ended = prompt + tokenizer("Explain how tides work.")["input_ids"] + [eos]
     ended += [eos] * (len(writing) - len(ended))  # generate pads finished rows
     sequences = torch.tensor([writing, ended])
