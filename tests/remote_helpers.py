@@ -138,43 +138,75 @@ class MotoS3:
 
 
 class CountingStore(StoreRemote):
-    """Wraps a real store remote; counts calls and bytes, and can fail after N puts."""
+    """Wraps a real store remote; counts put requests (a loose object or a pack), the
+    objects and bytes they carry, and gets; can fail after N put requests."""
 
     def __init__(self, inner: StoreRemote, fail_after_puts: int | None = None) -> None:
+        super().__init__()
         self.inner = inner
         self.url = inner.url
         self.fail_after_puts = fail_after_puts
         self.puts = self.gets = self.has_calls = 0
         self.bytes_put = self.bytes_got = 0
         self.put_oids: list[str] = []
-        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+
+    def _count_put(self, oids: list[str], nbytes: int) -> None:
+        with self._count_lock:
+            if self.fail_after_puts is not None and self.puts >= self.fail_after_puts:
+                raise ConnectionError("simulated transport failure")
+            self.puts += 1
+            self.bytes_put += nbytes
+            self.put_oids.extend(oids)
 
     def check(self):
         self.inner.check()
 
     def has_many(self, oids):
-        with self._lock:
+        with self._count_lock:
             self.has_calls += 1
-        return self.inner.has_many(oids)
+        return super().has_many(oids)
 
     def put(self, oid, raw):
-        with self._lock:
-            if self.fail_after_puts is not None and self.puts >= self.fail_after_puts:
-                raise ConnectionError("simulated transport failure")
-            self.puts += 1
-            self.bytes_put += len(raw)
-            self.put_oids.append(oid)
+        self._count_put([oid], len(raw))
         self.inner.put(oid, raw)
 
+    def put_pack(self, objects):
+        self._count_put([oid for oid, _ in objects], sum(len(raw) for _, raw in objects))
+        return super().put_pack(objects)
+
     def get(self, oid, max_bytes=None):
-        raw = self.inner.get(oid, max_bytes)
-        with self._lock:
+        raw = super().get(oid, max_bytes)
+        with self._count_lock:
             self.gets += 1
             self.bytes_got += len(raw)
         return raw
 
-    def list(self):
-        return self.inner.list()
+    def read_pack(self, name, offset, length):
+        data = super().read_pack(name, offset, length)
+        with self._count_lock:
+            self.gets += 1
+            self.bytes_got += len(data)
+        return data
+
+    # the backend: the wrapped store's
+    def _has_loose(self, oids):
+        return self.inner._has_loose(oids)
+
+    def _get_loose(self, oid, max_bytes):
+        return self.inner._get_loose(oid, max_bytes)
+
+    def _list_loose(self):
+        return self.inner._list_loose()
+
+    def _list_files(self, folder):
+        return self.inner._list_files(folder)
+
+    def _read_file(self, path, offset, length):
+        return self.inner._read_file(path, offset, length)
+
+    def _write_file(self, path, data):
+        self.inner._write_file(path, data)
 
 
 def set_env(monkeypatch, env: dict) -> None:
@@ -182,3 +214,37 @@ def set_env(monkeypatch, env: dict) -> None:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+# -- rewriting what a remote store holds (a hostile or damaged remote) -------------------------
+
+def _remove_file(remote: StoreRemote, path: str) -> None:
+    if hasattr(remote, "root"):
+        (remote.root / path).unlink()
+    else:
+        remote.client.delete_object(Bucket=remote.bucket, Key=remote._file_key(path))
+
+
+def replace_remote_object(remote: StoreRemote, oid: str, raw: bytes | None) -> bytes:
+    """Make the remote hold ``raw`` for ``oid`` (or drop it when None), wherever it sits:
+    a loose object is rewritten, a packed one's pack is rebuilt without its old copy.
+    Returns the bytes it held."""
+    entry = remote.packed().get(oid)
+    original = remote.get(oid)
+    if entry is None:
+        path = f"{oid[:2]}/{oid[2:]}"
+        _remove_file(remote, path)
+        if raw is not None:
+            remote._write_file(path, raw)
+        return original
+    members = [(other, e) for other, e in remote.packed().items() if e.pack == entry.pack]
+    objects = [(other, remote.read_pack(e.pack, e.offset, e.length)) for other, e in
+               sorted(members, key=lambda m: m[1].offset)]
+    objects = [(other, raw if other == oid else data) for other, data in objects
+               if other != oid or raw is not None]
+    if objects:
+        remote.put_pack(objects)
+    for suffix in (".idx", ".pack"):
+        _remove_file(remote, f"packs/{entry.pack}{suffix}")
+    remote._packs, remote._pack_names = None, set()  # read the indexes again
+    return original

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from bgit.cli.main import cli
 from bgit.remote import (PushRejectedError, RemoteObjectCorruptError, add_remote, clone, fetch,
-                         install_fetcher, pull, push)
+                         fetch_missing, install_fetcher, pull, push)
+from bgit.remote import transfer
 from bgit.remote.config import get_remote, store_url_of
 from bgit.remote.stores import open_store_remote
 from bgit.repo import Repository
@@ -22,7 +23,7 @@ from bgit.store import codecs
 from bgit.store.objects import hash_bytes
 
 from remote_helpers import (CountingStore, GitDaemon, MotoS3, adapter_tensors, free_port,
-                            make_bake, set_env)
+                            make_bake, replace_remote_object, set_env)
 
 ADAPTER = "adapter/adapter_model.safetensors"
 ROLLOUT = "targets/x/rollout.jsonl"
@@ -132,18 +133,58 @@ def test_repush_sends_nothing_and_a_one_tensor_change_sends_no_dataset(tmp_path,
     assert push(a, store_remote=counting).updated == [] and counting.bytes_put == 0
 
 
+def test_small_objects_travel_in_one_pack_and_come_back_in_one_read(tmp_path, origin):
+    kind, url, store_url = origin
+    a = Repository.init(tmp_path / "a")
+    tensors = adapter_tensors(1)
+    tensors["big.weight"] = tensors[sorted(tensors)[0]].repeat(256, axis=0)  # 4 MiB: alone
+    make_bake(a.root, 1, tensors=tensors)
+    a.add(all=True)
+    a.commit("bake 1")
+    add_remote(a.git, "origin", url, store_url)
+    needed = payload_ids(a, "HEAD", ADAPTER) | payload_ids(a, "HEAD", ROLLOUT)
+    big = {oid for oid, size in a.read_manifest("HEAD", ADAPTER).pieces if size >= transfer.LOOSE_MIN}
+    assert len(big) == 1 and len(needed) >= 40
+
+    sending = store_of(a)
+    push(a, store_remote=sending)
+    assert sending.puts == 2 and sorted(sending.put_oids) == sorted(needed)  # a pack, the big one
+    remote = open_store_remote(store_url_of(get_remote(a.git, "origin")))
+    assert set(remote._list_loose()) == big
+    assert len(remote._list_files("packs")) == 2 and set(remote.list()) == needed
+
+    b = clone(url, tmp_path / "b", store_url, checkout=False)
+    reading = CountingStore(open_store_remote(remote.url))
+    assert fetch_missing(b, "origin/main", store_remote=reading) == len(needed)
+    assert reading.gets == 2  # one range for the pack's objects, one for the big one
+    b.checkout("origin/main", force=True)
+    assert filecmp.cmp(a.root / ADAPTER, b.root / ADAPTER, shallow=False)
+    assert filecmp.cmp(a.root / ROLLOUT, b.root / ROLLOUT, shallow=False)
+    assert b.fsck().ok
+
+
+def test_a_store_of_loose_objects_from_before_packs_still_clones(tmp_path, origin):
+    kind, url, store_url = origin
+    a = published(tmp_path, origin)
+    remote = open_store_remote(store_url_of(get_remote(a.git, "origin")))
+    for oid in sorted(remote.packed()):  # rewrite the store as a bgit before packs wrote it
+        raw = remote.get(oid)
+        replace_remote_object(remote, oid, None)
+        remote.put(oid, raw)
+    assert remote._list_files("packs") == [] and set(remote._list_loose()) == (
+        payload_ids(a, "HEAD", ADAPTER) | payload_ids(a, "HEAD", ROLLOUT))
+    b = clone(url, tmp_path / "b", store_url)
+    assert filecmp.cmp(a.root / ADAPTER, b.root / ADAPTER, shallow=False)
+    assert filecmp.cmp(a.root / ROLLOUT, b.root / ROLLOUT, shallow=False)
+
+
 def _corrupt(store_url: str, oid: str, size: int) -> None:
     """Replace a remote object with a well-formed encoding of other bytes of its size."""
     remote = open_store_remote(store_url)
     other = (b"not the original bytes" * (size // 22 + 1))[:size]
     bogus = codecs.encode(other)
     assert hash_bytes(other) != oid
-    if store_url.startswith("s3://"):
-        remote.put(oid, bogus)
-    else:
-        path = remote.root / oid[:2] / oid[2:]
-        path.unlink()
-        path.write_bytes(bogus)
+    replace_remote_object(remote, oid, bogus)
 
 
 def test_corrupt_remote_object_is_reported_and_not_stored(tmp_path, origin, monkeypatch):
@@ -234,7 +275,8 @@ def test_non_fast_forward_push_refused_and_pull(tmp_path, origin, monkeypatch):
     assert not pull(c).fast_forwarded
 
 
-def test_killed_push_resumes_without_resending(tmp_path, origin):
+def test_killed_push_resumes_without_resending(tmp_path, origin, monkeypatch):
+    monkeypatch.setattr(transfer, "PACK_BYTES", 64 << 10)  # a small bake in many packs
     kind, url, store_url = origin
     a = new_repo(tmp_path / "a")
     add_remote(a.git, "origin", url, store_url)
@@ -248,7 +290,7 @@ def test_killed_push_resumes_without_resending(tmp_path, origin):
 
     resumed = store_of(a)
     result = push(a, store_remote=resumed)
-    assert result.updated and resumed.puts == total - 5
+    assert result.updated and len(resumed.put_oids) == total - len(dying.put_oids)
     assert not set(resumed.put_oids) & set(dying.put_oids)
     assert "refs/heads/main" in _remote_heads(a)
     b = clone(url, tmp_path / "b", store_url)

@@ -30,7 +30,8 @@ from bgit.repo import Repository
 from bgit.store import codecs
 from bgit.store.objects import hash_bytes
 
-from remote_helpers import adapter_tensors, bf16_like, make_bake, write_safetensors
+from remote_helpers import (adapter_tensors, bf16_like, make_bake, replace_remote_object,
+                            write_safetensors)
 from repo_helpers import git
 
 ADAPTER = "adapter/adapter_model.safetensors"
@@ -77,16 +78,13 @@ def bake(repo: Repository, seed: int, big: bool = True) -> None:
     repo.commit(f"bake {seed}")
 
 
-def remote_object(repo: Repository, oid: str) -> Path:
-    return Path(store_url_of(get_remote(repo.git, "origin"))) / oid[:2] / oid[2:]
+def origin_store(repo: Repository):
+    return open_store_remote(store_url_of(get_remote(repo.git, "origin")))
 
 
-def replace_object(path: Path, raw: bytes) -> bytes:
-    """Put ``raw`` where a remote object was; returns the original bytes."""
-    original = path.read_bytes()
-    path.unlink()
-    path.write_bytes(raw)
-    return original
+def replace_object(repo: Repository, oid: str, raw: bytes | None) -> bytes:
+    """Make origin's store hold ``raw`` for ``oid`` (None: nothing); returns what it held."""
+    return replace_remote_object(origin_store(repo), oid, raw)
 
 
 def zero_frame(nbytes: int, announce: bool) -> bytes:
@@ -145,15 +143,26 @@ def test_object_expanding_to_2gib_is_refused_within_bounded_memory(tmp_path, pub
         raw, reason = header(size) + frames["announced"], f"zstd frame claims {CLAIM} bytes, the header {size}"
     else:  # nothing announces the 2 GiB; decompression itself must stop at the recorded size
         raw, reason = header(size) + frames["unannounced"], "cannot decompress ("
-    replace_object(remote_object(a, victim), raw)
-    replace_object(remote_object(a, other), header(CLAIM) + frames["announced"])  # a second worker's
+    replace_object(a, victim, raw)
+    original_other = replace_object(a, other, header(CLAIM) + frames["announced"])  # a second worker's
     code, out, err, rss = run_measured(tmp_path, "clone", str(tmp_path / "origin.git"), "b")
 
     assert rss - honest_rss < RSS_ALLOWANCE, (rss >> 20, honest_rss >> 20)
     assert code == 1 and out == ""
     (line,) = err.splitlines()
+    # Whichever a worker meets first; the small one is over its bound before it is read.
     assert line.startswith(f"Error: object {victim} from 'origin' is corrupt ({reason}") or \
-        line.startswith(f"Error: object {other} from 'origin' is corrupt (header claims {CLAIM} bytes")
+        line.startswith(f"Error: object {other} from 'origin' is corrupt (header claims {CLAIM} bytes") or \
+        line.startswith(f"Error: object {other} from 'origin' is corrupt "
+                        f"(more than {codecs.HEADER_SIZE + other_size} bytes stored)")
+    assert line.endswith("; not stored")
+
+    replace_object(a, other, original_other)  # the big object alone, so its own check is seen
+    code, out, err, rss = run_measured(tmp_path, "clone", str(tmp_path / "origin.git"), "b")
+    assert rss - honest_rss < RSS_ALLOWANCE, (rss >> 20, honest_rss >> 20)
+    assert code == 1 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"Error: object {victim} from 'origin' is corrupt ({reason}")
     assert line.endswith("; not stored")
     assert not (tmp_path / "b").exists()  # a failed clone leaves nothing behind
     honest = Repository.open(tmp_path / "honest")
@@ -171,7 +180,7 @@ def test_lazy_checkout_of_a_2gib_object_is_refused_within_bounded_memory(tmp_pat
     assert code == 0, err
     victim, size = piece_of(a, "HEAD~1", "big.weight")
     assert victim not in {oid for oid, _ in a.read_manifest("HEAD", ADAPTER).pieces}
-    replace_object(remote_object(a, victim), header(size) + frames["unannounced"])
+    replace_object(a, victim, header(size) + frames["unannounced"])
 
     code, out, err, rss = run_measured(b, "checkout", "HEAD~1")
     assert rss - honest_rss < RSS_ALLOWANCE, (rss >> 20, honest_rss >> 20)
@@ -190,8 +199,7 @@ def test_fetching_an_id_no_manifest_sizes_is_still_bounded(tmp_path, published, 
 
     b = clone(str(tmp_path / "origin.git"), tmp_path / "b")
     stray = "ab" * 32  # named by no manifest the refs reach: no recorded size to hold it to
-    (remote_object(published, stray)).parent.mkdir(exist_ok=True)
-    remote_object(published, stray).write_bytes(header(CLAIM) + frames["announced"])
+    origin_store(published).put(stray, header(CLAIM) + frames["announced"])
     with pytest.raises(RemoteObjectCorruptError, match=(
             f"^object {stray} from 'origin' is corrupt \\(header claims {CLAIM} bytes, more than "
             f"any object bgit writes\\); not stored$")):
@@ -202,13 +210,12 @@ def test_fetching_an_id_no_manifest_sizes_is_still_bounded(tmp_path, published, 
 def test_remote_object_larger_than_its_size_is_not_read_whole(tmp_path, published):
     a = published
     victim, size = piece_of(a, "HEAD", "big.weight")
-    original = remote_object(a, victim).read_bytes()
-    replace_object(remote_object(a, victim), original + bytes(64 << 20))  # padded by 64 MiB
+    original = replace_object(a, victim, origin_store(a).get(victim) + bytes(64 << 20))  # padded by 64 MiB
     with pytest.raises(Exception) as error:
         clone(str(tmp_path / "origin.git"), tmp_path / "b")
     assert str(error.value) == (f"object {victim} from 'origin' is corrupt "
                                 f"(more than {codecs.HEADER_SIZE + size} bytes stored); not stored")
-    replace_object(remote_object(a, victim), original)
+    replace_object(a, victim, original)
     b = clone(str(tmp_path / "origin.git"), tmp_path / "c")
     assert filecmp.cmp(b.root / ADAPTER, tmp_path / "adapter-2", shallow=False)
 
@@ -236,7 +243,7 @@ def test_push_refuses_a_corrupt_local_object_and_moves_no_ref(tmp_path, publishe
     assert line.startswith(f"Error: cannot push to 'origin': local object {victim} is corrupt (")
     assert line.endswith(f"); needed by {short}:{ADAPTER}; no ref was updated")
     assert remote_head(origin) == before  # the remote still serves bake 2, checked with git
-    assert not remote_object(a, victim).exists()
+    assert victim not in set(origin_store(a).list())
 
     other = bytes(size)  # a well-formed object of the right size holding other bytes
     path.write_bytes(codecs.encode(other))
@@ -391,7 +398,7 @@ def test_fsck_in_a_lazy_clone_reports_not_fetched_and_remote_checks_the_store(tm
         assert result.exit_code == 0 and result.output.endswith(f"ok: 3 manifests, {verified} objects verified\n")
 
     lost = sorted(old_only)[0]
-    os.unlink(remote_object(a, lost))  # gone from the remote's store as well: truly missing
+    replace_object(a, lost, None)  # gone from the remote's store as well: truly missing
     assert CliRunner().invoke(cli, ["fsck"]).exit_code == 0  # bgit's records still place it there
     result = CliRunner().invoke(cli, ["fsck", "--remote"])
     assert result.exit_code == 1
@@ -473,7 +480,10 @@ def test_push_killed_with_sigkill_resumes_and_the_remote_stays_consistent(tmp_pa
     total = len(a.read_manifest("HEAD", ADAPTER).object_ids())
     known = a.bgit_dir / "remotes" / "origin" / "known"
 
-    proc = subprocess.Popen([sys.executable, "-m", "bgit", "push", "-q"], cwd=a.root,
+    # Packs of 256 KiB (8 of these tensors), so the kill lands between packs.
+    small_packs = ("from bgit.remote import transfer; transfer.PACK_BYTES = 256 << 10; "
+                   "from bgit.cli.main import main; main()")
+    proc = subprocess.Popen([sys.executable, "-c", small_packs, "push", "-q"], cwd=a.root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from bgit.cli.main import cli
 from bgit.remote.known import KnownObjects
+from bgit.remote.packs import CorruptPackIndexError, build_pack, parse_index
 from bgit.remote.stores import (DirectoryStoreRemote, ObjectAbsentError, ObjectTooLargeError,
                                 StoreRemoteError, StoreUnreachableError, open_store_remote)
 from bgit.repo import Repository
@@ -104,6 +105,91 @@ def test_directory_store_never_shows_partial_objects(tmp_path):
     assert list(store.list()) == [] and store.has_many([oid]) == set()
     store.put(oid, raw)
     assert list(store.list()) == [oid]
+
+
+# -- packs ---------------------------------------------------------------------------------
+
+def test_packed_objects_read_like_loose_ones(remote):
+    objs = objects(5)
+    packed, loose = sorted(objs)[:3], sorted(objs)[3:]
+    pack = remote.put_pack([(oid, objs[oid]) for oid in packed])
+    for oid in loose:
+        remote.put(oid, objs[oid])
+    files = remote._list_files("packs")
+    assert files == sorted([f"{pack.name}.idx", f"{pack.name}.pack"])
+    assert pack.name == "pack-" + hash_bytes(pack.index)
+    assert remote._read_file(f"packs/{pack.name}.pack", 0, 1 << 20) == b"".join(objs[o] for o in packed)
+
+    fresh = open_store_remote(remote.url)  # another process's view: reads the index
+    assert sorted(fresh.list()) == sorted(objs)
+    assert fresh.has_many(list(objs) + ["ef" * 32]) == set(objs)
+    for oid, raw in objs.items():
+        assert fresh.get(oid) == raw and fresh.get(oid, max_bytes=len(raw)) == raw
+    with pytest.raises(ObjectTooLargeError):
+        fresh.get(packed[1], max_bytes=len(objs[packed[1]]) - 1)
+    entry = fresh.packed()[packed[1]]
+    assert fresh.read_pack(entry.pack, entry.offset, entry.length) == objs[packed[1]]
+
+
+def test_a_pack_is_visible_once_its_index_is_and_later_packs_are_seen(remote):
+    objs = objects(4)
+    first, second = sorted(objs)[:2], sorted(objs)[2:]
+    reader = open_store_remote(remote.url)
+    assert reader.has_many(list(objs)) == set()
+    data = build_pack([(oid, objs[oid]) for oid in first])
+    remote._write_file(f"packs/{data.name}.pack", data.data)  # a writer killed before its index
+    assert reader.has_many(list(objs)) == set() and list(reader.list()) == []
+    with pytest.raises(ObjectAbsentError):
+        reader.get(first[0])
+    write_file = remote._write_file
+
+    def crash_on_pack_data(path, data):
+        if path.endswith(".pack"):
+            raise ConnectionError("simulated crash")
+        write_file(path, data)
+
+    remote._write_file = crash_on_pack_data  # a push that dies writing its data names nothing
+    with pytest.raises(ConnectionError):
+        remote.put_pack([(oid, objs[oid]) for oid in second])
+    assert not [f for f in remote._list_files("packs") if f.endswith(".idx")]
+    remote._write_file = write_file
+    remote.put_pack([(oid, objs[oid]) for oid in first])
+    remote.put_pack([(oid, objs[oid]) for oid in second])
+    assert reader.get(second[1]) == objs[second[1]]  # a miss reads the new indexes
+    assert reader.has_many(list(objs)) == set(objs)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda text: text + b"x", "content does not match its name"),
+    (lambda text: text.replace(b"v1", b"v2", 1), "not a bgit pack index"),
+    (lambda text: text[:-1], "not a bgit pack index"),
+    (lambda text: text.replace(b" 0 ", b" 1 ", 1), "line 2: entries must follow one another, each id once"),
+    (lambda text: text + text.split(b"\n")[1] + b"\n", "line 4: entries must follow one another"),
+    (lambda text: text.replace(b"\n", b"\n\xff", 1), "not ASCII"),
+    (lambda text: text.replace(b"\n", b"\n../", 1), "line 2 is not '<id> <offset> <length>'"),
+    (lambda text: text.split(b"\n", 1)[0] + b"9\n" + text.split(b"\n", 1)[1], "entries cover"),
+])
+def test_a_damaged_or_hostile_pack_index_is_refused_by_name(damage, reason):
+    objs = objects(2)
+    pack = build_pack(list(objs.items()))
+    assert parse_index("s3://b/p", pack.name, pack.index) == pack.entries
+    text = damage(pack.index)
+    name = pack.name if reason == "content does not match its name" else "pack-" + hash_bytes(text)
+    with pytest.raises(CorruptPackIndexError, match=f"^pack index {name}.idx on payload store s3://b/p "
+                                                    f"is corrupt \\({reason}"):
+        parse_index("s3://b/p", name, text)
+
+
+def test_an_index_claiming_more_than_its_pack_holds_cannot_read_past_it(tmp_path):
+    remote = open_store_remote(str(tmp_path / "objects"), create=True)
+    remote.check()
+    objs = objects(2)
+    pack = remote.put_pack(list(objs.items()))
+    (tmp_path / "objects" / "packs" / f"{pack.name}.pack").write_bytes(pack.data[:10])  # truncated
+    last = list(objs)[-1]
+    assert open_store_remote(remote.url).get(last) == b""  # short: its hash check fails the read
+    with pytest.raises(Exception, match="^invalid pack name"):
+        remote.read_pack("../../etc/passwd", 0, 10)
 
 
 def test_s3_unreachable_and_missing_bucket(moto, monkeypatch):

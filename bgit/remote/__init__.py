@@ -6,6 +6,8 @@
 Layout this package adds under ``.git/bgit/``::
 
     .git/bgit/remotes/<name>/known   object ids known to be on the remote's store
+
+A store remote holds big objects loose and small ones in packs (:mod:`bgit.remote.packs`).
 """
 
 from .config import (RemoteConfig, add_remote, get_remote, list_remotes, remove_remote,

@@ -25,7 +25,7 @@ from .known import KnownObjects
 from .needs import (commit_needs, files_needing, new_commits, object_sizes, peel_commit,
                     push_needs)
 from .stores import StoreRemote, StoreUnreachableError, has_many_batched, open_store_remote
-from .transfer import WORKERS, TransferResult, download, upload
+from .transfer import LOOSE_MIN, WORKERS, TransferResult, download, upload
 
 
 @dataclass
@@ -225,12 +225,17 @@ def _push_objects(repo, remote, store_remote, sizes, reporter, pushed_commits) -
     store.check()
     with _known(repo, remote, store) as known:
         unknown = [oid for oid in sizes if oid not in known]
-        present = has_many_batched(store, unknown)
+        # Small objects are looked up in the remote's pack indexes only: one that sits loose
+        # there (pushed by a bgit before packs) is sent again in a pack, which costs a few
+        # bytes, where asking about each would cost a request per tensor.
+        packed = store.packed(refresh=True) if unknown else {}
+        present = {oid for oid in unknown if oid in packed}
+        present |= has_many_batched(store, [o for o in unknown if sizes[o] >= LOOSE_MIN and o not in present])
         known.add(present)
         missing = {oid: sizes[oid] for oid in unknown if oid not in present}
         try:
             transfer = upload(repo.store, store, missing, f"pushing to {remote.name}",
-                              reporter, on_done=lambda oid: known.add([oid]))
+                              reporter, on_done=known.add)
         except (CorruptObjectError, ObjectNotFoundError) as error:
             problem = (f"is corrupt ({error.reason})" if isinstance(error, CorruptObjectError)
                        else "is missing")
@@ -301,7 +306,7 @@ def fetch_objects(repo: Repository, oids, remote_name: str | None = None,
         store.check()
         with _known(repo, remote, store) as known:
             return download(repo.store, store, remote.name, missing, f"fetching from {remote.name}",
-                            reporter, on_done=lambda oid: known.add([oid]), workers=workers)
+                            reporter, on_done=known.add, workers=workers)
 
 
 def fetch_missing(repo: Repository, commit, remote_name: str | None = None,

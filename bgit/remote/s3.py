@@ -13,14 +13,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from .stores import (OID_RE, ObjectAbsentError, ObjectTooLargeError, StoreRemote,
-                     StoreRemoteError, StoreUnreachableError, check_oid)
+from .stores import (OID_RE, FileAbsentError, ObjectAbsentError, ObjectTooLargeError,
+                     StoreRemote, StoreRemoteError, StoreUnreachableError, check_oid)
 
 HEAD_WORKERS = 16
 
 
 class S3StoreRemote(StoreRemote):
     def __init__(self, url: str) -> None:
+        super().__init__()
         parts = urlsplit(url)
         self.url = url
         self.bucket = parts.netloc
@@ -46,8 +47,10 @@ class S3StoreRemote(StoreRemote):
 
     def _key(self, oid: str) -> str:
         check_oid(oid)
-        name = f"{oid[:2]}/{oid[2:]}"
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return self._file_key(f"{oid[:2]}/{oid[2:]}")
+
+    def _file_key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
 
     def _call(self, fn, **kwargs):
         """Run one S3 call, turning boto errors into one-line bgit errors."""
@@ -63,6 +66,8 @@ class S3StoreRemote(StoreRemote):
                 f"AWS_SECRET_ACCESS_KEY, or configure ~/.aws)") from None
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
+            if code == "InvalidRange":
+                return None  # a range past the end of the object: nothing there
             if code in ("NoSuchKey", "404", "NotFound") and "Key" in kwargs:
                 raise ObjectAbsentError(kwargs["Key"].replace("/", "")[-64:]) from None
             if code == "NoSuchBucket" or (code in ("404", "NotFound") and "Key" not in kwargs):
@@ -84,8 +89,7 @@ class S3StoreRemote(StoreRemote):
         except ObjectAbsentError:
             return False
 
-    def has_many(self, oids):
-        oids = list(oids)
+    def _has_loose(self, oids):
         if len(oids) <= 1:
             return {o for o in oids if self._has(o)}
         with ThreadPoolExecutor(min(HEAD_WORKERS, len(oids))) as pool:
@@ -94,7 +98,7 @@ class S3StoreRemote(StoreRemote):
     def put(self, oid, raw):
         self._call(self.client.put_object, Key=self._key(oid), Body=raw)
 
-    def get(self, oid, max_bytes=None):
+    def _get_loose(self, oid, max_bytes):
         response = self._call(self.client.get_object, Key=self._key(oid))
         body = response["Body"]
         try:
@@ -109,12 +113,36 @@ class S3StoreRemote(StoreRemote):
         finally:
             body.close()
 
-    def list(self):
+    def _list(self, prefix: str) -> list[str]:
+        """The keys under ``prefix``, relative to it."""
         paginator = self.client.get_paginator("list_objects_v2")
-        prefix = f"{self.prefix}/" if self.prefix else ""
         pages = self._call(lambda **kw: list(paginator.paginate(**kw)), Prefix=prefix)
-        for page in pages:
-            for item in page.get("Contents", []):
-                oid = item["Key"][len(prefix):].replace("/", "")
-                if OID_RE.match(oid):
-                    yield oid
+        return [item["Key"][len(prefix):] for page in pages for item in page.get("Contents", [])]
+
+    def _list_loose(self):
+        for key in self._list(f"{self.prefix}/" if self.prefix else ""):
+            oid = key.replace("/", "")
+            if OID_RE.match(oid):
+                yield oid
+
+    def _list_files(self, folder):
+        return [key for key in self._list(self._file_key(folder) + "/") if "/" not in key]
+
+    def _read_file(self, path, offset, length):
+        if length <= 0:
+            return b""
+        try:
+            response = self._call(self.client.get_object, Key=self._file_key(path),
+                                  Range=f"bytes={offset}-{offset + length - 1}")
+        except ObjectAbsentError:
+            raise FileAbsentError(f"{path} is not on payload store {self.url}") from None
+        if response is None:
+            return b""
+        body = response["Body"]
+        try:
+            return body.read(length)
+        finally:
+            body.close()
+
+    def _write_file(self, path, data):
+        self._call(self.client.put_object, Key=self._file_key(path), Body=data)
