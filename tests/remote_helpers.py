@@ -149,6 +149,7 @@ class CountingStore(StoreRemote):
         self.puts = self.gets = self.has_calls = 0
         self.bytes_put = self.bytes_got = 0
         self.put_oids: list[str] = []
+        self.files_read: list[str] = []
         self._count_lock = threading.Lock()
 
     def _count_put(self, oids: list[str], nbytes: int) -> None:
@@ -203,6 +204,8 @@ class CountingStore(StoreRemote):
         return self.inner._list_files(folder)
 
     def _read_file(self, path, offset, length):
+        with self._count_lock:
+            self.files_read.append(path)
         return self.inner._read_file(path, offset, length)
 
     def _write_file(self, path, data):

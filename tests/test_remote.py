@@ -163,6 +163,29 @@ def test_small_objects_travel_in_one_pack_and_come_back_in_one_read(tmp_path, or
     assert b.fsck().ok
 
 
+def test_each_pack_index_is_read_from_the_remote_once(tmp_path, origin):
+    kind, url, store_url = origin
+    a = published(tmp_path, origin)
+    make_bake(a.root, 2)
+    a.add(all=True)
+    a.commit("bake 2")
+    push(a)  # a second pack
+    b = clone(url, tmp_path / "b", store_url)  # reads both indexes, keeps copies
+    cached = sorted((b.bgit_dir / "pack-indexes").iterdir())
+    assert len(cached) == 2
+
+    reading = store_of(b)
+    assert fetch_missing(b, "origin/main~1", store_remote=reading) > 0
+    assert reading.files_read and not [f for f in reading.files_read if f.endswith(".idx")]
+
+    cached[0].write_bytes(cached[0].read_bytes()[:-2] + b"\n")  # a damaged copy is not trusted
+    reading = store_of(b)
+    reading.index_cache = b.bgit_dir / "pack-indexes"
+    assert set(reading.packed()) >= payload_ids(a, "HEAD~1", ADAPTER)
+    assert [f for f in reading.files_read if f.endswith(".idx")] == [f"packs/{cached[0].name}"]
+    assert cached[0].read_bytes() == reading.inner._read_file(f"packs/{cached[0].name}", 0, 1 << 20)
+
+
 def test_a_store_of_loose_objects_from_before_packs_still_clones(tmp_path, origin):
     kind, url, store_url = origin
     a = published(tmp_path, origin)

@@ -6,6 +6,7 @@
 Layout this package adds under ``.git/bgit/``::
 
     .git/bgit/remotes/<name>/known   object ids known to be on the remote's store
+    .git/bgit/pack-indexes/          copies of the remote pack indexes read (by name)
 
 A store remote holds big objects loose and small ones in packs (:mod:`bgit.remote.packs`).
 """

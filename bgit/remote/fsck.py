@@ -32,7 +32,7 @@ def fsck(repo: Repository, all_objects: bool = False, remote_name: str | None = 
 
         def locate(absent: set[str]) -> dict[str, str]:
             with _naming(remote):
-                store = _open_store(remote, store_remote, create=False)
+                store = _open_store(repo, remote, store_remote, create=False)
                 store.check()
                 present = has_many_batched(store, sorted(absent))
                 with _known(repo, remote, store) as known:

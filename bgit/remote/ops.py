@@ -108,13 +108,15 @@ def _naming(remote: RemoteConfig):
         raise RemoteUnreachableError(remote.name, e.url, e.reason) from None
 
 
-def _open_store(remote: RemoteConfig, store_remote: StoreRemote | None, create: bool) -> StoreRemote:
-    if store_remote is not None:
-        return store_remote
-    url = store_url_of(remote)
-    if url is None:
-        raise NoStoreError(remote.name)
-    return open_store_remote(url, create=create)
+def _open_store(repo: Repository, remote: RemoteConfig, store_remote: StoreRemote | None,
+                create: bool) -> StoreRemote:
+    if store_remote is None:
+        url = store_url_of(remote)
+        if url is None:
+            raise NoStoreError(remote.name)
+        store_remote = open_store_remote(url, create=create)
+    store_remote.index_cache = repo.bgit_dir / "pack-indexes"
+    return store_remote
 
 
 def _known(repo: Repository, remote: RemoteConfig, store: StoreRemote) -> KnownObjects:
@@ -221,7 +223,7 @@ def _push_objects(repo, remote, store_remote, sizes, reporter, pushed_commits) -
     """Upload what the remote's store lacks of ``sizes``; returns (ids asked about, transfer).
     A missing or corrupt local object stops the push before any ref moves, naming the files
     (among ``pushed_commits()``) that need it."""
-    store = _open_store(remote, store_remote, create=True)  # a push creates a directory store
+    store = _open_store(repo, remote, store_remote, create=True)  # a push creates a directory store
     store.check()
     with _known(repo, remote, store) as known:
         unknown = [oid for oid in sizes if oid not in known]
@@ -302,7 +304,7 @@ def fetch_objects(repo: Repository, oids, remote_name: str | None = None,
     workers = 1 if None in missing.values() else WORKERS
     remote = default_remote(repo, remote_name)
     with _naming(remote):
-        store = _open_store(remote, store_remote, create=False)
+        store = _open_store(repo, remote, store_remote, create=False)
         store.check()
         with _known(repo, remote, store) as known:
             return download(repo.store, store, remote.name, missing, f"fetching from {remote.name}",

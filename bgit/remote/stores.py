@@ -33,7 +33,8 @@ from bgit.util.files import fsync_dir, write_atomic
 
 from .config import check_store_url, local_path
 from .errors import BadUrlError, RemoteError
-from .packs import MAX_INDEX_BYTES, NAME_RE, PACK_DIR, Pack, PackEntry, build_pack, parse_index
+from .packs import (MAX_INDEX_BYTES, NAME_RE, PACK_DIR, CorruptPackIndexError, Pack, PackEntry,
+                    build_pack, parse_index)
 
 OID_RE = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -84,6 +85,9 @@ class StoreRemote(ABC):
         self._packs: dict[str, PackEntry] | None = None
         self._pack_names: set[str] = set()
         self._packs_lock = threading.Lock()
+        # Where to keep copies of the pack indexes read (a repository's .git/bgit/pack-indexes):
+        # an index never changes under its name, so each is read from the remote once.
+        self.index_cache: Path | None = None
 
     # -- what a backend provides -----------------------------------------------------------
 
@@ -170,11 +174,28 @@ class StoreRemote(ABC):
             return self._packs
 
     def _read_index(self, name: str) -> dict[str, PackEntry]:
+        if self.index_cache is not None:
+            try:
+                with open(self.index_cache / f"{name}.idx", "rb") as f:
+                    return parse_index(self.url, name, f.read(MAX_INDEX_BYTES + 1))
+            except (OSError, CorruptPackIndexError):
+                pass  # not cached, or the copy is damaged: the remote's is the truth
         try:
             data = self._read_file(f"{PACK_DIR}/{name}.idx", 0, MAX_INDEX_BYTES + 1)
         except FileAbsentError:
             return {}  # removed since it was listed
-        return parse_index(self.url, name, data)
+        entries = parse_index(self.url, name, data)
+        self._cache_index(name, data)
+        return entries
+
+    def _cache_index(self, name: str, data: bytes) -> None:
+        if self.index_cache is None:
+            return
+        try:
+            self.index_cache.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.index_cache / f"{name}.idx", data, durable=False)
+        except OSError:
+            pass  # a cache that cannot be written costs a read next time, nothing else
 
     def put_pack(self, objects: list[tuple[str, bytes]]) -> Pack:
         """Store ``objects`` ((oid, raw form) pairs) as one pack: its data, then its index."""
@@ -183,6 +204,7 @@ class StoreRemote(ABC):
         pack = build_pack(objects)
         self._write_file(f"{PACK_DIR}/{pack.name}.pack", pack.data)
         self._write_file(f"{PACK_DIR}/{pack.name}.idx", pack.index)
+        self._cache_index(pack.name, pack.index)
         with self._packs_lock:
             if self._packs is not None:
                 self._pack_names.add(pack.name)
