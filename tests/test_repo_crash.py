@@ -52,7 +52,9 @@ def test_sigkill_during_commit_leaves_a_valid_repository(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     expected: dict[str, str] = {}
     landed = 0
-    for i, delay in enumerate([0.05, 0.4, 0.8, 1.2, 1.8]):
+    # The first kill comes 5 ms into the write: on a fast machine a 15 MB commit can finish
+    # within 50 ms, and then no kill would land mid-write.
+    for i, delay in enumerate([0.005, 0.05, 0.4, 1.2, 1.8]):
         mode = "commit" if i % 2 == 0 else "commit_files"
         source = repo.root / BIG if mode == "commit" else tmp_path / f"staged-{i}.safetensors"
         write_adapter(source, seed=100 + i, rows=120_000)  # ~15 MB
