@@ -14,7 +14,8 @@ from bgit.cli.main import cli
 from bgit.remote.known import KnownObjects
 from bgit.remote.packs import CorruptPackIndexError, build_pack, parse_index
 from bgit.remote.stores import (DirectoryStoreRemote, ObjectAbsentError, ObjectTooLargeError,
-                                StoreRemoteError, StoreUnreachableError, open_store_remote)
+                                StoreRemoteError, StoreUnreachableError, has_many_batched,
+                                open_store_remote)
 from bgit.repo import Repository
 from bgit.store import codecs
 from bgit.store.objects import hash_bytes
@@ -155,6 +156,7 @@ def test_a_pack_is_visible_once_its_index_is_and_later_packs_are_seen(remote):
     remote._write_file = write_file
     remote.put_pack([(oid, objs[oid]) for oid in first])
     remote.put_pack([(oid, objs[oid]) for oid in second])
+    assert has_many_batched(reader, first) == set(first)  # reads the indexes again first
     assert reader.get(second[1]) == objs[second[1]]  # a miss reads the new indexes
     assert reader.has_many(list(objs)) == set(objs)
 

@@ -232,7 +232,8 @@ def _push_objects(repo, remote, store_remote, sizes, reporter, pushed_commits) -
         # bytes, where asking about each would cost a request per tensor.
         packed = store.packed(refresh=True) if unknown else {}
         present = {oid for oid in unknown if oid in packed}
-        present |= has_many_batched(store, [o for o in unknown if sizes[o] >= LOOSE_MIN and o not in present])
+        present |= has_many_batched(store, [o for o in unknown if sizes[o] >= LOOSE_MIN and o not in present],
+                                    read_packs=False)
         known.add(present)
         missing = {oid: sizes[oid] for oid in unknown if oid not in present}
         try:

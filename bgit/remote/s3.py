@@ -95,9 +95,6 @@ class S3StoreRemote(StoreRemote):
         with ThreadPoolExecutor(min(HEAD_WORKERS, len(oids))) as pool:
             return {o for o, present in zip(oids, pool.map(self._has, oids)) if present}
 
-    def put(self, oid, raw):
-        self._call(self.client.put_object, Key=self._key(oid), Body=raw)
-
     def _get_loose(self, oid, max_bytes):
         response = self._call(self.client.get_object, Key=self._key(oid))
         body = response["Body"]

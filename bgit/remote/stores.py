@@ -92,10 +92,6 @@ class StoreRemote(ABC):
     # -- what a backend provides -----------------------------------------------------------
 
     @abstractmethod
-    def put(self, oid: str, raw: bytes) -> None:
-        """Store the raw form of ``oid`` as a loose object; atomic, idempotent."""
-
-    @abstractmethod
     def _has_loose(self, oids: list[str]) -> set[str]:
         """The subset of ``oids`` held as loose objects."""
 
@@ -125,10 +121,15 @@ class StoreRemote(ABC):
 
     # -- the interface ---------------------------------------------------------------------
 
+    def put(self, oid: str, raw: bytes) -> None:
+        """Store the raw form of ``oid`` as a loose object; atomic, idempotent."""
+        self._write_file(f"{check_oid(oid)[:2]}/{oid[2:]}", raw)
+
     def has_many(self, oids: Iterable[str]) -> set[str]:
-        """The subset of ``oids`` the remote holds (one batched question)."""
+        """The subset of ``oids`` the remote holds (one batched question), its packs as last
+        read (:meth:`packed`; :func:`has_many_batched` reads them again first)."""
         oids = [check_oid(oid) for oid in oids]
-        packed = self.packed(refresh=True)
+        packed = self.packed()
         found = {oid for oid in oids if oid in packed}
         rest = [oid for oid in oids if oid not in found]
         return found | (self._has_loose(rest) if rest else set())
@@ -240,14 +241,8 @@ class DirectoryStoreRemote(StoreRemote):
         return {oid for oid in oids if self._path(oid).is_file()}
 
     def put(self, oid, raw):
-        path = self._path(oid)
-        if path.is_file():
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, raw)  # durable: the refs that will point at it move after this
-        except OSError as e:
-            raise StoreRemoteError(f"cannot write to payload store {self.root}: {e.strerror or e}") from None
+        if not self._path(oid).is_file():
+            super().put(oid, raw)
 
     def put_from_file(self, oid: str, source) -> int:
         """Fast path for a local source file: a hard link on the same filesystem, else a
@@ -338,8 +333,12 @@ def open_store_remote(url: str, create: bool = False) -> StoreRemote:
     return DirectoryStoreRemote(path, create=create)
 
 
-def has_many_batched(remote: StoreRemote, oids: list[str], batch: int = 1000, workers: int = 4) -> set[str]:
-    """Ask about ``oids`` in batches of ``batch``, a few batches at a time."""
+def has_many_batched(remote: StoreRemote, oids: list[str], batch: int = 1000, workers: int = 4,
+                     read_packs: bool = True) -> set[str]:
+    """Ask about ``oids`` in batches of ``batch``, a few batches at a time, after reading the
+    remote's pack indexes again once (unless ``read_packs`` is False: the caller just did)."""
+    if read_packs and oids:
+        remote.packed(refresh=True)
     batches = [oids[i:i + batch] for i in range(0, len(oids), batch)]
     if len(batches) <= 1:
         return remote.has_many(oids) if oids else set()
