@@ -19,19 +19,27 @@ on a shared machine it shows the cost independent of how much CPU others leave u
 fsync waits and kernel write-back threads are not CPU of ours and are not in it.
 commit = bgit store_file / `git add` + `git commit` / `zstd -3` ; checkout = bgit
 materialise / `git checkout HEAD -- FILE` after deleting it / `zstd -d`. MB = 10**6 bytes.
+"I/O only" is the floor under bgit's rows on this disk: the same reads and writes with no
+decoding, hashing or compressing (io_floor). Its stored/raw is bgit's, as it moves those
+bytes. At the end, one bf16 piece's steps are timed one by one on one core, so the CPU
+budget of a commit and a checkout can be added up.
 """
 
 import argparse
 import base64
+import fcntl
 import filecmp
 import json
+import mmap
 import os
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +116,9 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def bench_bgit(src: Path, work: Path):
+def bench_bgit(src: Path, work: Path, floor: list | None = None):
+    """bgit's commit and checkout of ``src``; with ``floor`` (a list), also the I/O alone
+    (io_floor) on the store just written, appended to it."""
     store = Store.init(work / "bgit-store")
     manifest = None
 
@@ -121,7 +131,75 @@ def bench_bgit(src: Path, work: Path):
     assert filecmp.cmp(dest, src, shallow=False), "materialised file differs"
     dest.unlink()
     stored = store.stored_bytes()
+    if floor is not None:
+        floor.extend(io_floor(src, sorted(p for p in (work / "bgit-store").rglob("*") if p.is_file()), work))
     shutil.rmtree(work / "bgit-store")
+    return t_commit, t_checkout, stored
+
+
+IO_BLOCK = 16 << 20
+
+
+def _open_write(path: Path) -> int:
+    """O_DIRECT where the filesystem takes it (as bgit writes big files), else buffered."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_DIRECT", 0), 0o644)
+    except OSError:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _write_durably(path: Path, source: memoryview, nbytes: int) -> None:
+    """``nbytes`` of ``source`` (a view of a page-aligned map) to a new file, then fdatasync."""
+    fd = _open_write(path)
+    try:
+        for i in range(0, nbytes, IO_BLOCK):
+            block = source[i:min(i + IO_BLOCK, nbytes)]
+            if len(block) % 4096:  # O_DIRECT takes whole blocks: the tail goes buffered
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~getattr(os, "O_DIRECT", 0))
+            os.write(fd, block)
+            block.release()
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_all(paths) -> None:
+    """Read the object files as materialise does: bgit's ObjectReader (O_DIRECT for big
+    files), on as many threads as it decodes with."""
+    from bgit.store.files import WORKERS
+    from bgit.store.reads import ObjectReader
+
+    reader = ObjectReader()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(lambda path: len(reader.read(path, 1 << 40)), paths))
+
+
+def io_floor(src: Path, objects: list, work: Path):
+    """The I/O of bgit's commit and checkout without their computing: commit = the stored
+    bytes written to a new file (O_DIRECT, as bgit writes big objects) and fdatasynced;
+    checkout = the store's object files read (by bgit's reader, on its threads) while the raw
+    bytes are written to a new file and fdatasynced, at once (bgit overlaps them too).
+    No bgit configuration can beat these wall times on this disk; in a page-cache-only
+    filesystem (tmpfs) they are memory copies."""
+    stored = sum(p.stat().st_size for p in objects)
+    size = src.stat().st_size
+    with open(src, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    source = memoryview(mapped)
+    try:
+        t_commit = timed(lambda: _write_durably(work / "floor-commit.bin", source, stored))
+        reader = threading.Thread(target=_read_all, args=(objects,))
+
+        def checkout():
+            reader.start()
+            _write_durably(work / "floor-checkout.bin", source, size)
+            reader.join()
+        t_checkout = timed(checkout)
+    finally:
+        source.release()
+        mapped.close()
+    for name in ("floor-commit.bin", "floor-checkout.bin"):
+        (work / name).unlink()
     return t_commit, t_checkout, stored
 
 
@@ -167,10 +245,34 @@ def extract_tree(rev: str, dest: Path) -> Path:
     return dest
 
 
-def stream_ratios(path: Path) -> None:
-    """Entropy and zstd ratio of each byte stream of the first bf16 tensor piece."""
+def step_speeds(path: Path) -> None:
+    """MB/s on one core of each step bgit runs on a bf16 tensor piece, so the 2-core budget
+    of commit and checkout can be added up (best of 5; the piece is in cache)."""
+    import blake3
     from bgit.store import codecs, safetensors_split as st
-    import zstandard
+
+    data = _first_bf16_piece(path)
+    n = len(data)
+    planes = codecs.split_planes(data, 4)
+    packed = codecs._compressor(literals=True).compress(planes)
+    encoded = codecs.encode(data, 2, "BF16")
+    out = bytearray(n)
+    steps = [("BLAKE3 (1 thread)", lambda: blake3.blake3(data).digest()),
+             ("norm (sum of squares, float64)", lambda: st.sum_squares(data, "BF16")),
+             ("bit split at 4", lambda: codecs.split_planes(data, 4)),
+             ("zstd literal coding", lambda: codecs._compressor(literals=True).compress(planes)),
+             ("encode (shift choice + split + zstd)", lambda: codecs.encode(data, 2, "BF16")),
+             ("zstd decoding", lambda: codecs._decompressor().decompress(packed)),
+             ("bit merge", lambda: codecs.merge_planes(planes, 4, out)),
+             ("decode (zstd + merge)", lambda: codecs.decode(encoded, "piece", n, out))]
+    print(f"\nsteps on one {n / 1e6:.1f} MB bf16 piece, one core, MB/s (best of 5):")
+    for label, fn in steps:
+        best = min(timed(fn).wall for _ in range(5))
+        print(f"  {label:<38} {n / 1e6 / best:>8.0f}")
+
+
+def _first_bf16_piece(path: Path) -> bytes:
+    from bgit.store import safetensors_split as st
 
     with open(path, "rb") as f:
         head = f.read(8 + int.from_bytes(f.read(8), "little"))
@@ -178,7 +280,15 @@ def stream_ratios(path: Path) -> None:
         layout = st.parse_layout(f.read(len(head) + 8), path.stat().st_size)
         t = next(t for t in layout.tensors if t.dtype == "BF16")
         f.seek(layout.header_size + t.begin)
-        data = f.read(min(t.end - t.begin, st.PIECE_SIZE))
+        return f.read(min(t.end - t.begin, st.PIECE_SIZE))
+
+
+def stream_ratios(path: Path) -> None:
+    """Entropy and zstd ratio of each byte stream of the first bf16 tensor piece."""
+    from bgit.store import codecs
+    import zstandard
+
+    data = _first_bf16_piece(path)
     n = len(data) // 2
     level1 = zstandard.ZstdCompressor(level=codecs.ZSTD_LEVEL)
     literal = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(**codecs.SPLIT_PARAMS))
@@ -188,7 +298,7 @@ def stream_ratios(path: Path) -> None:
         p = counts[counts > 0] / len(stream)
         return float(-(p * np.log2(p)).sum())
 
-    print(f"\nbyte streams of one {len(data) / 1e6:.1f} MB bf16 piece ({t.name}): order-0 entropy / 8 "
+    print(f"\nbyte streams of one {len(data) / 1e6:.1f} MB bf16 piece (the first): order-0 entropy / 8 "
           "and zstd's ratio; a stream's ratio x its share of the bytes adds up to the piece's")
     grouped = np.asarray(codecs.group_bytes(data, 2)).reshape(-1)
     rows = [("byte grouping (codec 1, level 1)", grouped, level1, ("low bytes", "high bytes")),
@@ -272,7 +382,9 @@ def main():
         print("-" * len(header))
         for label, path in files:
             size = path.stat().st_size
-            rows = [("bgit store", *bench_bgit(path, tmp))]
+            floor = []
+            rows = [("bgit store", *bench_bgit(path, tmp, floor)),
+                    ("I/O only (bgit's reads + writes)", *floor)]
             if not args.no_git:
                 rows.append(("plain git (add+commit / checkout)", *bench_git(path, tmp)))
             zlabel, *z = bench_zstd(path, tmp)
@@ -282,11 +394,12 @@ def main():
                 print(f"{label:<18} {mb:>8.1f}  {method:<38} {mb / t_c.wall:>11.1f} {mb / t_d.wall:>13.1f} "
                       f"{stored / size:>10.3f} {mb / t_c.cpu:>15.1f} {mb / t_d.cpu:>17.1f}")
             if not args.no_git:
-                (_, bc, bd, _), (_, gc, gd, _) = rows[0], rows[1]
+                (_, bc, bd, _), (_, gc, gd, _) = rows[0], rows[2]
                 print(f"{'':<18} {'':>8}  {'bgit speed-up over plain git':<38} {gc.wall / bc.wall:>10.1f}x "
                       f"{gd.wall / bd.wall:>12.1f}x {'':>10} {gc.cpu / bc.cpu:>14.1f}x {gd.cpu / bd.cpu:>16.1f}x")
         if files and files[0][0] == "bf16 safetensors":
             stream_ratios(files[0][1])
+            step_speeds(files[0][1])
         if args.baseline:
             trees = {f"as of {args.baseline}": extract_tree(args.baseline, tmp / "baseline"),
                      "this tree": Path(__file__).resolve().parents[1]}
