@@ -10,7 +10,8 @@ VLLM_BIN := $(VLLM_VENV)/bin
 
 .PHONY: setup setup-vllm demo test test-main test-vllm bench
 
-$(VENV)/.installed: pyproject.toml
+# _kernels.c: pip builds the store's C kernels at install; an edit needs a rebuild.
+$(VENV)/.installed: pyproject.toml bgit/store/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: this picks the CPU build; a loose range would pull CUDA wheels.
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-$(VLLM_VENV)/.installed: pyproject.toml
+$(VLLM_VENV)/.installed: pyproject.toml bgit/store/_kernels.c
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/pip install --quiet --upgrade pip
 	$(VLLM_BIN)/pip install --quiet torch==2.13.0

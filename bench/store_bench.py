@@ -241,7 +241,7 @@ def step_speeds(path: Path) -> None:
     """MB/s on one core of each step bgit runs on a bf16 tensor piece, so the 2-core budget
     of commit and checkout can be added up (best of 5; the piece is in cache)."""
     import blake3
-    from bgit.store import codecs, safetensors_split as st
+    from bgit.store import codecs, kernels, safetensors_split as st
 
     data = _first_bf16_piece(path)
     n = len(data)
@@ -250,12 +250,15 @@ def step_speeds(path: Path) -> None:
     encoded = codecs.encode(data, 2, "BF16")
     out = bytearray(n)
     steps = [("BLAKE3 (1 thread)", lambda: blake3.blake3(data).digest()),
-             ("norm (sum of squares, float64)", lambda: st.sum_squares(data, "BF16")),
-             ("bit split at 4", lambda: codecs.split_planes(data, 4)),
+             ("norm (sum of squares, float64), numpy", lambda: st.sum_squares_numpy(data, "BF16")),
+             (f"norm, as bgit runs it ({kernels.KERNELS})", lambda: st.sum_squares(data, "BF16")),
+             ("bit split at 4, numpy", lambda: codecs.split_planes_numpy(data, 4)),
+             (f"bit split at 4 ({kernels.KERNELS})", lambda: codecs.split_planes(data, 4)),
              ("zstd literal coding", lambda: codecs._compressor(literals=True).compress(planes)),
              ("encode (shift choice + split + zstd)", lambda: codecs.encode(data, 2, "BF16")),
              ("zstd decoding", lambda: codecs._decompressor().decompress(packed)),
-             ("bit merge", lambda: codecs.merge_planes(planes, 4, out)),
+             ("bit merge, numpy", lambda: codecs.merge_planes_numpy(planes, 4, out)),
+             (f"bit merge ({kernels.KERNELS})", lambda: codecs.merge_planes(planes, 4, out)),
              ("decode (zstd + merge)", lambda: codecs.decode(encoded, "piece", n, out))]
     print(f"\nsteps on one {n / 1e6:.1f} MB bf16 piece, one core, MB/s (best of 5):")
     for label, fn in steps:
@@ -366,8 +369,10 @@ def main():
             write_rollout_jsonl(p, int(args.jsonl_mb * 1e6))
             files.append(("rollout JSONL", p))
 
+        from bgit.store import kernels
+
         print(f"cpus: {os.cpu_count()}   load average (1 min) at start: {os.getloadavg()[0]:.1f}   "
-              f"MB = 1e6 bytes   data in {tmp}")
+              f"MB = 1e6 bytes   data in {tmp}   store kernels: {kernels.KERNELS}")
         header = (f"{'file':<18} {'size MB':>8}  {'method':<38} {'commit MB/s':>11} {'checkout MB/s':>13} "
                   f"{'stored/raw':>10} {'commit MB/cpu-s':>15} {'checkout MB/cpu-s':>17}")
         print(header)

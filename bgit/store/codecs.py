@@ -30,6 +30,7 @@ import threading
 import numpy as np
 import zstandard
 
+from . import kernels
 from .errors import CorruptObjectError
 from .safetensors_split import MAX_HEADER, PIECE_SIZE
 
@@ -118,6 +119,12 @@ def _split_masks(shift: int) -> tuple[int, int]:
 
 def split_planes(data, shift: int) -> np.ndarray:
     """Bit split of 2-byte elements (see the module docstring): P1 bytes then P2 bytes."""
+    if kernels.KERNELS == "c":
+        return kernels.split_planes(data, shift)
+    return split_planes_numpy(data, shift)
+
+
+def split_planes_numpy(data, shift: int) -> np.ndarray:
     u = np.frombuffer(data, dtype="<u2")
     n = len(u)
     planes = np.empty(2 * n, dtype=np.uint8)
@@ -142,9 +149,18 @@ def merge_planes(planes, shift: int, out=None):
     return _merge(p[:n], p[n:], shift, out)
 
 
-def _merge(p1, p2, shift: int, out):
+def merge_planes_numpy(planes, shift: int, out=None):
+    """merge_planes without the C kernel (tests compare the two)."""
+    p = np.frombuffer(planes, dtype=np.uint8)
+    return _merge(p[:len(p) // 2], p[len(p) // 2:], shift, out, use_kernels=False)
+
+
+def _merge(p1, p2, shift: int, out, use_kernels: bool = True):
     n = len(p1)
     dest = np.frombuffer(out, dtype="<u2") if out is not None else np.empty(n, dtype="<u2")
+    if use_kernels and kernels.KERNELS == "c":
+        kernels.merge(p1, p2, shift, dest)
+        return out if out is not None else dest.view(np.uint8)
     keep, _ = _split_masks(shift)
     t = np.empty(min(n, _STEP), dtype="<u2")
     for i in range(0, n, _STEP):  # widen first: shifts in the native type run ~15% faster

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
+
 PIECE_SIZE = 16 << 20
 MAX_HEADER = 100 << 20
 DTYPE_WIDTH = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
@@ -92,7 +94,14 @@ def sum_squares(data, dtype: str) -> float | None:
 
     Blocks of _NORM_BLOCK elements, each squared in float64 and summed by numpy (pairwise):
     manifests record the result, so the blocking and the summation order are part of the
-    format (the same file must give the same manifest, whichever bgit wrote it)."""
+    format (the same file must give the same manifest, whichever bgit wrote it). The C
+    kernel, where built, sums in exactly this order."""
+    if dtype in kernels.NORM_DTYPES:
+        return kernels.sum_squares(data, dtype)
+    return sum_squares_numpy(data, dtype)
+
+
+def sum_squares_numpy(data, dtype: str) -> float | None:
     arr = np.frombuffer(data, dtype=np.uint8)
     if dtype == "BF16":
         vals, widen = arr.view("<u2"), _bf16_to_f64
@@ -104,7 +113,7 @@ def sum_squares(data, dtype: str) -> float | None:
     step = min(len(vals), _NORM_BLOCK)
     scratch = (np.empty(step, dtype=np.float64), np.empty(step, dtype=np.uint32))
     # Small blocks keep the float64 temporaries in cache; no BLAS (its threads spin).
-    with np.errstate(invalid="ignore"):  # NaN payloads: the norm is None then anyway
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN or overflow: the norm is None then anyway
         for i in range(0, len(vals), _NORM_BLOCK):
             block = vals[i:i + _NORM_BLOCK]
             x = widen(block, *(buf[:len(block)] for buf in scratch))
