@@ -234,7 +234,27 @@ def extract_tree(rev: str, dest: Path) -> Path:
     dest.mkdir()
     archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "bgit"], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    if (dest / "bgit/store/_kernels.c").exists():  # built as pip builds this tree's
+        build_kernels(dest)
     return dest
+
+
+def build_kernels(tree: Path) -> None:
+    import tomllib
+    from setuptools import Distribution, Extension
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        spec = next(e for e in tomllib.load(f)["tool"]["setuptools"]["ext-modules"] if e["name"] == "bgit.store._kernels")
+    cwd = os.getcwd()
+    os.chdir(tree)
+    try:
+        dist = Distribution({"ext_modules": [Extension(spec["name"], spec["sources"],
+                                                       extra_compile_args=spec["extra-compile-args"])]})
+        cmd = dist.get_command_obj("build_ext")
+        cmd.inplace = True
+        dist.run_command("build_ext")
+    finally:
+        os.chdir(cwd)
 
 
 def step_speeds(path: Path) -> None:
