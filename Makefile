@@ -11,7 +11,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 .PHONY: setup setup-vllm demo test test-main test-vllm bench
 
 # _kernels.c: pip builds the store's C kernels at install; an edit needs a rebuild.
-$(VENV)/.installed: pyproject.toml bgit/store/_kernels.c
+$(VENV)/.installed: pyproject.toml setup.py bgit/store/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: this picks the CPU build; a loose range would pull CUDA wheels.
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml bgit/store/_kernels.c
 
 setup: $(VENV)/.installed
 
-$(VLLM_VENV)/.installed: pyproject.toml bgit/store/_kernels.c
+$(VLLM_VENV)/.installed: pyproject.toml setup.py bgit/store/_kernels.c
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/pip install --quiet --upgrade pip
 	$(VLLM_BIN)/pip install --quiet torch==2.13.0

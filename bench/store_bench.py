@@ -240,16 +240,15 @@ def extract_tree(rev: str, dest: Path) -> Path:
 
 
 def build_kernels(tree: Path) -> None:
-    import tomllib
-    from setuptools import Distribution, Extension
+    """Build ``tree``'s C kernels in place, as this tree's setup.py declares them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from setup import KERNELS
+    from setuptools import Distribution
 
-    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
-        spec = next(e for e in tomllib.load(f)["tool"]["setuptools"]["ext-modules"] if e["name"] == "bgit.store._kernels")
     cwd = os.getcwd()
     os.chdir(tree)
     try:
-        dist = Distribution({"ext_modules": [Extension(spec["name"], spec["sources"],
-                                                       extra_compile_args=spec["extra-compile-args"])]})
+        dist = Distribution({"ext_modules": [KERNELS]})
         cmd = dist.get_command_obj("build_ext")
         cmd.inplace = True
         dist.run_command("build_ext")

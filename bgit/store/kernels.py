@@ -2,8 +2,8 @@
 
 Both give the same bytes and the same floats (tests/test_store_kernels.py compares them); C
 reads the data once where numpy makes four to six passes, so commits spend about a fifth less
-CPU (bench/store_bench.py prints which ran). The extension is built by ``pip install`` where
-a C compiler exists; without one the build skips it and ``KERNELS`` says "numpy".
+CPU (bench/store_bench.py prints which ran). ``pip install`` builds the extension (setup.py
+declares it) where a C compiler exists; without one it skips it and ``KERNELS`` is "numpy".
 """
 
 import sys
