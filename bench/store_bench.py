@@ -241,8 +241,7 @@ def extract_tree(rev: str, dest: Path) -> Path:
 
 def build_kernels(tree: Path) -> None:
     """Build ``tree``'s C kernels in place, as this tree's setup.py declares them."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from setup import KERNELS
+    from setup import KERNELS  # this checkout's root is on sys.path (top of the file)
     from setuptools import Distribution
 
     cwd = os.getcwd()

@@ -11,7 +11,7 @@ import pytest
 from bgit.store import codecs, kernels, safetensors_split as st
 from store_helpers import bf16
 
-NORM_BLOCK = 1 << 18
+NORM_BLOCK = st._NORM_BLOCK
 LENGTHS = [0, 1, 7, 8, 9, 127, 128, 129, 1000, NORM_BLOCK - 1, NORM_BLOCK, 3 * NORM_BLOCK + 11]
 
 
@@ -32,7 +32,7 @@ def test_norms_equal_numpy_to_the_last_bit(dtype, n):
     x = wide_values(n, n)
     data = bf16(x).tobytes() if dtype == "BF16" else x.astype({"F32": "<f4", "F64": "<f8"}[dtype]).tobytes()
     expected = st.sum_squares_numpy(data, dtype)
-    assert kernels.sum_squares(data, dtype) == expected
+    assert kernels.sum_squares(data, dtype, NORM_BLOCK) == expected
     assert st.sum_squares(data, dtype) == expected
 
 
@@ -40,7 +40,7 @@ def test_norms_equal_numpy_to_the_last_bit(dtype, n):
 def test_non_finite_values_give_no_norm(dtype):
     x = np.array([1.0, np.inf, 2.0] if dtype != "F64" else [1.0, np.nan, 1e300])
     data = bf16(x).tobytes() if dtype == "BF16" else x.astype({"F32": "<f4", "F64": "<f8"}[dtype]).tobytes()
-    assert st.norm_from_sum(kernels.sum_squares(data, dtype)) is None
+    assert st.norm_from_sum(kernels.sum_squares(data, dtype, NORM_BLOCK)) is None
     assert st.norm_from_sum(st.sum_squares_numpy(data, dtype)) is None
 
 

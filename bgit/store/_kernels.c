@@ -4,9 +4,9 @@
  * data instead of numpy's four to six, with the GIL released.
  *
  * sum_squares reproduces numpy's float64 summation order, which manifests record: blocks
- * of NORM_BLOCK elements, each summed by numpy's pairwise algorithm (blocks of 128 with
- * eight accumulators, halves rounded to multiples of 8; numpy/_core/src/umath/
- * loops_utils.h.src), the block sums added in order. Squares are rounded to float64 before
+ * of `block` elements (safetensors_split._NORM_BLOCK, passed in), each summed by numpy's
+ * pairwise algorithm (blocks of 128 with eight accumulators, halves rounded to multiples of
+ * 8; numpy/_core/src/umath/loops_utils.h.src), the block sums added in order. Squares are rounded to float64 before
  * they are added (built with -ffp-contract=off: a fused multiply-add would round once). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,7 +17,6 @@
 #error "the kernels read little-endian elements; bgit falls back to numpy"
 #endif
 
-#define NORM_BLOCK (1 << 18) /* safetensors_split._NORM_BLOCK */
 #define PW_BLOCKSIZE 128
 
 enum { KIND_BF16, KIND_F32, KIND_F64 };
@@ -84,25 +83,26 @@ static PyObject *sum_squares(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
     int kind;
+    Py_ssize_t block;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*i", &buf, &kind))
+    if (!PyArg_ParseTuple(args, "y*in", &buf, &kind, &block))
         return NULL;
     const Py_ssize_t width = kind == KIND_BF16 ? 2 : kind == KIND_F32 ? 4 : kind == KIND_F64 ? 8 : 0;
-    if (width == 0 || buf.len % width) {
+    if (width == 0 || block < 1 || buf.len % width) {
         PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "unknown kind or a partial element");
+        PyErr_SetString(PyExc_ValueError, "unknown kind, a bad block or a partial element");
         return NULL;
     }
     const Py_ssize_t n = buf.len / width;
     const unsigned char *a = buf.buf;
     double total = 0.;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i += NORM_BLOCK) {
-        Py_ssize_t m = n - i < NORM_BLOCK ? n - i : NORM_BLOCK;
-        const unsigned char *block = a + i * width;
-        double s = kind == KIND_BF16 ? pairwise_bf16(block, m)
-                 : kind == KIND_F32  ? pairwise_f32(block, m)
-                                     : pairwise_f64(block, m);
+    for (Py_ssize_t i = 0; i < n; i += block) {
+        Py_ssize_t m = n - i < block ? n - i : block;
+        const unsigned char *start = a + i * width;
+        double s = kind == KIND_BF16 ? pairwise_bf16(start, m)
+                 : kind == KIND_F32  ? pairwise_f32(start, m)
+                                     : pairwise_f64(start, m);
         total += 0. + s; /* numpy's reduction starts from the identity */
     }
     Py_END_ALLOW_THREADS
@@ -193,7 +193,7 @@ static PyObject *merge_planes(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"sum_squares", sum_squares, METH_VARARGS, "sum_squares(buffer, kind): float64 sum of squares (kind 0 bf16, 1 f32, 2 f64)"},
+    {"sum_squares", sum_squares, METH_VARARGS, "sum_squares(buffer, kind, block): float64 sum of squares (kind 0 bf16, 1 f32, 2 f64) in blocks of block elements"},
     {"split_planes", split_planes, METH_VARARGS, "split_planes(src, shift, out): codec 2's bit split into out"},
     {"merge_planes", merge_planes, METH_VARARGS, "merge_planes(p1, p2, shift, out): undo split_planes into out"},
     {NULL, NULL, 0, NULL},

@@ -22,9 +22,9 @@ _KIND = {"BF16": 0, "F32": 1, "F64": 2}
 NORM_DTYPES = frozenset(_KIND) if _kernels is not None else frozenset()  # sum_squares takes these
 
 
-def sum_squares(data, dtype: str) -> float:
-    """safetensors_split.sum_squares for a dtype in NORM_DTYPES."""
-    return _kernels.sum_squares(data, _KIND[dtype])
+def sum_squares(data, dtype: str, block: int) -> float:
+    """safetensors_split.sum_squares for a dtype in NORM_DTYPES, in blocks of ``block`` elements."""
+    return _kernels.sum_squares(data, _KIND[dtype], block)
 
 
 def split_planes(data, shift: int) -> np.ndarray:

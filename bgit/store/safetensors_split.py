@@ -97,7 +97,7 @@ def sum_squares(data, dtype: str) -> float | None:
     format (the same file must give the same manifest, whichever bgit wrote it). The C
     kernel, where built, sums in exactly this order."""
     if dtype in kernels.NORM_DTYPES:
-        return kernels.sum_squares(data, dtype)
+        return kernels.sum_squares(data, dtype, _NORM_BLOCK)
     return sum_squares_numpy(data, dtype)
 
 
