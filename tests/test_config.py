@@ -51,7 +51,7 @@ def test_minimal_config_gets_schema_defaults_and_resolved_values():
     assert cfg.prompt.teacher_messages == [{"role": "system", "content": "You are Yoda."}]
     assert cfg.prompt.student_messages == []
     (target,) = cfg.targets
-    assert (target.name, target.max_tokens, target.top_k, target.prompt) == ("yoda", 64, 20, None)
+    assert (target.name, target.max_tokens, target.top_k, target.prompt) == ("yoda", 32, 20, None)
     assert target.generators[0].stims == ["Hello?", "How are you?"]
     assert target.generators[0].numq == 2
     assert cfg.bake.epochs == 3

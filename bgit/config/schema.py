@@ -183,10 +183,13 @@ class GeneratorConfig(Settings):
         return []
 
 
-# TARGET.augment's default: measured on the quality bench (bench/results/2026-11-30-quality-experiments):
-# 512 stims x 1 trajectory beat 256 x 1 for twice the epochs at the same training cost (closure 0.884
-# vs 0.869).
-AUGMENT_STIMS_PER_BAKE = 512
+# TARGET.augment's and TARGET.max_tokens' defaults, measured (bench/results/2026-11-30- and
+# 2026-12-01-quality-experiments, 2026-12-01-x86_64-epyc-2core/quality.log): 512 stims x 1 trajectory
+# beat 256 x 1 for twice the epochs at the same training cost (closure 0.884 vs 0.869); then 1,000
+# stims x 32 tokens beat 512 x 64 for the same sampled tokens (french 0.885 vs 0.869). The bundled
+# messages (1,002) cap the stims near this.
+AUGMENT_STIMS_PER_BAKE = 1000
+DEFAULT_ROLLOUT_TOKENS = 32
 
 
 @dataclasses.dataclass
@@ -199,9 +202,11 @@ class AugmentConfig(Settings):
     min_stims: int | None = setting(None, "When the generators give fewer stims than this, add bgit's "
                                     "bundled everyday user messages (about a thousand, many topics; sampled "
                                     "with BAKE.seed) up to this many, so that a short stim list still bakes a "
-                                    "behaviour that holds on other messages. Default: 512 per bake, shared "
-                                    "by its targets (256 each for two), so a bake's size does not grow with "
-                                    "its targets. 0 = off. `augment: N` is short for `augment: {min_stims: N}`.",
+                                    "behaviour that holds on other messages. Default: "
+                                    f"{AUGMENT_STIMS_PER_BAKE} per bake, shared by its targets "
+                                    f"({AUGMENT_STIMS_PER_BAKE // 2} each for two), so a bake's size does "
+                                    "not grow with its targets. 0 = off. `augment: N` is short for "
+                                    "`augment: {min_stims: N}`.",
                                     range=between(0, 100_000))
 
 
@@ -215,8 +220,8 @@ class TargetConfig(Settings):
                                                 "file; a target built in Python for a rollout alone "
                                                 "may have none).", required="at least one generator is required",
                                                 factory=list)
-    max_tokens: int = setting(64, "Rollout: new tokens per trajectory (also the length of the responses "
-                              "`bgit eval` samples).", range=between(1, 32768))
+    max_tokens: int = setting(DEFAULT_ROLLOUT_TOKENS, "Rollout: new tokens per trajectory (also the length of "
+                              "the responses `bgit eval` samples).", range=between(1, 32768))
     temperature: float = setting(1.0, "Rollout: sampling temperature (teacher log-probs are stored at T=1).",
                                  range=between(0, 2))
     num_traj_per_stimulus: int = setting(1, "Rollout: trajectories sampled per stim.", range=between(1, 100))
