@@ -1,6 +1,7 @@
 """Where a training step's time goes: SmolLM2-135M + default LoRA, 4 x (student ~25 + 32 response)."""
-import sys, time, os
-sys.path.insert(0, os.environ.get("BGIT_ROOT", "/work/main"))
+import sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # this checkout's bgit
 import numpy as np, torch
 from bgit.models import load_model, resolve_model
 from bgit.config import from_dict
