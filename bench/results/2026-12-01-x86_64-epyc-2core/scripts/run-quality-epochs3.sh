@@ -11,3 +11,7 @@ cd /work/wt/e3
 .venv/bin/python bench/quality_bench.py --cases two_targets --threads 2 --eval-max-tokens 64 \
   --set BAKE.epochs=3 --workdir /tmp/qb3/w --log /tmp/qb3/quality-tt.jsonl \
   --label "defaults + BAKE.epochs=3 on AMD EPYC, $(git rev-parse --short HEAD)" > /tmp/qb3/quality-tt.log 2>&1
+# then, after the test suite, customer_service alone
+.venv/bin/python bench/quality_bench.py --cases customer_service --threads 2 --eval-max-tokens 64 \
+  --set BAKE.epochs=3 --workdir /tmp/qb3/w --log /tmp/qb3/quality-cs.jsonl \
+  --label "defaults + BAKE.epochs=3 on AMD EPYC, $(git rev-parse --short HEAD)" > /tmp/qb3/quality-cs.log 2>&1
