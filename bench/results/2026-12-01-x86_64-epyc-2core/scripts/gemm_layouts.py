@@ -1,5 +1,5 @@
-"""fp32 products as the trainer runs them: F.linear (x @ W.T), its input gradient (g @ W), and the
-LoRA's; torch (MKL) against numpy (OpenBLAS) on the same arrays, 2 threads each."""
+"""fp32 products as the trainer runs them: F.linear (x @ W.T), its input gradient (g @ W);
+torch (MKL) against numpy (OpenBLAS) on the same arrays, 2 threads each."""
 import time, numpy as np, torch
 import torch.nn.functional as F
 torch.set_num_threads(2)

@@ -1,7 +1,7 @@
 # The quality bench with a third epoch (BAKE.epochs=3) on top of the defaults, the tree 271c716
 # (a worktree; the code of 077dd00, whose defaults are 1,000 stims x 32 tokens). Idle AMD EPYC,
 # 2 threads, held-out responses of 64 tokens. Started on all four cases; stopped after pirate
-# (this machine ran ~45% slower than the day before, so the four would not fit the session),
+# (this machine ran ~45% slower than during the morning's bench, so the four would not fit the session),
 # then two_targets alone.
 cd /work/wt/e3
 .venv/bin/python bench/quality_bench.py --threads 2 --eval-max-tokens 64 --set BAKE.epochs=3 \

@@ -1,6 +1,7 @@
 import runpy, sys
+from pathlib import Path
 sys.argv = ["train_step_profile.py", "none"]
-g = runpy.run_path(__file__.replace("train_step_mm_shapes.py", "train_step_profile.py"))
+g = runpy.run_path(str(Path(__file__).with_name("train_step_profile.py")))
 from torch.profiler import profile, ProfilerActivity
 step = g["step"]
 with g["training_setup"](g["peft"], g["bake"].model, False):
@@ -10,11 +11,7 @@ with g["training_setup"](g["peft"], g["bake"].model, False):
 rows = [e for e in prof.key_averages(group_by_input_shape=True) if e.key == "aten::mm"]
 rows.sort(key=lambda e: -e.self_cpu_time_total)
 tot = sum(e.self_cpu_time_total for e in rows)
-lora = 0
-for e in rows:
-    shp = e.input_shapes
-    small = any(16 in s for s in shp if s)
-    if small: lora += e.self_cpu_time_total
+lora = sum(e.self_cpu_time_total for e in rows if any(16 in s for s in e.input_shapes if s))
 for e in rows[:25]:
     print(round(e.self_cpu_time_total/1e3), "ms", e.count, e.input_shapes)
 print("mm total ms", round(tot/1e3), "with a rank-16 dim", round(lora/1e3))

@@ -29,12 +29,11 @@ peft = attach_lora(model, bake)
 trainable = [p for p in peft.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(trainable, lr=1e-4)
 mode = sys.argv[1] if len(sys.argv) > 1 else "plain"
-fwd = peft
 if mode == "compile":
     peft.base_model.model.model.forward = torch.compile(peft.base_model.model.model.forward, dynamic=True)
 def step(j):
     b = collate(items[4 * j % 64: 4 * j % 64 + 4], 0, "cpu")
-    obj, kl = batch_objective(peft, b, bake.data, "topk", False)
+    obj, _ = batch_objective(peft, b, bake.data, "topk", False)
     (obj.sum() / b.n_tokens).backward()
     opt.step(); opt.zero_grad(set_to_none=True)
     return b.input_ids.numel()
