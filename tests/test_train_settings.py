@@ -140,6 +140,30 @@ def test_optimizer_types(tmp_path, kind, cls):
     assert evals[-1] < evals[0], (kind, evals)
 
 
+def test_layers_to_transform_with_all_linear(tmp_path):
+    """PEFT takes a layer selection only with named modules: all-linear becomes the model's
+    linear layers, in the chosen layers only, and only those train."""
+    from safetensors.torch import load_file
+
+    from bgit.train.errors import TrainError
+    from bgit.train.lora import attach_lora
+
+    model = tiny_llama(seed=14)
+    examples = baking_examples(model, 8, seed=14)
+    bake = bake_settings(model={"peft_config": {"layers_to_transform": [1]}})
+    result = train_adapter(model, None, examples, examples, bake, tmp_path)
+    weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    modules = {name.split(".lora_")[0].split("layers.")[1] for name in weights}
+    assert modules == {f"1.{kind}" for kind in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    assert any(float(t.abs().sum()) > 0 for name, t in weights.items() if "lora_B" in name)
+    evals = [row["eval_kl"] for row in result.metrics if "eval_kl" in row]
+    assert evals[-1] < evals[0]
+
+    with pytest.raises(TrainError, match="refused by PEFT.*layers_to_transform"):
+        attach_lora(model, bake_settings(model={"peft_config": {"layers_to_transform": [7]}}))
+
+
 # -- checkpoints by step, exact resume, auto_resume, enabled --------------------------------------
 
 

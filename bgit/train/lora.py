@@ -24,19 +24,37 @@ def attach_lora(model, bake):
     if isinstance(model, PeftModel) or hasattr(model, "peft_config"):
         raise TrainError("the parent model already carries a LoRA adapter; merge it (merge_and_unload) before baking")
     lora = bake.lora
+    options = bake.model.peft_config  # the loader moved its LoRA keys into bake.lora
     targets = lora.target_modules
-    config = LoraConfig(
-        **bake.model.peft_config,  # the loader moved its LoRA keys into bake.lora
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,
-        lora_dropout=lora.lora_dropout,
-        bias=lora.bias,
-        target_modules=targets if isinstance(targets, str) else list(targets),
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, config)
+    if targets == "all-linear" and options.get("layers_to_transform") is not None:
+        targets = linear_module_names(model)  # PEFT takes a layer selection only with named modules
+    try:
+        config = LoraConfig(
+            **options,
+            r=lora.r,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout,
+            bias=lora.bias,
+            target_modules=targets if isinstance(targets, str) else list(targets),
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(model, config)
+    except ValueError as error:  # PEFT's refusals of a combination, e.g. layers no module has
+        raise TrainError(f"BAKE.model.peft_config: refused by PEFT: {str(error).splitlines()[0]}") from None
     set_baking_mode(peft_model)
     return peft_model
+
+
+def linear_module_names(model) -> list[str]:
+    """What 'all-linear' adapts (PEFT's rule), as module names: the last name component of
+    every linear or Conv1D layer except the output head."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not head}
+    return sorted(names)
 
 
 def set_baking_mode(peft_model) -> None:
