@@ -170,6 +170,12 @@ def test_peft_config_keys_are_checked_against_peft():
         "(did you mean 'use_rslora'?)")
     assert error_of(GOOD + "  model:\n    peft_config: {r: 0}\n") == (
         "input.yml:14: BAKE.model.peft_config.r: must be in [1, 1024], got 0")
+    # initialisations that rewrite the base model's weights would commit an adapter for another base
+    for init in ("pissa", "pissa_niter_4", "olora", "corda", "loftq", "eva"):
+        assert error_of(GOOD + f"  model:\n    peft_config: {{init_lora_weights: {init}}}\n").startswith(
+            f"input.yml:14: BAKE.model.peft_config.init_lora_weights: '{init}' rewrites the base model's weights")
+    for init in ("true", "gaussian", "orthogonal"):
+        parse_config(GOOD + f"  model:\n    peft_config: {{init_lora_weights: {init}}}\n")
 
 
 def test_train_eval_split_as_a_pair():

@@ -307,7 +307,9 @@ class BakeModelConfig(Settings):
                                                   "recompute activations in the backward pass, ~30% more "
                                                   "compute for much less activation memory.")
     peft_config: dict = setting(help="More PEFT LoraConfig options (use_rslora, layers_to_transform, ...), "
-                                "merged over baked_adapter_config (its LoRA keys win).", factory=dict)
+                                "merged over baked_adapter_config (its LoRA keys win). Not the "
+                                "init_lora_weights that rewrite the base weights (pissa, olora, corda, "
+                                "loftq) or need a data pass (eva).", factory=dict)
     save_name: str | None = setting(None, "Name the hosted service saves the model under.", hashed=False,
                                     notice="has no effect here: a bake is its commit; name it with "
                                            "`bgit tag NAME`")
@@ -504,6 +506,12 @@ def _lora_value_problems(options: dict) -> list[tuple[str, str]]:
     return problems
 
 
+# PEFT initialisations that subtract the adapter's start from the base weights (PiSSA, OLoRA,
+# CorDA, LoftQ) or wait for a data pass bgit does not run (EVA): measured with PiSSA and OLoRA,
+# the saved adapter moved the unchanged base's logits by ~6 from the trained model's.
+BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq", "eva")
+
+
 def peft_option_problems(options: dict) -> list[tuple[str, str]]:
     """Keys of BAKE.model.peft_config that PEFT's LoraConfig does not take, or refuses."""
     rest = {k: v for k, v in options.items() if k not in LORA_KEYS}
@@ -516,6 +524,11 @@ def peft_option_problems(options: dict) -> list[tuple[str, str]]:
     if unknown:
         from bgit.config.declare import suggestion
         return [(k, f"not an option of PEFT's LoraConfig{suggestion(k, known)}") for k in unknown]
+    init = rest.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_REWRITING_INITS):
+        return [("init_lora_weights", f"{init!r} rewrites the base model's weights or needs a pass over "
+                 "data first, and a bake's adapter applies to the unchanged base model; use true, "
+                 "'gaussian' or 'orthogonal'")]
     try:
         peft.LoraConfig(**rest)
     except (TypeError, ValueError) as error:
