@@ -160,7 +160,7 @@ def test_layers_to_transform_with_all_linear(tmp_path):
     evals = [row["eval_kl"] for row in result.metrics if "eval_kl" in row]
     assert evals[-1] < evals[0]
 
-    with pytest.raises(TrainError, match="refused by PEFT.*layers_to_transform"):
+    with pytest.raises(TrainError, match="refused by PEFT: Target modules .* not found.*layers_to_transform"):
         attach_lora(model, bake_settings(model={"peft_config": {"layers_to_transform": [7]}}))
 
 

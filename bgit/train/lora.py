@@ -39,8 +39,9 @@ def attach_lora(model, bake):
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, config)
-    except ValueError as error:  # PEFT's refusals of a combination, e.g. layers no module has
-        raise TrainError(f"BAKE.model.peft_config: refused by PEFT: {str(error).splitlines()[0]}") from None
+    except ValueError as error:  # PEFT refuses a combination, e.g. layers or module names the model lacks
+        raise TrainError(f"the LoRA settings (BAKE.model.baked_adapter_config, peft_config) were refused "
+                         f"by PEFT: {str(error).splitlines()[0]}") from None
     set_baking_mode(peft_model)
     return peft_model
 
