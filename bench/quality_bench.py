@@ -7,7 +7,9 @@ For each case it runs what a user runs — ``bgit init``, the shipped example as
 user messages written for this benchmark, never used in training and not drawn from any
 file that supplied training stims (nor from bgit's bundled messages; a test checks both).
 eval samples each held-out message's response from the prompted parent model (seeded) and
-reports closure = 1 - KL(prompted||baked) / KL(prompted||base) per response token, per target.
+reports closure = 1 - KL(prompted||baked) / KL(prompted||base) per response token, per target,
+and apart over the tokens up to and past the trained length (TARGET.max_tokens) when
+``--eval-max-tokens`` samples longer responses.
 
 Cases (examples/*.yml, unchanged):
 
@@ -127,10 +129,7 @@ def run_case(case: str, repo: Path, overrides: dict, quick: bool, eval_max_token
         args += ["--max-tokens", str(eval_max_tokens)]
     eval_started = time.monotonic()
     evaluation = json.loads(bgit(repo, *args).stdout)
-    targets = {name: {"closure": sums["closure"], "kl_prompted_base": sums["kl_prompted_base"],
-                      "kl_prompted_baked": sums["kl_prompted_baked"], "tokens": sums["tokens"],
-                      "stims": sums["stims"]}
-               for name, sums in evaluation["targets"].items()}
+    targets = {name: _target_sums(sums) for name, sums in evaluation["targets"].items()}
     return {"case": case, "overrides": overrides, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "timings": record.get("timings"), "tokens": record.get("tokens"),
             "stims": {name: t.get("stims") for name, t in (record.get("targets") or {}).items()}
@@ -141,19 +140,39 @@ def run_case(case: str, repo: Path, overrides: dict, quick: bool, eval_max_token
             "eval_seconds": round(time.monotonic() - eval_started, 1)}
 
 
+def _target_sums(sums: dict) -> dict:
+    """A target's eval sums, with the closure before and past the trained length (when
+    --eval-max-tokens sampled past TARGET.max_tokens)."""
+    from bgit.evaluate.results import KlSums
+
+    past = sums.get("past_trained_length")
+    return {"closure": sums["closure"], "kl_prompted_base": sums["kl_prompted_base"],
+            "kl_prompted_baked": sums["kl_prompted_baked"], "tokens": sums["tokens"], "stims": sums["stims"],
+            "closure_within_trained_length": KlSums.from_json(sums).closure_within_trained_length(),
+            "closure_past_trained_length": past["closure"] if past else None,
+            "tokens_past_trained_length": past["tokens"] if past else 0}
+
+
 def report(results: list[dict], quick: bool) -> None:
-    print(f"\n{'case':<18}{'target':<12}{'closure':>9}{'KL base':>9}{'KL baked':>10}{'bake s':>9}{'CPU s':>8}")
+    print(f"\n{'case':<18}{'target':<12}{'closure':>9}{'KL base':>9}{'KL baked':>10}{'bake s':>9}{'CPU s':>8}"
+          f"{'within':>9}{'past':>7}")
     met = True
     for r in results:
         for n, (name, t) in enumerate(r["targets"].items()):
             wall = f"{r['wall_s']:>9.1f}{r['cpu_s']:>8.0f}" if n == 0 else ""
             closure = t["closure"]
+            wall = wall or " " * 17
+            split = "".join(f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
+                            for value, width in ((t.get("closure_within_trained_length"), 9),
+                                                 (t.get("closure_past_trained_length"), 7)))
             print(f"{(r['case'] if n == 0 else ''):<18}{name:<12}{closure:>9.3f}{t['kl_prompted_base']:>9.3f}"
-                  f"{t['kl_prompted_baked']:>10.3f}{wall}")
+                  f"{t['kl_prompted_baked']:>10.3f}{wall}{split}")
             met &= closure is not None and closure >= TARGET_CLOSURE
         met &= r["wall_s"] <= TARGET_SECONDS
         timings = ", ".join(f"{phase} {seconds:.0f}" for phase, seconds in (r["timings"] or {}).items())
         print(f"{'':<18}phases (s): {timings}")
+    print("within / past: the closure over the response tokens up to / past TARGET.max_tokens, the length "
+          "the bake trained on ('-': no response went past it; --eval-max-tokens longer samples past it)")
     if not quick:
         print(f"\ntarget: closure >= {TARGET_CLOSURE} per target, bake <= {TARGET_SECONDS} s -> "
               f"{'met' if met else 'NOT met'}")

@@ -12,6 +12,7 @@ import torch
 from evaluate_helpers import (
     HELD_OUT_STIMS,
     SYSTEM,
+    TRAIN_STIMS,
     adapter_tensors,
     build_history,
     commit_bake,
@@ -138,10 +139,10 @@ def _log_probs(model, tokenizer, messages, stim, response):
     return torch.log_softmax(logits[len(ids) - 1: len(ids) - 1 + len(response)].double(), -1)
 
 
-def _independent_kls(base_dir, rows, baked_adapter, parent_adapter=None):
-    """(KL(prompted‖parent), KL(prompted‖baked)) per response token, without bgit's eval code:
-    the parent is the base model, or the base with ``parent_adapter`` merged into its weights;
-    the baked model is the base with ``baked_adapter``."""
+def _independent_kls(base_dir, rows, baked_adapter, parent_adapter=None, start=0):
+    """(KL(prompted‖parent), KL(prompted‖baked)) per response token from token ``start`` on,
+    without bgit's eval code: the parent is the base model, or the base with ``parent_adapter``
+    merged into its weights; the baked model is the base with ``baked_adapter``."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -153,11 +154,11 @@ def _independent_kls(base_dir, rows, baked_adapter, parent_adapter=None):
     system = [{"role": "system", "content": SYSTEM}]
     sums, tokens = [0.0, 0.0], 0
     for row in rows:
-        p = _log_probs(parent, tokenizer, system, row["stim"], row["response_ids"])
+        p = _log_probs(parent, tokenizer, system, row["stim"], row["response_ids"])[start:]
         for i, model in enumerate((parent, baked)):
-            q = _log_probs(model, tokenizer, [], row["stim"], row["response_ids"])
+            q = _log_probs(model, tokenizer, [], row["stim"], row["response_ids"])[start:]
             sums[i] += float((p.exp() * (p - q)).sum())
-        tokens += len(row["response_ids"])
+        tokens += len(p)
     return sums[0] / tokens, sums[1] / tokens
 
 
@@ -206,6 +207,32 @@ def test_chained_bake_is_evaluated_against_its_parent(history, tmp_path):
     kl_base, _ = _independent_kls(base_dir, rows, chain)
     assert abs(kl_base - kl_parent) > 1e-3
     repo.checkout("main")
+
+
+def test_closure_past_the_trained_length(history, tmp_path):
+    """Responses longer than TARGET.max_tokens (6 here) get the tokens past it scored apart."""
+    from bgit.evaluate import EvalResult, evaluate_bake, open_bake
+    from bgit.repo import Repository
+
+    _, base_dir, adapters, _ = history
+    assert evaluate_bake(open_bake(history[0], "HEAD")).past_trained_length is None  # rollouts of 5 tokens
+    repo = Repository.init(tmp_path / "repo")
+    rows = rollout_rows(base_dir, TRAIN_STIMS + HELD_OUT_STIMS, length=10)
+    commit_bake(repo, base_dir, adapters["b"], tmp_path / "work", "long responses", rows=rows)
+    results = evaluate_bake(open_bake(repo, "HEAD"))
+    held_out = [r for r in rows if r["stim"] in HELD_OUT_STIMS]
+    past = results.past_trained_length
+    assert past.tokens == sum(len(r["response_ids"]) - 6 for r in held_out) and past.stims == 2
+    kl_base, kl_baked = _independent_kls(base_dir, held_out, adapters["b"], start=6)
+    assert past.kl_prompted_base == pytest.approx(kl_base, rel=1e-4)
+    assert past.kl_prompted_baked == pytest.approx(kl_baked, rel=1e-4)
+    assert past.closure == pytest.approx(1 - kl_baked / kl_base, rel=1e-3, abs=1e-4)
+    all_base, all_baked = _independent_kls(base_dir, held_out, adapters["b"])
+    n_all, n_past = results.tokens, past.tokens
+    within = 1 - (all_baked * n_all - kl_baked * n_past) / (all_base * n_all - kl_base * n_past)
+    assert results.closure_within_trained_length() == pytest.approx(within, rel=1e-3, abs=1e-4)
+    assert results.targets["terse"].past_trained_length == past
+    assert EvalResult.from_json(json.loads(json.dumps(results.to_json()))) == results  # as the git note stores it
 
 
 def test_zero_adapter_has_zero_closure_and_fallback_without_eval_stims(tmp_path, history):

@@ -115,19 +115,30 @@ def render_eval(results) -> None:
     click.echo(f"  KL(prompted‖baked)      {fmt(results.kl_prompted_baked)}")
     click.echo(f"  KL closure              {fmt(results.closure)}")
     click.echo(f"  KL(prompted‖reprompted) {fmt(results.kl_prompted_reprompted)}")
+    if results.past_trained_length:
+        click.echo(f"  closure past the trained length (TARGET.max_tokens) {_past(results)}")
     if len(results.targets) > 1:
         for name, target in results.targets.items():
+            past = f"; past the trained length {_past(target)}" if target.past_trained_length else ""
             click.echo(f"  [{name}] closure {fmt(target.closure)}  KL(prompted‖baked) "
-                       f"{fmt(target.kl_prompted_baked)}  ({target.stims} stims)")
+                       f"{fmt(target.kl_prompted_baked)}  ({target.stims} stims{past})")
     for note in results.notes:
         click.echo(f"  note: {note}")
+
+
+def _past(sums) -> str:
+    """'0.688 on 869 of 1,842 tokens (KL 0.067 -> 0.0209), 0.906 before them'."""
+    past = sums.past_trained_length
+    return (f"{fmt(past.closure)} on {past.tokens:,} of {sums.tokens:,} tokens (KL {fmt(past.kl_prompted_base)} "
+            f"-> {fmt(past.kl_prompted_baked)}), {fmt(sums.closure_within_trained_length())} before them")
 
 
 @click.command("eval")
 @click.argument("ref", default="HEAD")
 @click.option("--stims", "stims_path", type=click.Path(dir_okay=False), help="JSONL/text file of user messages.")
 @click.option("--max-stims", default=64, show_default=True, help="Held-out stims evaluated per target.")
-@click.option("--max-tokens", type=int, help="Response tokens sampled per --stims message (default: TARGET.max_tokens).")
+@click.option("--max-tokens", type=int, help="Response tokens sampled per --stims message (default: TARGET.max_tokens, the "
+              "length the bake trained on; past it the closure of the extra tokens is shown apart).")
 @click.option("--seed", default=0, show_default=True, help="Seed for sampled responses.")
 @click.option("--no-save", is_flag=True, help="Do not store the results as a git note.")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),

@@ -181,18 +181,25 @@ class _Sums:
         self.tokens = 0
         self.stims: set[str] = set()
         self.sums = {"kl_prompted_base": 0.0, "kl_prompted_baked": 0.0, "kl_prompted_reprompted": 0.0}
+        self.past: _Sums | None = None  # the tokens past the trained length
 
-    def add(self, stim_id: str, tokens: int, **kls) -> None:
-        self.tokens += tokens
+    def add(self, stim_id: str, kls: dict, trained_length: int | None = None) -> None:
+        """``kls``: name -> per-token KL tensor [T] of one response; the tokens past
+        ``trained_length`` are also summed apart."""
+        length = len(next(iter(kls.values())))
+        self.tokens += length
         self.stims.add(stim_id)
-        for key, value in kls.items():
-            self.sums[key] += value
+        for key, values in kls.items():
+            self.sums[key] += float(values.sum())
+        if trained_length is not None and length > trained_length:
+            self.past = self.past or _Sums()
+            self.past.add(stim_id, {key: values[trained_length:] for key, values in kls.items()})
 
     def result(self) -> KlSums:
         means = {k: (v / self.tokens if self.tokens else None) for k, v in self.sums.items()}
         base, baked = means["kl_prompted_base"], means["kl_prompted_baked"]
         return KlSums(**means, closure=1 - baked / base if base else None, tokens=self.tokens,
-                      stims=len(self.stims))
+                      stims=len(self.stims), past_trained_length=self.past.result() if self.past else None)
 
 
 @dataclass
@@ -263,9 +270,9 @@ def _item_kls(models: _EvalModels, item: EvalItem) -> dict[str, float]:
         parent_student = response_logits(models.model, item.student_ids, item.response_ids)
     baked = response_logits(models.model, item.student_ids, item.response_ids)
     reprompted = response_logits(models.model, item.teacher_ids, item.response_ids)
-    return {"kl_prompted_base": float(_kl(teacher, parent_student).sum()),
-            "kl_prompted_baked": float(_kl(teacher, baked).sum()),
-            "kl_prompted_reprompted": float(_kl(teacher, reprompted).sum())}
+    return {"kl_prompted_base": _kl(teacher, parent_student),
+            "kl_prompted_baked": _kl(teacher, baked),
+            "kl_prompted_reprompted": _kl(teacher, reprompted)}
 
 
 def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int = DEFAULT_MAX_STIMS,
@@ -282,14 +289,14 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
     task = reporter.task("eval", total=len(items), unit="traj")
     try:
         for n, item in enumerate(items):
+            target = config.target(item.target)
             if item.response_ids is None:
-                target = config.target(item.target)
                 item.response_ids = models.sample(item, max_tokens or target.max_tokens, target.temperature, seed + n)
                 if not item.response_ids:
                     continue
             kls = _item_kls(models, item)
-            totals.add(item.stim_id, len(item.response_ids), **kls)
-            per_target.setdefault(item.target, _Sums()).add(item.stim_id, len(item.response_ids), **kls)
+            totals.add(item.stim_id, kls, target.max_tokens)
+            per_target.setdefault(item.target, _Sums()).add(item.stim_id, kls, target.max_tokens)
             task(advance=1)
     finally:
         task.close()

@@ -18,6 +18,27 @@ class KlSums:
     kl_prompted_reprompted: float | None = None
     tokens: int = 0
     stims: int = 0
+    # The same over the response tokens past TARGET.max_tokens, the length the bake trained
+    # on (only when --max-tokens sampled longer responses); None when there were none.
+    past_trained_length: "KlSums | None" = None
+
+    def closure_within_trained_length(self) -> float | None:
+        """The closure over the tokens up to the trained length, when some went past it."""
+        past = self.past_trained_length
+        if past is None or self.tokens <= past.tokens or None in (self.kl_prompted_base, past.kl_prompted_base):
+            return None
+        base = self.kl_prompted_base * self.tokens - past.kl_prompted_base * past.tokens
+        baked = self.kl_prompted_baked * self.tokens - past.kl_prompted_baked * past.tokens
+        return 1 - baked / base if base else None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "KlSums":
+        """Tolerant: unknown keys are ignored, missing ones take their defaults."""
+        known = {f.name for f in fields(KlSums)}
+        values = {k: v for k, v in (data or {}).items() if k in known}
+        past = values.get("past_trained_length")
+        values["past_trained_length"] = KlSums.from_json(past) if isinstance(past, dict) else None
+        return KlSums(**values)
 
 
 @dataclass
@@ -41,8 +62,9 @@ class EvalResult(KlSums):
         """Tolerant: unknown keys are ignored, missing ones take their defaults."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        target_keys = {f.name for f in fields(KlSums)}
-        values["targets"] = {name: KlSums(**{k: v for k, v in (sums or {}).items() if k in target_keys})
+        past = values.get("past_trained_length")
+        values["past_trained_length"] = KlSums.from_json(past) if isinstance(past, dict) else None
+        values["targets"] = {name: KlSums.from_json(sums)
                              for name, sums in (data.get("targets") or {}).items() if isinstance(sums, dict)}
         return cls(**values)
 
