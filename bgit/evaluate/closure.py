@@ -264,7 +264,8 @@ def _load_eval_model(bake: Bake, device, dtype) -> _EvalModels:
     return _EvalModels(model, tokenizer, notes, f"parent {parent.short}")
 
 
-def _item_kls(models: _EvalModels, item: EvalItem) -> dict[str, float]:
+def _item_kls(models: _EvalModels, item: EvalItem) -> dict:
+    """name -> KL per response token [T] of one item."""
     teacher = models.teacher_logits(item)
     with models.parent():
         parent_student = response_logits(models.model, item.student_ids, item.response_ids)
