@@ -159,9 +159,8 @@ def report(results: list[dict], quick: bool) -> None:
     met = True
     for r in results:
         for n, (name, t) in enumerate(r["targets"].items()):
-            wall = f"{r['wall_s']:>9.1f}{r['cpu_s']:>8.0f}" if n == 0 else ""
+            wall = f"{r['wall_s']:>9.1f}{r['cpu_s']:>8.0f}" if n == 0 else " " * 17
             closure = t["closure"]
-            wall = wall or " " * 17
             split = "".join(f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
                             for value, width in ((t.get("closure_within_trained_length"), 9),
                                                  (t.get("closure_past_trained_length"), 7)))

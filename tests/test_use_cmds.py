@@ -70,14 +70,14 @@ def test_eval_stores_a_note_shown_by_git_log(run, history):
 
 
 def test_eval_longer_than_trained_shows_the_tokens_past_it(run, tmp_path):
+    from bgit.cli.render import fmt
+
     (tmp_path / "stims.txt").write_text("why so?\nand then\n")
     args = ("eval", "HEAD", "--no-save", "--stims", str(tmp_path / "stims.txt"), "--max-tokens", "12")
     data = json.loads(run(*args, "--json").stdout)
     past = data["past_trained_length"]  # TARGET.max_tokens is 6
     assert past["tokens"] == data["tokens"] - 6 * data["stims"] > 0 and past["closure"] is not None
     text = run(*args).output
-    from bgit.cli.render import fmt
-
     assert (f"closure past the trained length (TARGET.max_tokens) {fmt(past['closure'])} on {past['tokens']} "
             f"of {data['tokens']} tokens") in text
     short = json.loads(run("eval", "HEAD", "--no-save", "--stims", str(tmp_path / "stims.txt"), "--json").stdout)

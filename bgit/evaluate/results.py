@@ -32,13 +32,13 @@ class KlSums:
         return 1 - baked / base if base else None
 
     @classmethod
-    def from_json(cls, data: dict) -> "KlSums":
+    def from_json(cls, data: dict):
         """Tolerant: unknown keys are ignored, missing ones take their defaults."""
-        known = {f.name for f in fields(KlSums)}
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in (data or {}).items() if k in known}
         past = values.get("past_trained_length")
         values["past_trained_length"] = KlSums.from_json(past) if isinstance(past, dict) else None
-        return KlSums(**values)
+        return cls(**values)
 
 
 @dataclass
@@ -60,13 +60,10 @@ class EvalResult(KlSums):
     @classmethod
     def from_json(cls, data: dict) -> "EvalResult":
         """Tolerant: unknown keys are ignored, missing ones take their defaults."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        past = values.get("past_trained_length")
-        values["past_trained_length"] = KlSums.from_json(past) if isinstance(past, dict) else None
-        values["targets"] = {name: KlSums.from_json(sums)
-                             for name, sums in (data.get("targets") or {}).items() if isinstance(sums, dict)}
-        return cls(**values)
+        result = super().from_json({k: v for k, v in data.items() if k != "targets"})
+        result.targets = {name: KlSums.from_json(sums)
+                          for name, sums in (data.get("targets") or {}).items() if isinstance(sums, dict)}
+        return result
 
     def summary(self) -> str:
         """One line for ``bgit log``: 'eval: closure 0.83 (KL 0.41 -> 0.07, 8 stims)'."""
