@@ -56,12 +56,12 @@ def cached_eval(repo: Path, stims_file: Path, cache_file: Path, max_tokens: int 
                 item.response_ids = response
                 with models.parent():
                     student = response_logits(models.model, item.student_ids, response)
-                base_kl = float(_kl(models.teacher_logits(item), student).sum())
+                base_kl = float(_kl(models.teacher_logits([item]), student).sum())
             cache[key] = [response, base_kl]
         item.response_ids, base_kl = cache[key]
         if not item.response_ids:
             continue
-        teacher = models.teacher_logits(item)
+        teacher = models.teacher_logits([item])
         baked_kl = float(_kl(teacher, response_logits(models.model, item.student_ids, item.response_ids)).sum())
         s = sums.setdefault(item.target, {"base": 0.0, "baked": 0.0, "tokens": 0, "stims": 0})
         s["base"] += base_kl

@@ -162,6 +162,44 @@ def _independent_kls(base_dir, rows, baked_adapter, parent_adapter=None, start=0
     return sums[0] / tokens, sums[1] / tokens
 
 
+def test_forced_logits_run_the_shared_prompt_once_and_match_one_row_at_a_time(monkeypatch):
+    """Batched teacher forcing (right padding, the system prompt's KV cache shared, the output
+    layer at response positions only) gives each row's logits of a plain unbatched forward."""
+    from peft import LoraConfig, get_peft_model
+    from rollout_helpers import char_tokenizer, tiny_llama
+
+    from bgit.evaluate import forcing
+    from bgit.models import prefix as prefix_module
+    from bgit.models import render_context
+
+    tokenizer = char_tokenizer()
+    model = get_peft_model(tiny_llama(len(tokenizer)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                   init_lora_weights=False)).eval()
+    system = [{"role": "system", "content": "You are a pirate who answers in rhyme."}]
+    contexts = [render_context(tokenizer, system, user=s) for s in ("Hi", "What is the capital of France?", "x")]
+    generator = torch.Generator().manual_seed(0)
+    responses = [torch.randint(5, len(tokenizer), (n,), generator=generator).tolist() for n in (7, 1, 12)]
+    shared = []
+    original = prefix_module.prefix_cache
+    monkeypatch.setattr(prefix_module, "prefix_cache",
+                        lambda model, ids, rows: shared.append(ids[0].tolist()) or original(model, ids, rows))
+
+    logits = forcing.forced_logits(model, contexts, responses)
+
+    prompt = render_context(tokenizer, system, user="")[:-len("<|im_end|>\n<|im_start|>assistant\n")]
+    assert shared == [contexts[0][:len(shared[0])]] and len(shared[0]) >= len(prompt) > 16
+    assert logits.shape == (sum(len(r) for r in responses), len(tokenizer))
+    for part, context, response in zip(logits.split([len(r) for r in responses]), contexts, responses):
+        with torch.no_grad():
+            plain = model(input_ids=torch.tensor([context + response])).logits[0]
+        torch.testing.assert_close(part, plain[len(context) - 1: len(context) - 1 + len(response)],
+                                   atol=1e-5, rtol=1e-5)
+
+    monkeypatch.setattr(forcing, "BATCH_LOGITS", 10 * 50)  # 10 response tokens per batch at vocab 50
+    assert forcing.token_chunks([1, 7, 3, 12, 2], 50) == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
+    assert forcing.token_chunks([], 50) == []
+
+
 def test_eval_on_held_out_stims_matches_independent_kl(history):
     from bgit.evaluate import evaluate_bake, open_bake
 

@@ -155,12 +155,13 @@ def test_the_shared_prompt_prefix_runs_once_and_changes_nothing(tiny, monkeypatc
     and rows as plain left padding, and the layout puts every token where it sits unpadded."""
     import torch
 
+    from bgit.models import prefix as prefix_module
     from bgit.pipeline import rollout as rollout_module
 
     model, tokenizer, _ = tiny
     contexts = [render_context(tokenizer, PROMPT.teacher_messages, user=t) for t in TEXTS]
     prefix = rollout_module.shared_prefix(model, contexts)
-    assert prefix >= rollout_module.MIN_SHARED_PREFIX and all(c[:prefix] == contexts[0][:prefix] for c in contexts)
+    assert prefix >= prefix_module.MIN_SHARED_PREFIX and all(c[:prefix] == contexts[0][:prefix] for c in contexts)
     assert prefix < min(len(c) for c in contexts)  # every row keeps a token of its own
     ids, mask, positions = rollout_module.pad_after_prefix(contexts, prefix, 0, "cpu")
     for row, context in enumerate(contexts):
@@ -174,7 +175,7 @@ def test_the_shared_prompt_prefix_runs_once_and_changes_nothing(tiny, monkeypatc
     target = TargetConfig(max_tokens=10, temperature=0.0, num_traj_per_stimulus=2, top_k=5)
     shared = run("hf", tiny, target, batch_size=6)
     assert prefix_tokens == [prefix]
-    monkeypatch.setattr(rollout_module, "MIN_SHARED_PREFIX", 10**6)  # plain left padding
+    monkeypatch.setattr(prefix_module, "MIN_SHARED_PREFIX", 10**6)  # plain left padding
     plain = run("hf", tiny, target, batch_size=6)
     assert prefix_tokens == [prefix]
     assert [r["response_ids"] for r in shared] == [r["response_ids"] for r in plain]
@@ -192,9 +193,9 @@ def test_only_conditioned_stims_take_the_teacher_forcing_pass(tiny, monkeypatch)
     forced = []
     original = rollout_module.teacher_topk
 
-    def counting(model, contexts, responses, k, pad_id=0):
+    def counting(model, contexts, responses, k):
         forced.extend(contexts)
-        return original(model, contexts, responses, k, pad_id=pad_id)
+        return original(model, contexts, responses, k)
 
     monkeypatch.setattr(rollout_module, "teacher_topk", counting)
     stims = [dict(stim, conditioned=True) if i == 1 else stim for i, stim in enumerate(STIMS)]

@@ -31,6 +31,7 @@ from pathlib import Path
 from bgit import __version__
 from bgit.evaluate.bakes import Bake
 from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEvalStimsError
+from bgit.evaluate.forcing import forced_logits, token_chunks
 from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
 from bgit.models import render_context
@@ -156,18 +157,16 @@ def sample_response(model, tokenizer, context_ids: list[int], max_tokens: int, t
 
 
 def response_logits(model, context_ids: list[int], response_ids: list[int]):
-    """Logits [T, V] predicting each response token (float32): the trainer's alignment
-    (position p predicts token p+1), with the output layer run at those positions only."""
-    import torch
+    """Logits [T, V] predicting each response token of one context (float32)."""
+    return forced_logits(model, [context_ids], [response_ids])
 
-    from bgit.train.loss import response_logits as batch_response_logits  # torch: imported when used
 
-    device = next(model.parameters()).device
-    ids = torch.tensor([context_ids + response_ids], device=device)
-    cols = torch.arange(len(response_ids), device=device) + len(context_ids) - 1
-    with torch.no_grad():
-        logits = batch_response_logits(model, ids, torch.ones_like(ids), torch.zeros_like(cols), cols)
-    return logits.float()
+def batches(items: list[EvalItem], vocab: int) -> list[list[EvalItem]]:
+    """Items with responses in teacher-forcing batches (:func:`forcing.token_chunks`), ordered
+    by target and length: one target's rows share its teacher prompt, rows of similar
+    lengths pad little."""
+    ordered = sorted(items, key=lambda i: (i.target, len(i.teacher_ids) + len(i.response_ids)))
+    return [[ordered[i] for i in chunk] for chunk in token_chunks([len(i.response_ids) for i in ordered], vocab)]
 
 
 def _kl(p_logits, q_logits):
@@ -234,11 +233,17 @@ class _EvalModels:
         finally:
             self.model.set_adapter("baked")
 
-    def teacher_logits(self, item: EvalItem):
+    @property
+    def vocab(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+    def teacher_logits(self, items: list[EvalItem]):
+        """P0's logits [sum of T, V] on the items' teacher contexts and responses."""
+        contexts, responses = [i.teacher_ids for i in items], [i.response_ids for i in items]
         if self.teacher is not None:
-            return response_logits(self.teacher[0], item.teacher_ids, item.response_ids)
+            return forced_logits(self.teacher[0], contexts, responses)
         with self.parent():
-            return response_logits(self.model, item.teacher_ids, item.response_ids)
+            return forced_logits(self.model, contexts, responses)
 
     def sample(self, item: EvalItem, max_tokens: int, temperature: float, seed: int) -> list[int]:
         """A response of the prompted teacher P0."""
@@ -264,16 +269,34 @@ def _load_eval_model(bake: Bake, device, dtype) -> _EvalModels:
     return _EvalModels(model, tokenizer, notes, f"parent {parent.short}")
 
 
-def _item_kls(models: _EvalModels, item: EvalItem) -> dict:
-    """name -> KL per response token [T] of one item."""
-    teacher = models.teacher_logits(item)
+def _batch_kls(models: _EvalModels, items: list[EvalItem]) -> list[dict]:
+    """Per item: name -> KL per response token [T]."""
+    responses, students = [i.response_ids for i in items], [i.student_ids for i in items]
+    teacher = models.teacher_logits(items)
     with models.parent():
-        parent_student = response_logits(models.model, item.student_ids, item.response_ids)
-    baked = response_logits(models.model, item.student_ids, item.response_ids)
-    reprompted = response_logits(models.model, item.teacher_ids, item.response_ids)
-    return {"kl_prompted_base": _kl(teacher, parent_student),
-            "kl_prompted_baked": _kl(teacher, baked),
-            "kl_prompted_reprompted": _kl(teacher, reprompted)}
+        base = _kl(teacher, forced_logits(models.model, students, responses))
+    baked = _kl(teacher, forced_logits(models.model, students, responses))
+    reprompted = _kl(teacher, forced_logits(models.model, [i.teacher_ids for i in items], responses))
+    lengths = [len(r) for r in responses]
+    return [{"kl_prompted_base": b, "kl_prompted_baked": k, "kl_prompted_reprompted": r}
+            for b, k, r in zip(base.split(lengths), baked.split(lengths), reprompted.split(lengths))]
+
+
+def _sample_missing(models: _EvalModels, items: list[EvalItem], config, max_tokens: int | None, seed: int,
+                    reporter) -> None:
+    """Responses of the prompted teacher for the items that have none (``--stims``); item n's
+    is seeded with seed + n."""
+    missing = [(n, item) for n, item in enumerate(items) if item.response_ids is None]
+    if not missing:
+        return
+    task = reporter.task("sample", total=len(missing), unit="traj")
+    try:
+        for n, item in missing:
+            target = config.target(item.target)
+            item.response_ids = models.sample(item, max_tokens or target.max_tokens, target.temperature, seed + n)
+            task(advance=1)
+    finally:
+        task.close()
 
 
 def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int = DEFAULT_MAX_STIMS,
@@ -286,19 +309,17 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
     items, source, note = held_out_items(bake, models.tokenizer, stims, max_stims, models.teacher_tokenizer)
     notes = models.notes + ([note] if note else [])
     config = bake.config()
+    _sample_missing(models, items, config, max_tokens, seed, reporter)
+    items = [i for i in items if i.response_ids]
     totals, per_target = _Sums(), {}
     task = reporter.task("eval", total=len(items), unit="traj")
     try:
-        for n, item in enumerate(items):
-            target = config.target(item.target)
-            if item.response_ids is None:
-                item.response_ids = models.sample(item, max_tokens or target.max_tokens, target.temperature, seed + n)
-                if not item.response_ids:
-                    continue
-            kls = _item_kls(models, item)
-            totals.add(item.stim_id, kls, target.max_tokens)
-            per_target.setdefault(item.target, _Sums()).add(item.stim_id, kls, target.max_tokens)
-            task(advance=1)
+        for batch in batches(items, models.vocab):
+            for item, kls in zip(batch, _batch_kls(models, batch)):
+                trained_length = config.target(item.target).max_tokens
+                totals.add(item.stim_id, kls, trained_length)
+                per_target.setdefault(item.target, _Sums()).add(item.stim_id, kls, trained_length)
+            task(advance=len(batch))
     finally:
         task.close()
     return EvalResult(
@@ -325,16 +346,17 @@ def behaviour_kl(a: Bake, b: Bake, *, max_stims: int = DEFAULT_MAX_STIMS, device
     if has_a:
         model.load_adapter(str(a.adapter_dir()), adapter_name="first", is_trainable=False)
     total, tokens, stims = 0.0, 0, set()
-    for item in items:
+    for batch in batches(items, model.get_output_embeddings().weight.shape[0]):
+        contexts, responses = [i.student_ids for i in batch], [i.response_ids for i in batch]
         if has_a:
             model.set_adapter("first")
-            logits_a = response_logits(model, item.student_ids, item.response_ids)
+            logits_a = forced_logits(model, contexts, responses)
         else:
             with model.disable_adapter():
-                logits_a = response_logits(model, item.student_ids, item.response_ids)
+                logits_a = forced_logits(model, contexts, responses)
         model.set_adapter("second")
-        logits_b = response_logits(model, item.student_ids, item.response_ids)
+        logits_b = forced_logits(model, contexts, responses)
         total += float(_kl(logits_a, logits_b).sum())
-        tokens += len(item.response_ids)
-        stims.add(item.stim_id)
+        tokens += sum(len(r) for r in responses)
+        stims.update(i.stim_id for i in batch)
     return BehaviourResult(total / tokens if tokens else None, tokens, len(stims), source, notes)

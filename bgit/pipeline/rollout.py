@@ -34,7 +34,6 @@ of the jobs' max_tokens and every call advances towards it (early stops advance 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +42,12 @@ from typing import Callable
 import numpy as np
 
 from bgit.errors import BgitError
+from bgit.evaluate.forcing import forced_logits, token_chunks
 from bgit.models import ResolvedModel
+from bgit.models.prefix import prefix_cache, shared_prefix
 from bgit.pipeline.records import encode_array
 
 TAIL_FLOOR = -1e4
-# Logit budget of one teacher-forcing chunk (rows * positions * vocab floats).
-_FORCING_FLOATS = 2**25
 
 Progress = Callable[..., None]
 
@@ -246,7 +245,7 @@ def rollout(
         forced = [i for i, job in enumerate(batch) if teacher[i] is None or job.sample_context is not job.context]
         if forced:
             computed = teacher_topk(model, [batch[i].context for i in forced], [responses[i] for i in forced],
-                                    target.top_k, pad_id=tokenizer.pad_token_id)
+                                    target.top_k)
             for i, rows_of_job in zip(forced, computed):
                 teacher[i] = rows_of_job
         for job, response, (ids, logprobs, tail) in zip(batch, responses, teacher):
@@ -330,53 +329,6 @@ def generate_batch(model, tokenizer, contexts, target, progress=None, total=None
     counter.finish()
     new = out[:, input_ids.shape[1] :].tolist()
     return [_cut_at_eos(tokens[:budget], set(eos)) for tokens, budget in zip(new, budgets)]
-
-
-# Below this many shared tokens, running the prefix on its own saves less than it costs.
-MIN_SHARED_PREFIX = 16
-
-
-def shared_prefix(model, contexts: list[list[int]]) -> int:
-    """Length of the contexts' common token prefix worth sharing, 0 when none is or when the
-    model's cache cannot be shared this way (encoder-decoder, sliding-window or linear layers).
-    Every row keeps at least one token of its own for the prefill."""
-    if len(contexts) < 2 or not _full_attention_only(model.config):
-        return 0
-    first, length = contexts[0], min(len(c) for c in contexts) - 1
-    for context in contexts[1:]:
-        length = next((i for i in range(length) if context[i] != first[i]), length)
-    return length if length >= MIN_SHARED_PREFIX else 0
-
-
-def _full_attention_only(config) -> bool:
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(config, "is_encoder_decoder", False):
-        return False
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        return False
-    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ())
-
-
-def prefix_cache(model, prefix_ids, rows: int) -> dict:
-    """-> the ``generate`` keyword holding the KV cache of ``prefix_ids`` [1, P], repeated for ``rows``."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    keyword = _cache_keyword()
-    model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1, **{keyword: cache})
-    cache.batch_repeat_interleave(rows)
-    return {keyword: cache}
-
-
-@functools.cache
-def _cache_keyword() -> str:
-    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); use the installed one's name."""
-    import inspect
-
-    from transformers import GenerationMixin
-
-    return "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters \
-        else "past_key_values"
 
 
 def pad_after_prefix(sequences: list[list[int]], prefix: int, pad_id: int, device):
@@ -465,37 +417,17 @@ class DecodingRows:
         return [(ids[row, : len(r)], logprobs[row, : len(r)], tail[row, : len(r)]) for row, r in enumerate(responses)]
 
 
-def teacher_topk(model, contexts, responses, k, pad_id=0):
-    """Top-K ids, log-probs and tail log-prob of every response token, by teacher forcing.
+def teacher_topk(model, contexts, responses, k):
+    """Top-K ids, log-probs and tail log-prob of every response token, by teacher forcing
+    (:func:`bgit.evaluate.forcing.forced_logits`, in chunks of bounded logits).
 
     Returns a list of (ids int32 [T,K], logprobs float32 [T,K], tail float32 [T]).
     """
     vocab = model.get_output_embeddings().weight.shape[0]
-    longest = max(len(r) for r in responses)
-    chunk = max(1, _FORCING_FLOATS // max(1, (longest + 1) * vocab))
     results = []
-    for start in range(0, len(contexts), chunk):
-        results.extend(_teacher_chunk(model, contexts[start : start + chunk], responses[start : start + chunk], k, pad_id))
-    return results
-
-
-def _teacher_chunk(model, contexts, responses, k, pad_id):
-    import torch
-
-    sequences = [c + r for c, r in zip(contexts, responses)]
-    input_ids, mask, positions = left_pad(sequences, pad_id, model.device)
-    longest = max(len(r) for r in responses)
-    with torch.inference_mode():
-        # Right-aligned rows: every response sits in the last `longest` positions, and the
-        # logits predicting it one position earlier, so keep only longest + 1 positions.
-        logits = model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1
-        ).logits
-    results = []
-    for row, response in enumerate(responses):
-        t = len(response)
-        predicting = logits[row, longest - t : longest].float()  # [T, V]
-        results.append(topk_with_tail(predicting, k))
+    for chunk in token_chunks([len(r) for r in responses], vocab):
+        logits = forced_logits(model, [contexts[i] for i in chunk], [responses[i] for i in chunk])
+        results.extend(topk_with_tail(part, k) for part in logits.split([len(responses[i]) for i in chunk]))
     return results
 
 

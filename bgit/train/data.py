@@ -142,7 +142,8 @@ class Batch:
         return int(self.rows.shape[0])
 
 
-def _pad(seqs: list[list[int]], pad_id: int):
+def pad_right(seqs: list[list[int]], pad_id: int):
+    """-> (ids [B, L], attention mask [B, L]) of the sequences, right-padded with pad_id."""
     import torch
 
     width = max(len(s) for s in seqs)
@@ -157,7 +158,7 @@ def _pad(seqs: list[list[int]], pad_id: int):
 def collate(items: list[PreparedExample], pad_id: int, device) -> Batch:
     import torch
 
-    ids, mask = _pad([it.input_ids for it in items], pad_id)
+    ids, mask = pad_right([it.input_ids for it in items], pad_id)
     rows = torch.cat([torch.full((it.n_response,), r, dtype=torch.long) for r, it in enumerate(items)])
     cols = torch.cat([torch.arange(it.n_response) + it.n_student - 1 for it in items])
     weights = torch.cat([torch.full((it.n_response,), it.weight, dtype=torch.float32) for it in items])
@@ -167,7 +168,7 @@ def collate(items: list[PreparedExample], pad_id: int, device) -> Batch:
         batch.topk_logprobs = torch.from_numpy(np.concatenate([it.topk_logprobs for it in items]))
         batch.tail_logprob = torch.from_numpy(np.concatenate([it.tail_logprob for it in items]))
     if items[0].teacher_input_ids is not None:
-        batch.teacher_input_ids, batch.teacher_attention_mask = _pad([it.teacher_input_ids for it in items], pad_id)
+        batch.teacher_input_ids, batch.teacher_attention_mask = pad_right([it.teacher_input_ids for it in items], pad_id)
         batch.teacher_cols = torch.cat([torch.arange(it.n_response) + it.n_teacher - 1 for it in items])
     for name, value in vars(batch).items():
         if value is not None:

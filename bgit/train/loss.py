@@ -122,20 +122,22 @@ def autocast_context(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def response_logits(model, input_ids, attention_mask, rows, cols) -> torch.Tensor:
+def response_logits(model, input_ids, attention_mask, rows, cols, prefix: dict | None = None) -> torch.Tensor:
     """Logits [N, V] at (rows, cols) only, which must be in row-major order.
 
     The output layer (49k x 576 on SmolLM2, a third of its FLOPs) runs only on the positions
     that predict response tokens, via transformers' boolean ``logits_to_keep``; models that do
-    not take it get the full logits, indexed.
+    not take it get the full logits, indexed. ``prefix``: the KV cache of tokens that precede
+    every row (bgit.models.prefix.prefix_cache); ``attention_mask`` then covers them too, and
+    (rows, cols) index ``input_ids``, the tokens after them.
     """
+    cache = dict(prefix or {}, use_cache=bool(prefix))
     if _takes_position_mask(model):
         keep = torch.zeros_like(input_ids, dtype=torch.bool)
         keep[rows, cols] = True
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                       logits_to_keep=keep).logits
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, **cache).logits
         return logits.reshape(-1, logits.shape[-1])
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **cache).logits
     return logits[rows, cols]
 
 

@@ -28,7 +28,7 @@ def assert_close(measured: Agreement) -> None:
 
 
 def agreement(model, tokenizer, rows, teacher_messages) -> Agreement:
-    """vLLM's rows against bgit's HF path (``teacher_topk``: batched, left-padded) on their responses."""
+    """vLLM's rows against bgit's HF path (``teacher_topk``: batched teacher forcing) on their responses."""
     from bgit.models import render_context
     from bgit.pipeline.records import RolloutRecord
     from bgit.pipeline.rollout import teacher_topk
@@ -36,4 +36,4 @@ def agreement(model, tokenizer, rows, teacher_messages) -> Agreement:
     records = [RolloutRecord.from_row(row) for row in rows]
     contexts = [render_context(tokenizer, teacher_messages, user=r.stim) for r in records]
     responses = [[int(t) for t in r.response_ids] for r in records]
-    return Agreement.of(records, teacher_topk(model, contexts, responses, records[0].k, pad_id=tokenizer.pad_token_id))
+    return Agreement.of(records, teacher_topk(model, contexts, responses, records[0].k))
