@@ -45,7 +45,8 @@ class VLLMServeBackend(ServeBackend):
         try:
             with registry.lock:
                 resolved, trust, self.notes = _base_model(registry.first_bake)
-                ranks = [adapter_rank(registry.resolve(name).adapter_dir) for name, _ in registry.served_refs()]
+                adapters = {name: registry.resolve(name).adapter_dir for name, _ in registry.served_refs()}
+            ranks = [adapter_rank(directory) for directory in adapters.values()]
             tokenizer = load_tokenizer(resolved, trust_remote_code=trust)
         except ModelError as error:
             raise ServeBackendError(str(error)) from None
@@ -53,7 +54,11 @@ class VLLMServeBackend(ServeBackend):
         if self.max_lora_rank is None:
             raise ServeBackendError(f"a served bake has LoRA rank {max(ranks)}; vLLM serves at most rank "
                                     f"{_largest_rank()} (use --backend hf)")
+        for name, directory in adapters.items():
+            if refusal := vllm_refusal(directory):
+                raise ServeBackendError(f"vLLM cannot serve {name}'s adapter: {refusal} (use --backend hf)")
         self._ranks: dict[str, int] = {}
+        self._refusals: dict[str, str | None] = {}
         self._lora_ids: dict[str, int] = {}
         self._next_id = itertools.count(1)
         self._lock = threading.Lock()
@@ -117,10 +122,14 @@ class VLLMServeBackend(ServeBackend):
                     self._ranks[key] = adapter_rank(model.adapter_dir)
                 except ModelError as error:
                     raise APIError(500, str(error), type="server_error") from None
+                self._refusals[key] = vllm_refusal(model.adapter_dir)
             if self._ranks[key] > self.max_lora_rank:
                 raise APIError(400, f"The model `{model.name}` has LoRA rank {self._ranks[key]}; this vLLM server "
                                f"was started for rank {self.max_lora_rank} at most: restart bgit serve to serve it.",
                                param="model", code="lora_rank_too_large")
+            if self._refusals[key]:
+                raise APIError(400, f"vLLM cannot serve the model `{model.name}`: {self._refusals[key]} Serve it "
+                               "with bgit serve --backend hf.", param="model", code="adapter_not_supported")
             lora_id = self._lora_ids.setdefault(key, next(self._next_id))
         return LoRARequest(key, lora_id, str(model.adapter_dir))
 
@@ -245,6 +254,22 @@ def _failure(error: Exception) -> APIError:
 
 def _shutting_down() -> APIError:
     return APIError(503, "The server is shutting down.", type="server_error", code="shutting_down")
+
+
+def vllm_refusal(adapter_dir) -> str | None:
+    """Why vLLM would refuse to load this PEFT adapter (DoRA, LoRA biases, modules_to_save, inits
+    that rewrite the base, ...): vLLM's own check, with the rank left to the caller; None when
+    it loads. vLLM would otherwise fail only when a request first asks for the adapter."""
+    from vllm.config.lora import LoRAConfig
+    from vllm.lora.peft_helper import PEFTHelper
+
+    from bgit.models.vllm_engine import LORA_RANKS
+
+    try:
+        PEFTHelper.from_local_dir(str(adapter_dir), None).validate_legal(LoRAConfig(max_lora_rank=LORA_RANKS[-1]))
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _largest_rank() -> int:

@@ -125,6 +125,53 @@ def test_a_bake_above_the_started_lora_rank_is_refused_naming_it(setup, tmp_path
     assert greedy(setup, setup.client(), "main", tokens=2).usage.completion_tokens == 2  # still serving
 
 
+def _dora_adapter(base: Path, out: Path) -> Path:
+    """A real PEFT DoRA adapter (LoRA plus magnitude vectors) on ``base``; vLLM loads none."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(5)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True,
+                                      task_type="CAUSAL_LM"))
+    model.save_pretrained(str(out))
+    return out
+
+
+def test_a_bake_vllm_cannot_load_is_refused_naming_it(setup, tmp_path):
+    """A DoRA bake is refused when first asked for, with vLLM's own reason, not a 500 from the engine."""
+    dora = _dora_adapter(setup.base, tmp_path / "adapter-dora")
+    setup.repo.create_branch("dora", "main")
+    setup.repo.checkout("dora")
+    try:
+        commit_bake(setup.repo, setup.base, dora, tmp_path / "work-dora", "a DoRA bake", rows=[])
+    finally:
+        setup.repo.checkout("main")
+    with pytest.raises(openai.BadRequestError) as caught:
+        greedy(setup, setup.client(), "dora", tokens=2)
+    assert caught.value.body == {
+        "message": "vLLM cannot serve the model `dora`: vLLM does not yet support DoRA. Serve it with bgit serve "
+                   "--backend hf.", "type": "invalid_request_error", "param": "model", "code": "adapter_not_supported"}
+    assert greedy(setup, setup.client(), "main", tokens=2).usage.completion_tokens == 2  # still serving
+
+
+def test_serving_a_bake_vllm_cannot_load_stops_before_the_engine_starts(smollm2, tmp_path):
+    from bgit.repo import Repository
+
+    base = Path(smollm2.path)
+    repo = Repository.init(tmp_path / "repo")
+    commit_bake(repo, base, _dora_adapter(base, tmp_path / "adapter-dora"), tmp_path / "work", "a DoRA bake", rows=[])
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "bgit", "serve", "--backend", "vllm", "--port", "0"], cwd=repo.root,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "BGIT_API_KEY": ""})
+    assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr[-2000:])
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: vLLM cannot serve main's adapter: vLLM does not yet support DoRA. (use --backend hf)")
+    assert "Traceback" not in done.stderr
+    report(f"a DoRA bake refused by bgit serve --backend vllm after {time.monotonic() - started:.0f} s")
+
+
 def test_each_adapter_is_one_lora_whatever_name_reaches_it(setup):
     for model in ("main", "v1"):
         greedy(setup, setup.client(), model, tokens=1)
