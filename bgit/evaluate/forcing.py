@@ -11,7 +11,8 @@ from __future__ import annotations
 
 # Logit floats per batch: each [N, V] float32 array of one takes 64 MiB (SmolLM2: N = 341
 # response tokens), and a KL holds a handful of them. Measured on the french eval (64 held-out
-# stims, 2 cores): 44 s at this size, 74 s at a quarter of it, 53 s at four times it.
+# stims, 2 cores, bench/results/2026-12-01-x86_64-epyc-2core/eval-batch-sizes.txt): 57 s at
+# this size, 80 s at a quarter of it, 70 s at four times it, 111 s one item at a time.
 BATCH_LOGITS = 1 << 24
 
 
