@@ -35,7 +35,8 @@ def _item_key(bake, item, max_tokens: int, temperature: float, seed: int) -> str
 def cached_eval(repo: Path, stims_file: Path, cache_file: Path, max_tokens: int | None = None) -> dict:
     """Per-target {closure, kl_prompted_base, kl_prompted_baked, tokens, stims} of HEAD on the file."""
     from bgit.evaluate import open_bake, read_stims_file
-    from bgit.evaluate.closure import _kl, _load_eval_model, held_out_items, response_logits
+    from bgit.evaluate.closure import _kl, _load_eval_model, held_out_items
+    from bgit.evaluate.forcing import forced_logits
     from bgit.repo import Repository
 
     bake = open_bake(Repository.open(repo), "HEAD")
@@ -55,14 +56,14 @@ def cached_eval(repo: Path, stims_file: Path, cache_file: Path, max_tokens: int 
             if response:
                 item.response_ids = response
                 with models.parent():
-                    student = response_logits(models.model, item.student_ids, response)
+                    student = forced_logits(models.model, [item.student_ids], [response])
                 base_kl = float(_kl(models.teacher_logits([item]), student).sum())
             cache[key] = [response, base_kl]
         item.response_ids, base_kl = cache[key]
         if not item.response_ids:
             continue
         teacher = models.teacher_logits([item])
-        baked_kl = float(_kl(teacher, response_logits(models.model, item.student_ids, item.response_ids)).sum())
+        baked_kl = float(_kl(teacher, forced_logits(models.model, [item.student_ids], [item.response_ids])).sum())
         s = sums.setdefault(item.target, {"base": 0.0, "baked": 0.0, "tokens": 0, "stims": 0})
         s["base"] += base_kl
         s["baked"] += baked_kl

@@ -156,11 +156,6 @@ def sample_response(model, tokenizer, context_ids: list[int], max_tokens: int, t
     return response
 
 
-def response_logits(model, context_ids: list[int], response_ids: list[int]):
-    """Logits [T, V] predicting each response token of one context (float32)."""
-    return forced_logits(model, [context_ids], [response_ids])
-
-
 def batches(items: list[EvalItem], vocab: int) -> list[list[EvalItem]]:
     """Items with responses in teacher-forcing batches (:func:`forcing.token_chunks`), ordered
     by target and length: one target's rows share its teacher prompt, rows of similar
