@@ -31,7 +31,7 @@ from pathlib import Path
 from bgit import __version__
 from bgit.evaluate.bakes import Bake
 from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEvalStimsError
-from bgit.evaluate.forcing import forced_logits, token_chunks
+from bgit.evaluate.forcing import forced_logits, token_chunks, vocab_size
 from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
 from bgit.models import render_context
@@ -228,10 +228,6 @@ class _EvalModels:
         finally:
             self.model.set_adapter("baked")
 
-    @property
-    def vocab(self) -> int:
-        return self.model.get_output_embeddings().weight.shape[0]
-
     def teacher_logits(self, items: list[EvalItem]):
         """P0's logits [sum of T, V] on the items' teacher contexts and responses."""
         contexts, responses = [i.teacher_ids for i in items], [i.response_ids for i in items]
@@ -309,7 +305,7 @@ def evaluate_bake(bake: Bake, stims: list[str] | None = None, *, max_stims: int 
     totals, per_target = _Sums(), {}
     task = reporter.task("eval", total=len(items), unit="traj")
     try:
-        for batch in batches(items, models.vocab):
+        for batch in batches(items, vocab_size(models.model)):
             for item, kls in zip(batch, _batch_kls(models, batch)):
                 trained_length = config.target(item.target).max_tokens
                 totals.add(item.stim_id, kls, trained_length)
@@ -341,7 +337,7 @@ def behaviour_kl(a: Bake, b: Bake, *, max_stims: int = DEFAULT_MAX_STIMS, device
     if has_a:
         model.load_adapter(str(a.adapter_dir()), adapter_name="first", is_trainable=False)
     total, tokens, stims = 0.0, 0, set()
-    for batch in batches(items, model.get_output_embeddings().weight.shape[0]):
+    for batch in batches(items, vocab_size(model)):
         contexts, responses = [i.student_ids for i in batch], [i.response_ids for i in batch]
         if has_a:
             model.set_adapter("first")

@@ -40,6 +40,11 @@ def forced_logits(model, contexts: list[list[int]], responses: list[list[int]]):
     return logits.float()
 
 
+def vocab_size(model) -> int:
+    """The width of the model's logits."""
+    return model.get_output_embeddings().weight.shape[0]
+
+
 def token_chunks(lengths: list[int], vocab: int) -> list[range]:
     """Consecutive index ranges whose response tokens (``lengths``) give at most BATCH_LOGITS
     logits, one index at least."""

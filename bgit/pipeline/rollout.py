@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 
 from bgit.errors import BgitError
-from bgit.evaluate.forcing import forced_logits, token_chunks
+from bgit.evaluate.forcing import forced_logits, token_chunks, vocab_size
 from bgit.models import ResolvedModel
 from bgit.models.prefix import prefix_cache, shared_prefix
 from bgit.pipeline.records import encode_array
@@ -423,9 +423,8 @@ def teacher_topk(model, contexts, responses, k):
 
     Returns a list of (ids int32 [T,K], logprobs float32 [T,K], tail float32 [T]).
     """
-    vocab = model.get_output_embeddings().weight.shape[0]
     results = []
-    for chunk in token_chunks([len(r) for r in responses], vocab):
+    for chunk in token_chunks([len(r) for r in responses], vocab_size(model)):
         logits = forced_logits(model, [contexts[i] for i in chunk], [responses[i] for i in chunk])
         results.extend(topk_with_tail(part, k) for part in logits.split([len(responses[i]) for i in chunk]))
     return results

@@ -108,14 +108,19 @@ def test_the_command_says_it_serves_with_vllm(served):
     assert stats["max_lora_rank"] == 8  # rank-4 adapters, rounded up to a rank vLLM accepts
 
 
-def test_a_bake_above_the_started_lora_rank_is_refused_naming_it(setup, tmp_path):
-    wide = make_adapter(setup.base, tmp_path / "adapter-wide", seed=4, r=16)
-    setup.repo.create_branch("wide", "main")
-    setup.repo.checkout("wide")
+def _bake_on_branch(setup, branch: str, adapter: Path, work: Path, message: str) -> None:
+    """Commit a bake of ``adapter`` on a new branch off main, leaving main checked out."""
+    setup.repo.create_branch(branch, "main")
+    setup.repo.checkout(branch)
     try:
-        commit_bake(setup.repo, setup.base, wide, tmp_path / "work-wide", "a rank-16 bake", rows=[])
+        commit_bake(setup.repo, setup.base, adapter, work, message, rows=[])
     finally:
         setup.repo.checkout("main")
+
+
+def test_a_bake_above_the_started_lora_rank_is_refused_naming_it(setup, tmp_path):
+    _bake_on_branch(setup, "wide", make_adapter(setup.base, tmp_path / "adapter-wide", seed=4, r=16),
+                    tmp_path / "work-wide", "a rank-16 bake")
     with pytest.raises(openai.BadRequestError) as caught:
         greedy(setup, setup.client(), "wide", tokens=2)
     assert caught.value.body == {
@@ -141,13 +146,8 @@ def _dora_adapter(base: Path, out: Path) -> Path:
 
 def test_a_bake_vllm_cannot_load_is_refused_naming_it(setup, tmp_path):
     """A DoRA bake is refused when first asked for, with vLLM's own reason, not a 500 from the engine."""
-    dora = _dora_adapter(setup.base, tmp_path / "adapter-dora")
-    setup.repo.create_branch("dora", "main")
-    setup.repo.checkout("dora")
-    try:
-        commit_bake(setup.repo, setup.base, dora, tmp_path / "work-dora", "a DoRA bake", rows=[])
-    finally:
-        setup.repo.checkout("main")
+    _bake_on_branch(setup, "dora", _dora_adapter(setup.base, tmp_path / "adapter-dora"), tmp_path / "work-dora",
+                    "a DoRA bake")
     with pytest.raises(openai.BadRequestError) as caught:
         greedy(setup, setup.client(), "dora", tokens=2)
     assert caught.value.body == {
