@@ -171,6 +171,7 @@ def test_forced_logits_run_the_shared_prompt_once_and_match_one_row_at_a_time(mo
     from bgit.evaluate import forcing
     from bgit.models import prefix as prefix_module
     from bgit.models import render_context
+    from bgit.train import data
 
     tokenizer = char_tokenizer()
     model = get_peft_model(tiny_llama(len(tokenizer)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
@@ -195,9 +196,10 @@ def test_forced_logits_run_the_shared_prompt_once_and_match_one_row_at_a_time(mo
         torch.testing.assert_close(part, plain[len(context) - 1: len(context) - 1 + len(response)],
                                    atol=1e-5, rtol=1e-5)
 
-    monkeypatch.setattr(forcing, "BATCH_LOGITS", 10 * 50)  # 10 response tokens per batch at vocab 50
-    assert forcing.token_chunks([1, 7, 3, 12, 2], 50) == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
-    assert forcing.token_chunks([], 50) == []
+    monkeypatch.setattr(data, "BATCH_LOGITS", 10 * 50)  # 10 response tokens per batch at vocab 50
+    assert data.token_chunks([1, 7, 3, 12, 2], 50) == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
+    assert data.token_chunks([1, 7, 3, 12, 2], 50, min_items=2) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert data.token_chunks([], 50) == []
 
 
 def test_eval_on_held_out_stims_matches_independent_kl(history):

@@ -225,6 +225,35 @@ def test_saved_adapter_reloads_with_peft_and_parent_model_is_unchanged(tmp_path)
     assert kl < [r["eval_kl"] for r in result.metrics if "eval_kl" in r][0]
 
 
+def test_eval_kl_batches_fill_the_logits_budget_and_equal_one_item_at_a_time(monkeypatch):
+    """The in-training eval batches by length up to BATCH_LOGITS (never below a micro-batch);
+    its KL is the per-token mean of each item's KL computed alone."""
+    from bgit.train import data, loop
+
+    model = tiny_llama(seed=4)
+    examples = baking_examples(model, 11, seed=5)
+    peft_model = attach_lora(model, fast_settings())
+    randomise_lora(peft_model, seed=6)
+    items = prepare_examples(examples, 1024, True, False)
+    try:
+        with torch.no_grad():
+            alone = [float(batch_kl(peft_model, collate([it], 0, "cpu"), "topk").sum()) for it in items]
+        budget = 20  # response tokens per batch at this vocabulary: 1-3 items of 4-11 tokens
+        monkeypatch.setattr(data, "BATCH_LOGITS", budget * VOCAB)
+        batches = []
+        monkeypatch.setattr(loop, "collate", lambda its, *a: batches.append(its) or collate(its, *a))
+        kl = evaluate_kl(peft_model, items, fast_settings(micro_batch_size=2), 0, torch.device("cpu"))
+    finally:
+        detach_lora(peft_model)
+    assert kl == pytest.approx(sum(alone) / sum(it.n_response for it in items), rel=1e-5)
+    assert sorted(id(it) for b in batches for it in b) == sorted(id(it) for it in items)
+    lengths = [len(it.input_ids) for b in batches for it in b]
+    assert lengths == sorted(lengths)
+    assert all(len(b) >= 2 for b in batches[:-1]) and len(batches) < len(items) / 1.5
+    assert all(len(b) == 2 or sum(it.n_response for it in b) <= budget for b in batches)
+    assert any(len(b) > 2 for b in batches)
+
+
 class Crash(Exception):
     pass
 

@@ -31,11 +31,12 @@ from pathlib import Path
 from bgit import __version__
 from bgit.evaluate.bakes import Bake
 from bgit.evaluate.errors import BadStimsFileError, BaseModelMismatchError, NoEvalStimsError
-from bgit.evaluate.forcing import forced_logits, token_chunks, vocab_size
+from bgit.evaluate.forcing import forced_logits
 from bgit.evaluate.models import load_base, load_teacher_model, with_adapter
 from bgit.evaluate.results import BehaviourResult, EvalResult, KlSums
 from bgit.models import render_context
 from bgit.record import jsonl_lines, stim_id as text_stim_id
+from bgit.train.data import token_chunks, vocab_size
 from bgit.util.progress import SILENT
 
 DEFAULT_MAX_STIMS = 64
@@ -157,7 +158,7 @@ def sample_response(model, tokenizer, context_ids: list[int], max_tokens: int, t
 
 
 def batches(items: list[EvalItem], vocab: int) -> list[list[EvalItem]]:
-    """Items with responses in teacher-forcing batches (:func:`forcing.token_chunks`), ordered
+    """Items with responses in teacher-forcing batches (:func:`bgit.train.data.token_chunks`), ordered
     by target and length: one target's rows share its teacher prompt, rows of similar
     lengths pad little."""
     ordered = sorted(items, key=lambda i: (i.target, len(i.teacher_ids) + len(i.response_ids)))

@@ -4,16 +4,10 @@ Both the eval's KL passes and the rollout's teacher rows (for responses sampled 
 feed context + response and read the logits that predict each response token. Rows are
 right-padded and their common first tokens (a bake's system prompt) run once
 (:func:`bgit.models.prefix.shared_prefix`); the output layer runs only at the positions
-that predict response tokens.
+that predict response tokens. Batches are cut by :func:`bgit.train.data.token_chunks`.
 """
 
 from __future__ import annotations
-
-# Logit floats per batch: each [N, V] float32 array of one takes 64 MiB (SmolLM2: N = 341
-# response tokens), and a KL holds a handful of them. Measured on the french eval (64 held-out
-# stims, 2 cores, bench/results/2026-12-01-x86_64-epyc-2core/eval-batch-sizes.txt): 57 s at
-# this size, 80 s at a quarter of it, 70 s at four times it, 111 s one item at a time.
-BATCH_LOGITS = 1 << 24
 
 
 def forced_logits(model, contexts: list[list[int]], responses: list[list[int]]):
@@ -38,23 +32,3 @@ def forced_logits(model, contexts: list[list[int]], responses: list[list[int]]):
             mask = torch.cat([torch.ones((len(contexts), prefix), dtype=mask.dtype, device=device), mask], dim=1)
         logits = response_logits(model, ids, mask, rows, cols, cache)
     return logits.float()
-
-
-def vocab_size(model) -> int:
-    """The width of the model's logits."""
-    return model.get_output_embeddings().weight.shape[0]
-
-
-def token_chunks(lengths: list[int], vocab: int) -> list[range]:
-    """Consecutive index ranges whose response tokens (``lengths``) give at most BATCH_LOGITS
-    logits, one index at least."""
-    budget = max(1, BATCH_LOGITS // vocab)
-    chunks, start, tokens = [], 0, 0
-    for index, length in enumerate(lengths):
-        if index > start and tokens + length > budget:
-            chunks.append(range(start, index))
-            start, tokens = index, 0
-        tokens += length
-    if lengths:
-        chunks.append(range(start, len(lengths)))
-    return chunks

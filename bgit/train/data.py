@@ -117,6 +117,35 @@ def epoch_groups(n_examples: int, group_size: int, seed: int, epoch: int) -> lis
     return [order[i : i + group_size] for i in range(0, n_examples, group_size)]
 
 
+# Logit floats per no-gradient batch (the eval's KL passes, the in-training eval, teacher
+# forcing): each [N, V] float32 array of one takes 64 MiB (SmolLM2: N = 341 response tokens),
+# and a KL holds a handful of them. Measured on the french eval (64 held-out stims, 2 cores,
+# bench/results/2026-12-01-x86_64-epyc-2core/eval-batch-sizes.txt): 57 s at this size, 80 s
+# at a quarter of it, 70 s at four times it, 111 s one item at a time.
+BATCH_LOGITS = 1 << 24
+
+
+def vocab_size(model) -> int:
+    """The width of the model's logits (under ZeRO-3 a weight's own shape is empty)."""
+    weight = model.get_output_embeddings().weight
+    return int((getattr(weight, "ds_shape", None) or weight.shape)[0])
+
+
+def token_chunks(lengths: list[int], vocab: int, min_items: int = 1) -> list[range]:
+    """Consecutive index ranges whose response tokens (``lengths``) give at most BATCH_LOGITS
+    logits, and that hold ``min_items`` indices at least (the last one may hold fewer)."""
+    budget = max(1, BATCH_LOGITS // vocab)
+    chunks, start, tokens = [], 0, 0
+    for index, length in enumerate(lengths):
+        if index - start >= min_items and tokens + length > budget:
+            chunks.append(range(start, index))
+            start, tokens = index, 0
+        tokens += length
+    if lengths:
+        chunks.append(range(start, len(lengths)))
+    return chunks
+
+
 def micro_batches(group: list[int], items: list[PreparedExample], size: int) -> list[list[int]]:
     """Split one step's examples into micro-batches of similar length (less padding)."""
     by_length = sorted(group, key=lambda i: (len(items[i].input_ids), i))

@@ -31,7 +31,8 @@ from bgit.config.declare import declared_fields
 from bgit.config.hashing import config_to_dict
 from bgit.config.schema import BakeConfig, CheckpointConfig
 from bgit.train.checkpoint import load_latest, restore, save_checkpoint
-from bgit.train.data import collate, epoch_groups, examples_fingerprint, micro_batches, prepare_examples
+from bgit.train.data import (collate, epoch_groups, examples_fingerprint, micro_batches, prepare_examples,
+                             token_chunks, vocab_size)
 from bgit.train.distributed import (broadcast_parameters, init_process_group, lost_rank, padded_share,
                                     rank_world, split_count, sum_gradients, sum_over_ranks)
 from bgit.train.errors import EmptyTrainingSetError
@@ -218,15 +219,17 @@ def _pad_id(tokenizer) -> int:
 def evaluate_kl(module, items, bake: BakeConfig, pad_id: int, device, autocast: bool = False,
                 rank: int = 0, world: int = 1) -> float:
     """Per-token KL (unweighted, the true KL at temperature 1) over ``items``, no gradients,
-    LoRA dropout off; with several ranks each takes every world-th micro-batch and the sums are
+    LoRA dropout off; with several ranks each takes every world-th batch and the sums are
     added up. The loop evaluates without autocast: reported eval KL is in the model's own
-    precision."""
+    precision. Batches go by length and fill the no-gradient logits budget (``token_chunks``),
+    never below a training micro-batch, which fits with gradients."""
     import torch
 
-    order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
-    batches = [order[start : start + bake.micro_batch_size] for start in range(0, len(order), bake.micro_batch_size)]
-    total, tokens = 0.0, 0
     peft_model = getattr(module, "module", module)
+    order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+    chunks = token_chunks([items[i].n_response for i in order], vocab_size(peft_model), bake.micro_batch_size)
+    batches = [[order[i] for i in chunk] for chunk in chunks]
+    total, tokens = 0.0, 0
     lora_dropout(peft_model, False)
     try:
         with torch.no_grad():
