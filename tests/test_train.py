@@ -254,61 +254,17 @@ def test_eval_kl_batches_fill_the_logits_budget_and_equal_one_item_at_a_time(mon
     assert any(len(b) > 2 for b in batches)
 
 
-def _padding(groups, lengths):
-    return sum(len(g) * max(lengths[i] for i in g) - sum(lengths[i] for i in g) for g in groups)
-
-
-def test_group_by_length_steps_hold_examples_of_similar_length():
-    from bgit.train.data import LENGTH_GROUP_STEPS, epoch_groups
-
-    lengths = np.random.default_rng(0).integers(5, 60, 200).tolist()
-    plain = epoch_groups(200, 4, seed=0, epoch=1)
-    grouped = epoch_groups(200, 4, seed=0, epoch=1, lengths=lengths)
-    assert sorted(i for g in grouped for i in g) == list(range(200)) and all(len(g) == 4 for g in grouped)
-    assert _padding(grouped, lengths) < _padding(plain, lengths) / 3
-    # a run of LENGTH_GROUP_STEPS steps: the same examples as without grouping, sorted into steps
-    first_run = sorted(i for g in plain[:LENGTH_GROUP_STEPS] for i in g)
-    assert sorted(i for g in grouped if set(g) <= set(first_run) for i in g) == first_run
-    maxima = [max(lengths[i] for i in g) for g in grouped]
-    assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)  # the steps are shuffled
-    assert grouped == epoch_groups(200, 4, seed=0, epoch=1, lengths=lengths)
-    assert grouped != epoch_groups(200, 4, seed=0, epoch=2, lengths=lengths)
-
-
-def test_the_trainer_steps_through_length_groups_when_asked(tmp_path, monkeypatch):
-    from bgit.train import loop
-    from bgit.train.data import epoch_groups
-
-    model = tiny_llama(seed=7)
-    examples = baking_examples(model, 24, seed=8, resp_len=(2, 20))
-    items = prepare_examples(examples, 1024, True, False)
-    lengths = [len(it.input_ids) for it in items]
-    original, steps = loop.backward_group, []
-    monkeypatch.setattr(loop, "backward_group", lambda stepper, its, group, *a, **k:
-                        steps.append(list(group)) or original(stepper, its, group, *a, **k))
-    for on in (False, True):
-        steps.clear()
-        settings = fast_settings(epochs=2, micro_batch_size=2, gradient_accumulation_steps=2,
-                                 data={"group_by_length": on})
-        train_adapter(model, None, examples, [], settings, tmp_path / str(on))
-        expected = [g for epoch in range(2) for g in epoch_groups(24, 4, settings.seed, epoch, lengths if on else None)]
-        assert steps == expected
-    assert _padding(expected, lengths) < _padding([g for e in range(2) for g in epoch_groups(24, 4, 0, e)], lengths)
-
-
 class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("group_by_length", [False, True])
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, group_by_length):
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
     from safetensors.torch import load_file
 
     model = tiny_llama(seed=2)
     examples = baking_examples(model, 8, seed=3)
     settings = fast_settings(epochs=3, micro_batch_size=2, gradient_accumulation_steps=2,
-                             scheduler={"type": "cosine", "warmup_ratio": 0.2}, lora={"lora_dropout": 0.1},
-                             data={"group_by_length": group_by_length})
+                             scheduler={"type": "cosine", "warmup_ratio": 0.2}, lora={"lora_dropout": 0.1})
     whole = train_adapter(model, None, examples, examples[:3], settings, tmp_path / "whole")
 
     calls = []

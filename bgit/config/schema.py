@@ -380,8 +380,6 @@ class DataConfig(Settings):
                                  range=between(0, 10, low_open=True))
     max_length: int = setting(1024, "Student context + response tokens; longer responses lose their tail.",
                               range=between(1, 131072))
-    group_by_length: bool = setting(False, "Each optimizer step takes examples of similar length (runs of 16 "
-                                    "steps sorted by length, then the steps shuffled): less padding to compute.")
     train_eval_split: float = setting(0.9, "Fraction of stims trained on, the rest held out for eval KL; "
                                       "a number, or a pair [train, eval] such as [1, 0].", kind="split",
                                       range=between(0, 1, low_open=True))

@@ -107,35 +107,14 @@ def examples_fingerprint(examples) -> str:
 # ---------------------------------------------------------------------------- batching
 
 
-# Steps per run of the shuffled order that length grouping sorts (HF's LengthGroupedSampler
-# sorts "megabatches" the same way). On french's 900 training rows at micro-batch 4, padding
-# is 8.8% of the positions fed without grouping, 3.0 / 2.0 / 1.1% with runs of 8 / 16 / 32
-# steps (bench/results/2026-12-01-x86_64-epyc-2core/padding-share.txt).
-LENGTH_GROUP_STEPS = 16
-
-
-def epoch_groups(n_examples: int, group_size: int, seed: int, epoch: int,
-                 lengths: list[int] | None = None) -> list[list[int]]:
+def epoch_groups(n_examples: int, group_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Shuffled example indices cut into optimizer-step groups.
 
-    With ``lengths`` (BAKE.data.group_by_length) a step takes examples of similar length:
-    the shuffled order is cut into runs of LENGTH_GROUP_STEPS steps, each run is sorted by
-    length and cut into steps, and the steps are shuffled again, so which examples meet in a
-    run stays random and no step size or length comes at a fixed place in the epoch.
-    The order depends only on (seed, epoch) and the lengths, so a resumed run sees the same
-    order, and the examples of an optimizer step do not depend on how the step is split into
-    micro-batches.
+    The order depends only on (seed, epoch), so a resumed run sees the same order, and the
+    examples of an optimizer step do not depend on how the step is split into micro-batches.
     """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(n_examples).tolist()
-    if lengths is None:
-        return [order[i : i + group_size] for i in range(0, n_examples, group_size)]
-    run = group_size * LENGTH_GROUP_STEPS
-    groups = []
-    for start in range(0, n_examples, run):
-        by_length = sorted(order[start : start + run], key=lambda i: (lengths[i], i))
-        groups.extend(by_length[i : i + group_size] for i in range(0, len(by_length), group_size))
-    return [groups[i] for i in rng.permutation(len(groups))]
+    order = np.random.default_rng([seed, epoch]).permutation(n_examples).tolist()
+    return [order[i : i + group_size] for i in range(0, n_examples, group_size)]
 
 
 # Logit floats per no-gradient batch (the eval's KL passes, the in-training eval, teacher

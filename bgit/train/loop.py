@@ -390,8 +390,7 @@ class _Run:
         return self.result(resumed_from, started)
 
     def train_epoch(self, epoch: int, progress) -> None:
-        lengths = [len(item.input_ids) for item in self.train_items] if self.bake.data.group_by_length else None
-        groups = epoch_groups(len(self.train_items), self.group_size, self.bake.seed, epoch, lengths)
+        groups = epoch_groups(len(self.train_items), self.group_size, self.bake.seed, epoch)
         done_in_epoch = self.state.step - epoch * self.steps_per_epoch  # > 0 when resuming mid-epoch
         self.window_start, self.window_tokens = time.perf_counter(), 0
         for group in groups[done_in_epoch:]:
