@@ -263,10 +263,8 @@ def vllm_refusal(adapter_dir) -> str | None:
     from vllm.config.lora import LoRAConfig
     from vllm.lora.peft_helper import PEFTHelper
 
-    from bgit.models.vllm_engine import LORA_RANKS
-
     try:
-        PEFTHelper.from_local_dir(str(adapter_dir), None).validate_legal(LoRAConfig(max_lora_rank=LORA_RANKS[-1]))
+        PEFTHelper.from_local_dir(str(adapter_dir), None).validate_legal(LoRAConfig(max_lora_rank=_largest_rank()))
     except ValueError as error:
         return str(error)
     return None
