@@ -1,40 +1,23 @@
-"""How much of a bake's training batches is padding: the real token counts of a committed
-rollout's training split (its stims rendered with the student's chat context, as the trainer
-feeds them), cut into optimizer-step groups and micro-batches exactly as bgit's trainer does,
-for the default micro-batch (4) and a few others, and with BAKE.data.group_by_length at runs of
-8 / 16 / 32 steps (bgit.train.data.LENGTH_GROUP_STEPS). Padding is what sequence packing could save.
+"""How much of a bake's training batches is padding: the training examples a bake of REPO trains
+on (bgit's training_data on its input.yml and rollouts), cut into optimizer-step groups and
+micro-batches exactly as bgit's trainer does, for the default micro-batch (4) and a few others,
+and with BAKE.data.group_by_length at runs of 8 / 16 / 32 steps (bgit.train.data.LENGTH_GROUP_STEPS,
+in the tree 3c33be1 only). Padding is what sequence packing could save.
 
-    .venv/bin/python bench/results/2026-12-01-x86_64-epyc-2core/scripts/padding_share.py ROLLOUT_JSONL [SYSTEM_PROMPT]
+    .venv/bin/python bench/results/2026-12-01-x86_64-epyc-2core/scripts/padding_share.py REPO
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # this checkout's bgit
-from bgit.config import from_dict
-from bgit.config.schema import BakeConfig
-from bgit.models import load_model, render_context, resolve_model
-from bgit.pipeline.dataset import split_by_stim
-from bgit.record import read_jsonl
+import bake_data
 from bgit.train import data
 from bgit.train.data import epoch_groups, micro_batches
 
-_, tokenizer = load_model(resolve_model("smollm2-135m"), dtype="float32", device="cpu")
-student = [{"role": "system", "content": sys.argv[2]}] if len(sys.argv) > 2 else []
-bake = from_dict(BakeConfig, {"checkpoint": []})
-train, _ = split_by_stim(read_jsonl(Path(sys.argv[1])), bake.data.train_eval_split, bake.data.seed)
-
-
-class Item:
-    def __init__(self, row):
-        self.n_response = len(row["response_ids"])
-        self.input_ids = [0] * (len(render_context(tokenizer, student, user=row["stim"])) + self.n_response - 1)
-
-
-items = [Item(row) for row in train]
-real = sum(len(i.input_ids) for i in items)
-print(f"{len(items)} training rows, {real} tokens fed per epoch ({real / len(items):.1f} per row), "
-      f"{sum(i.n_response for i in items)} response tokens")
+_, _, bake, rows = bake_data.load(sys.argv[1])
+items = bake_data.prepared(rows.train, bake)
 lengths = [len(i.input_ids) for i in items]
+real = sum(lengths)
+print(f"{len(items)} training rows, {real} tokens fed per epoch ({real / len(items):.1f} per row), "
+      f"{sum(i.n_response for i in items)} response tokens; {bake.epochs} epochs")
 
 
 def report(label, size, grouped):
