@@ -169,9 +169,9 @@ def test_forced_logits_run_the_shared_prompt_once_and_match_one_row_at_a_time(mo
     from rollout_helpers import char_tokenizer, tiny_llama
 
     from bgit.evaluate import forcing
-    from bgit.models import prefix as prefix_module
     from bgit.models import render_context
     from bgit.train import data
+    from bgit.train import prefix as prefix_module
 
     tokenizer = char_tokenizer()
     model = get_peft_model(tiny_llama(len(tokenizer)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],

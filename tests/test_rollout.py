@@ -155,8 +155,8 @@ def test_the_shared_prompt_prefix_runs_once_and_changes_nothing(tiny, monkeypatc
     and rows as plain left padding, and the layout puts every token where it sits unpadded."""
     import torch
 
-    from bgit.models import prefix as prefix_module
     from bgit.pipeline import rollout as rollout_module
+    from bgit.train import prefix as prefix_module
 
     model, tokenizer, _ = tiny
     contexts = [render_context(tokenizer, PROMPT.teacher_messages, user=t) for t in TEXTS]

@@ -124,6 +124,42 @@ def test_topk_with_k_equal_vocab_equals_full_mode_value_and_gradients():
         assert g_t[name].abs().max() > 0, name
 
 
+def test_full_mode_runs_the_shared_teacher_prompt_once_with_the_same_kl_and_gradients(monkeypatch):
+    """loss="full": the teacher prompt every row starts with runs once per batch (its KV cache
+    shared), and the KL and the adapter's gradients are those of whole teacher rows."""
+    from bgit.train import prefix as prefix_module
+    from bgit.train.data import teacher_prefix
+
+    model = tiny_llama(seed=4)
+    examples = baking_examples(model, 4, prefix_len=24, seed=4)
+    items = prepare_examples(examples, 512, need_topk=False, need_teacher=True)
+    peft_model = attach_lora(model, fast_settings())
+    shared = []
+    original = prefix_module.prefix_cache
+    monkeypatch.setattr(prefix_module, "prefix_cache",
+                        lambda model, ids, rows: shared.append((ids.shape[1], rows)) or original(model, ids, rows))
+    try:
+        randomise_lora(peft_model)
+        prefix = teacher_prefix(peft_model, items)
+        assert prefix >= 24 and len({tuple(it.teacher_input_ids[:prefix]) for it in items}) == 1
+        results = []
+        for length in (prefix, 0):
+            peft_model.zero_grad()
+            kl = batch_kl(peft_model, collate(items, 0, torch.device("cpu"), length), "full")
+            kl.sum().backward()
+            results.append((kl.detach(), lora_grads(peft_model)))
+    finally:
+        detach_lora(peft_model)
+    assert shared == [(prefix, 4)]  # once, for the shared batch only
+    (kl_shared, g_shared), (kl_plain, g_plain) = results
+    assert kl_plain.min() > 1e-3
+    torch.testing.assert_close(kl_shared, kl_plain, atol=1e-5, rtol=1e-5)
+    assert g_shared.keys() == g_plain.keys() and len(g_plain) > 0
+    for name in g_plain:
+        torch.testing.assert_close(g_shared[name], g_plain[name], atol=1e-5, rtol=1e-4)
+    assert teacher_prefix(model, prepare_examples(examples, 512, need_topk=True, need_teacher=False)) == 0
+
+
 def test_full_kl_is_zero_for_identical_distributions_and_positive_otherwise():
     logits = torch.randn(3, 7)
     assert full_kl(logits, logits).abs().max() < 1e-6
@@ -363,14 +399,22 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     assert str(err.value) == "BAKE.deepspeed.zero_optimization.stage: must be in [0, 3], got 4"
 
 
-def test_full_mode_loop_recomputes_the_teacher_and_lowers_kl(tmp_path):
+def test_full_mode_loop_recomputes_the_teacher_and_lowers_kl(tmp_path, monkeypatch):
+    from bgit.train import prefix as prefix_module
+
     model = tiny_llama(seed=7)
-    examples = baking_examples(model, 4, seed=7)
+    examples = baking_examples(model, 4, prefix_len=20, seed=7)
     for ex in examples:  # full mode needs no cached top-K
         ex.topk_ids = ex.topk_logprobs = ex.tail_logprob = None
+    shared = []
+    original = prefix_module.prefix_cache
+    monkeypatch.setattr(prefix_module, "prefix_cache",
+                        lambda model, ids, rows: shared.append(ids.shape[1]) or original(model, ids, rows))
     result = train_adapter(model, None, examples, examples, fast_settings(epochs=4, loss="full"), tmp_path)
     evals = [r["eval_kl"] for r in result.metrics if "eval_kl" in r]
     assert evals[-1] < 0.7 * evals[0], evals
+    # every training micro-batch and every eval batch ran the 20 prompt tokens once
+    assert len(shared) == 4 + 5 and min(shared) >= 20, shared
 
 
 def test_bf16_autocast_loop_lowers_the_fp32_eval_kl(tmp_path):

@@ -3,7 +3,7 @@
 Both the eval's KL passes and the rollout's teacher rows (for responses sampled elsewhere)
 feed context + response and read the logits that predict each response token. Rows are
 right-padded and their common first tokens (a bake's system prompt) run once
-(:func:`bgit.models.prefix.shared_prefix`); the output layer runs only at the positions
+(:func:`bgit.train.prefix.shared_prefix`); the output layer runs only at the positions
 that predict response tokens. Batches are cut by :func:`bgit.train.data.token_chunks`.
 """
 
@@ -15,7 +15,7 @@ def forced_logits(model, contexts: list[list[int]], responses: list[list[int]]):
     other: the trainer's alignment (position p predicts token p+1). No gradients."""
     import torch
 
-    from bgit.models.prefix import prefix_cache, shared_prefix
+    from bgit.train.prefix import prefix_cache, shared_prefix
     from bgit.train.data import pad_right
     from bgit.train.loss import response_logits
 

@@ -162,9 +162,10 @@ class Batch:
     topk_ids: "torch.Tensor | None"  # [N, K]
     topk_logprobs: "torch.Tensor | None"  # [N, K]
     tail_logprob: "torch.Tensor | None"  # [N]
-    teacher_input_ids: "torch.Tensor | None" = None
-    teacher_attention_mask: "torch.Tensor | None" = None
-    teacher_cols: "torch.Tensor | None" = None
+    teacher_input_ids: "torch.Tensor | None" = None  # [B, L'] after teacher_prefix_ids
+    teacher_attention_mask: "torch.Tensor | None" = None  # [B, L'], teacher_input_ids' own
+    teacher_cols: "torch.Tensor | None" = None  # [N] in teacher_input_ids
+    teacher_prefix_ids: "torch.Tensor | None" = None  # [1, P]: tokens every teacher row starts with
 
     @property
     def n_tokens(self) -> int:
@@ -184,7 +185,19 @@ def pad_right(seqs: list[list[int]], pad_id: int):
     return ids, mask
 
 
-def collate(items: list[PreparedExample], pad_id: int, device) -> Batch:
+def teacher_prefix(model, items: list[PreparedExample]) -> int:
+    """How many first teacher tokens the items share and ``model`` can run once for all of them
+    (0 when they need no teacher pass, as loss="topk", or share too few)."""
+    from bgit.train.prefix import shared_prefix
+
+    if items[0].teacher_input_ids is None:
+        return 0
+    return shared_prefix(model, [it.teacher_input_ids[: it.n_teacher] for it in items])
+
+
+def collate(items: list[PreparedExample], pad_id: int, device, teacher_prefix: int = 0) -> Batch:
+    """The items as one batch. ``teacher_prefix``: the number of first teacher tokens that every
+    item shares (:func:`teacher_prefix`), held once in ``teacher_prefix_ids``."""
     import torch
 
     ids, mask = pad_right([it.input_ids for it in items], pad_id)
@@ -197,8 +210,12 @@ def collate(items: list[PreparedExample], pad_id: int, device) -> Batch:
         batch.topk_logprobs = torch.from_numpy(np.concatenate([it.topk_logprobs for it in items]))
         batch.tail_logprob = torch.from_numpy(np.concatenate([it.tail_logprob for it in items]))
     if items[0].teacher_input_ids is not None:
-        batch.teacher_input_ids, batch.teacher_attention_mask = pad_right([it.teacher_input_ids for it in items], pad_id)
-        batch.teacher_cols = torch.cat([torch.arange(it.n_response) + it.n_teacher - 1 for it in items])
+        own = [it.teacher_input_ids[teacher_prefix:] for it in items]
+        batch.teacher_input_ids, batch.teacher_attention_mask = pad_right(own, pad_id)
+        batch.teacher_cols = torch.cat([torch.arange(it.n_response) + it.n_teacher - teacher_prefix - 1
+                                        for it in items])
+        if teacher_prefix:
+            batch.teacher_prefix_ids = torch.tensor([items[0].teacher_input_ids[:teacher_prefix]], dtype=torch.long)
     for name, value in vars(batch).items():
         if value is not None:
             setattr(batch, name, value.to(device, non_blocking=True))

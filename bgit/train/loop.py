@@ -32,7 +32,7 @@ from bgit.config.hashing import config_to_dict
 from bgit.config.schema import BakeConfig, CheckpointConfig
 from bgit.train.checkpoint import load_latest, restore, save_checkpoint
 from bgit.train.data import (collate, epoch_groups, examples_fingerprint, micro_batches, prepare_examples,
-                             token_chunks, vocab_size)
+                             teacher_prefix, token_chunks, vocab_size)
 from bgit.train.distributed import (broadcast_parameters, init_process_group, lost_rank, padded_share,
                                     rank_world, split_count, sum_gradients, sum_over_ranks)
 from bgit.train.errors import EmptyTrainingSetError
@@ -234,7 +234,8 @@ def evaluate_kl(module, items, bake: BakeConfig, pad_id: int, device, autocast: 
     try:
         with torch.no_grad():
             for indices, counted in padded_share(batches[rank::world], split_count(len(batches), world), order[:1]):
-                batch = collate([items[i] for i in indices], pad_id, device)
+                chosen = [items[i] for i in indices]
+                batch = collate(chosen, pad_id, device, teacher_prefix(peft_model, chosen))
                 kl = float(batch_kl(module, batch, bake.loss, autocast).sum())
                 if counted:
                     total, tokens = total + kl, tokens + batch.n_tokens
@@ -256,9 +257,11 @@ def backward_group(stepper, items, group, bake: BakeConfig, pad_id, device, auto
     n_tokens = sum(items[i].n_response for i in group)
     count = split_count(split_count(len(group), world), bake.micro_batch_size)
     share = padded_share(micro_batches(group[rank::world], items, bake.micro_batch_size), count, group[:1])
+    model = getattr(stepper.module, "module", stepper.module)
     loss_sum = kl_sum = 0.0
     for j, (mb, counted) in enumerate(share):
-        batch = collate([items[i] for i in mb], pad_id, device)
+        chosen = [items[i] for i in mb]
+        batch = collate(chosen, pad_id, device, teacher_prefix(model, chosen))
         objective, kl = batch_objective(stepper.module, batch, bake.data, bake.loss, autocast)
         scale = stepper.loss_scale / n_tokens if counted else 0.0
         stepper.backward((objective * batch.weights).sum() * scale, boundary=j == len(share) - 1)

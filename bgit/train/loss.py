@@ -128,7 +128,7 @@ def response_logits(model, input_ids, attention_mask, rows, cols, prefix: dict |
     The output layer (49k x 576 on SmolLM2, a third of its FLOPs) runs only on the positions
     that predict response tokens, via transformers' boolean ``logits_to_keep``; models that do
     not take it get the full logits, indexed. ``prefix``: the KV cache of tokens that precede
-    every row (bgit.models.prefix.prefix_cache); ``attention_mask`` then covers them too, and
+    every row (bgit.train.prefix.prefix_cache); ``attention_mask`` then covers them too, and
     (rows, cols) index ``input_ids``, the tokens after them.
     """
     cache = dict(prefix or {}, use_cache=bool(prefix))
@@ -165,10 +165,22 @@ def batch_bins(model, batch, loss: str, autocast: bool = False) -> tuple[torch.T
         if loss == "topk":
             return topk_bins(student, batch.topk_ids, batch.topk_logprobs, batch.tail_logprob)
         with torch.no_grad(), _unwrap(model).disable_adapter():
-            teacher = response_logits(
-                model, batch.teacher_input_ids, batch.teacher_attention_mask, batch.rows, batch.teacher_cols
-            )
+            mask, prefix = _teacher_prefix(model, batch)
+            teacher = response_logits(model, batch.teacher_input_ids, mask, batch.rows, batch.teacher_cols, prefix)
         return full_bins(student, teacher)
+
+
+def _teacher_prefix(model, batch) -> tuple[torch.Tensor, dict | None]:
+    """(attention mask, prefix cache) of the teacher pass: the shared prefix, if the batch has
+    one, runs once here and every row attends to it."""
+    from bgit.train.prefix import prefix_cache
+
+    mask = batch.teacher_attention_mask
+    if batch.teacher_prefix_ids is None:
+        return mask, None
+    rows, prefix = mask.shape[0], batch.teacher_prefix_ids.shape[1]
+    cache = prefix_cache(model, batch.teacher_prefix_ids, rows)
+    return torch.cat([mask.new_ones((rows, prefix)), mask], dim=1), cache
 
 
 def batch_kl(model, batch, loss: str, autocast: bool = False) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """A shared prompt prefix: the contexts' common first tokens run once, their KV cache shared.
 
-A bake's contexts all start with the same system prompt; the rollout's sampling and the
-eval's teacher-forcing passes run that prefix once per batch instead of once per row
-(a 330-token policy prompt is most of every row's tokens).
+A bake's contexts all start with the same system prompt; the rollout's sampling, the eval's
+teacher-forcing passes and the teacher of ``loss: full`` run that prefix once per batch instead
+of once per row (a 330-token policy prompt is most of every row's tokens).
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ def shared_prefix(model, contexts: list[list[int]]) -> int:
     """Length of the contexts' common token prefix worth sharing, 0 when none is or when the
     model's cache cannot be shared this way (encoder-decoder, sliding-window or linear layers).
     Every row keeps at least one token of its own for the prefill."""
-    if len(contexts) < 2 or not _full_attention_only(model.config):
+    return common_prefix(contexts) if _full_attention_only(model.config) else 0
+
+
+def common_prefix(contexts: list[list[int]]) -> int:
+    """:func:`shared_prefix` for a model whose cache can be shared."""
+    if len(contexts) < 2:
         return 0
     first, length = contexts[0], min(len(c) for c in contexts) - 1
     for context in contexts[1:]:
