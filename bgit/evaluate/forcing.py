@@ -15,9 +15,9 @@ def forced_logits(model, contexts: list[list[int]], responses: list[list[int]]):
     other: the trainer's alignment (position p predicts token p+1). No gradients."""
     import torch
 
-    from bgit.train.prefix import prefix_cache, shared_prefix
     from bgit.train.data import pad_right
     from bgit.train.loss import response_logits
+    from bgit.train.prefix import prefix_cache, shared_prefix
 
     device = next(model.parameters()).device
     prefix = shared_prefix(model, contexts)

@@ -44,9 +44,9 @@ import numpy as np
 from bgit.errors import BgitError
 from bgit.evaluate.forcing import forced_logits
 from bgit.models import ResolvedModel
-from bgit.train.prefix import prefix_cache, shared_prefix
 from bgit.pipeline.records import encode_array
 from bgit.train.data import token_chunks, vocab_size
+from bgit.train.prefix import prefix_cache, shared_prefix
 
 TAIL_FLOOR = -1e4
 

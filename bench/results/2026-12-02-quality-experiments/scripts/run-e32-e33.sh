@@ -1,0 +1,16 @@
+#!/bin/sh
+# E32 and E33 (2026-12-02), one after the other on the idle AMD EPYC (2 cores, AVX2), from a
+# worktree of this repository with .venv linked; E32 on the tree f13f284, E33 on 53e9922 (the
+# teacher prefix shared by loss: full). /tmp/qb/w holds the quality bench's repositories of
+# 2026-12-01 (its customer_service stim and rollout phases are reused by E33).
+set -e
+# E32: the example's generators replaced by its 6 listed messages + 80 airline messages written
+# for this experiment (scripts/cs-in-domain-stims.txt; none is a held-out message), topped up
+# to 1,000 stims with the bundled messages as usual.
+.venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
+  --workdir /tmp/s27/w --log experiments.jsonl --label 'E32 customer_service, 86 in-domain listed stims' \
+  --set "TARGET.generators=$(cat bench/results/2026-12-02-quality-experiments/scripts/cs-in-domain-generators.yml)"
+# E33: the defaults with the full-vocabulary loss (the teacher recomputed every step).
+.venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
+  --workdir /tmp/qb/w --log experiments.jsonl \
+  --label 'E33 customer_service, BAKE.loss full (teacher prefix shared)' --set BAKE.loss=full
