@@ -413,7 +413,7 @@ def test_full_mode_loop_recomputes_the_teacher_and_lowers_kl(tmp_path, monkeypat
     result = train_adapter(model, None, examples, examples, fast_settings(epochs=4, loss="full"), tmp_path)
     evals = [r["eval_kl"] for r in result.metrics if "eval_kl" in r]
     assert evals[-1] < 0.7 * evals[0], evals
-    # every training micro-batch and every eval batch ran the 20 prompt tokens once
+    # 4 steps of one micro-batch and 5 evals of one batch, each ran the 20 prompt tokens once
     assert len(shared) == 4 + 5 and min(shared) >= 20, shared
 
 
