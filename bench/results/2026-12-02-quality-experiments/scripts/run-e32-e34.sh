@@ -1,5 +1,5 @@
 #!/bin/sh
-# E32 and E33 (2026-12-02), one after the other on the idle AMD EPYC (2 cores, AVX2), from a
+# E32-E34 (2026-12-02), one after the other on the idle AMD EPYC (2 cores, AVX2), from a
 # worktree of this repository with .venv linked; E32 on the tree f13f284, E33 on 53e9922 (the
 # teacher prefix shared by loss: full). /tmp/qb/w holds the quality bench's repositories of
 # 2026-12-01 (its customer_service stim and rollout phases are reused by E33).
@@ -14,3 +14,7 @@ set -e
 .venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
   --workdir /tmp/qb/w --log experiments.jsonl \
   --label 'E33 customer_service, BAKE.loss full (teacher prefix shared)' --set BAKE.loss=full
+# E34 (on ee3ff30, whose bake code is 53e9922's): the defaults with twice the learning rate.
+.venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
+  --workdir /tmp/qb/w --log experiments.jsonl \
+  --label 'E34 customer_service, learning rate 1e-3' --set BAKE.optimizer.learning_rate=0.001
