@@ -17,12 +17,7 @@ def shared_prefix(model, contexts: list[list[int]]) -> int:
     """Length of the contexts' common token prefix worth sharing, 0 when none is or when the
     model's cache cannot be shared this way (encoder-decoder, sliding-window or linear layers).
     Every row keeps at least one token of its own for the prefill."""
-    return common_prefix(contexts) if _full_attention_only(model.config) else 0
-
-
-def common_prefix(contexts: list[list[int]]) -> int:
-    """:func:`shared_prefix` for a model whose cache can be shared."""
-    if len(contexts) < 2:
+    if len(contexts) < 2 or not _full_attention_only(model.config):
         return 0
     first, length = contexts[0], min(len(c) for c in contexts) - 1
     for context in contexts[1:]:
