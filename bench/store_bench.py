@@ -209,8 +209,9 @@ def bench_bgit_tree(tree: Path, src: Path, work: Path):
 
 
 def compare_trees(trees: dict, files, work: Path, repeat: int) -> None:
-    """Alternate the trees' bgit on each file; min wall, min and median CPU seconds."""
-    print(f"\nbefore/after, {repeat} alternating runs each (MB/s from the minimum wall time; "
+    """Alternate the trees' bgit on each file, each first in every other round; min wall,
+    min and median CPU seconds."""
+    print(f"\nbefore/after, {repeat} alternating runs each, ABBA (MB/s from the minimum wall time; "
           "CPU seconds min / median)")
     header = (f"{'file':<18} {'bgit':<24} {'commit MB/s':>11} {'commit cpu-s':>15} {'checkout MB/s':>13} "
               f"{'checkout cpu-s':>15} {'stored/raw':>10}")
@@ -218,8 +219,10 @@ def compare_trees(trees: dict, files, work: Path, repeat: int) -> None:
     print("-" * len(header))
     for label, path in files:
         runs = {name: [] for name in trees}
-        for _ in range(repeat):
-            for name, tree in trees.items():
+        for i in range(repeat):
+            # ABBA: on a disk the run right after another waits on its write-back, so each
+            # tree goes first in half the rounds
+            for name, tree in (list(trees.items()) if i % 2 == 0 else reversed(trees.items())):
                 runs[name].append(bench_bgit_tree(tree, path, work))
         mb = path.stat().st_size / 1e6
         for name, rs in runs.items():
@@ -227,6 +230,9 @@ def compare_trees(trees: dict, files, work: Path, repeat: int) -> None:
             cc, dc = sorted(r[0].cpu for r in rs), sorted(r[1].cpu for r in rs)
             print(f"{label:<18} {name:<24} {mb / cw:>11.1f} {cc[0]:>7.2f} / {cc[len(cc) // 2]:<5.2f} "
                   f"{mb / dw:>13.1f} {dc[0]:>7.2f} / {dc[len(dc) // 2]:<5.2f} {rs[0][2] / path.stat().st_size:>10.4f}")
+        for name, rs in runs.items():
+            print(f"  {name}, each run in order: commit MB/s {' '.join(f'{mb / r[0].wall:.0f}' for r in rs)}; "
+                  f"checkout MB/s {' '.join(f'{mb / r[1].wall:.0f}' for r in rs)}")
 
 
 def extract_tree(rev: str, dest: Path) -> Path:
@@ -264,20 +270,32 @@ def step_speeds(path: Path) -> None:
     data = _first_bf16_piece(path)
     n = len(data)
     planes = codecs.split_planes(data, 4)
-    packed = codecs._compressor(literals=True).compress(planes)
+    split_frame = codecs._compressor(literals=True).compress(planes)
+    split_object = codecs.HEADER.pack(codecs.MAGIC, codecs.CODEC_ZSTD_SPLIT, 2, 4, n) + split_frame
+    mode = int(np.bincount(np.frombuffer(data, "<u2") >> 12 & 7, minlength=8).argmax())
+    p1, nibbles, signs, at, values = codecs.pack_planes(data, mode)
+    p1_frame = codecs._compressor(literals=True).compress(p1)
     encoded = codecs.encode(data, 2, "BF16")
+    codec = codecs.HEADER.unpack_from(encoded)[1]
     out = bytearray(n)
     steps = [("BLAKE3 (1 thread)", lambda: blake3.blake3(data).digest()),
              ("norm (sum of squares, float64), numpy", lambda: st.sum_squares_numpy(data, "BF16")),
              (f"norm, as bgit runs it ({kernels.KERNELS})", lambda: st.sum_squares(data, "BF16")),
              ("bit split at 4, numpy", lambda: codecs.split_planes_numpy(data, 4)),
              (f"bit split at 4 ({kernels.KERNELS})", lambda: codecs.split_planes(data, 4)),
-             ("zstd literal coding", lambda: codecs._compressor(literals=True).compress(planes)),
-             ("encode (shift choice + split + zstd)", lambda: codecs.encode(data, 2, "BF16")),
-             ("zstd decoding", lambda: codecs._decompressor().decompress(packed)),
+             ("zstd literal coding, P1 + P2 (codec 2)", lambda: codecs._compressor(literals=True).compress(planes)),
+             ("pack at 4, numpy", lambda: codecs.pack_planes_numpy(data, mode)),
+             (f"pack at 4 ({kernels.KERNELS})", lambda: codecs.pack_planes(data, mode)),
+             ("zstd literal coding, P1 only (codec 3)", lambda: codecs._compressor(literals=True).compress(p1)),
+             (f"encode as bgit picks (codec {codec})", lambda: codecs.encode(data, 2, "BF16")),
+             ("zstd decoding, P1 + P2 (codec 2)", lambda: codecs._decompressor().decompress(split_frame)),
+             ("zstd decoding, P1 only (codec 3)", lambda: codecs._decompressor().decompress(p1_frame)),
              ("bit merge, numpy", lambda: codecs.merge_planes_numpy(planes, 4, out)),
              (f"bit merge ({kernels.KERNELS})", lambda: codecs.merge_planes(planes, 4, out)),
-             ("decode (zstd + merge)", lambda: codecs.decode(encoded, "piece", n, out))]
+             ("unpack, numpy", lambda: codecs.unpack_planes_numpy(p1, nibbles, signs, mode, at, values)),
+             (f"unpack ({kernels.KERNELS})", lambda: codecs.unpack_planes(p1, nibbles, signs, mode, at, values, out)),
+             ("decode codec 2 (zstd + merge)", lambda: codecs.decode(split_object, "piece", n, out)),
+             (f"decode as bgit picks (codec {codec})", lambda: codecs.decode(encoded, "piece", n, out))]
     print(f"\nsteps on one {n / 1e6:.1f} MB bf16 piece, one core, MB/s (best of 5):")
     for label, fn in steps:
         best = min(timed(fn).wall for _ in range(5))
@@ -317,14 +335,20 @@ def stream_ratios(path: Path) -> None:
     rows = [("byte grouping (codec 1, level 1)", grouped, level1, ("low bytes", "high bytes")),
             ("byte grouping, literal-tuned zstd", grouped, literal, ("low bytes", "high bytes"))]
     for shift in (7, 5, 4):
-        chosen = codecs.best_shift(data, codecs.SPLIT_SHIFTS_TRIED["BF16"])
-        rows.append((f"bit split at {shift} (codec 2){' <- chosen' if chosen == shift else ''}",
+        chosen = codecs.best_shift(codecs._sample(data), codecs.SPLIT_SHIFTS_TRIED["BF16"])
+        rows.append((f"bit split at {shift} (codec 2){' <- shift chosen' if chosen == shift else ''}",
                      codecs.split_planes(data, shift), literal, ("P1", "P2")))
     for label, planes, cctx, names in rows:
         parts = [bytes(planes[:n]), bytes(planes[n:])]
         ratios = [len(cctx.compress(p)) / n for p in parts]
         cells = "  ".join(f"{nm} {entropy(p) / 8:.4f} / {r:.4f}" for nm, p, r in zip(names, parts, ratios))
         print(f"  {label:<38} {cells}   piece {sum(ratios) / 2:.4f}")
+    encoded = codecs.encode(data, 2, "BF16")
+    if codecs.HEADER.unpack_from(encoded)[1] == codecs.CODEC_ZSTD_PACK:
+        frame_size, exceptions, _ = codecs.PACK_HEADER.unpack_from(encoded, codecs.HEADER_SIZE)
+        rest = len(encoded) - frame_size - codecs.HEADER_SIZE
+        print(f"  {'bit split at 4, P2 packed (codec 3)':<38} P1 {frame_size / n:.4f}, P2 {rest / n:.4f} raw "
+              f"({exceptions} exceptions)   piece {len(encoded) / len(data):.4f}")
     u16 = np.frombuffer(data, dtype="<u2")
     counts = np.bincount(u16, minlength=1 << 16)
     p = counts[counts > 0] / n

@@ -1,7 +1,8 @@
-"""Object codecs: codec 2 (bit split of bf16) round trips, is chosen for bf16 tensors, catches
-corruption, decodes within the recorded size and refuses hostile headers; objects written
-by earlier bgit (codecs 0 and 1, tests/data/store-56c7710) still read, and the same file
-still gives the same manifest."""
+"""Object codecs: codecs 2 and 3 (bit split of bf16; codec 3 packs the split's near-uniform
+bits raw) round trip, are chosen for bf16 tensors where each wins, catch corruption, decode
+within the recorded size and refuse hostile headers; objects written by earlier bgit (codecs
+0 and 1, tests/data/store-56c7710) still read, and the same file still gives the same
+manifest."""
 
 from __future__ import annotations
 
@@ -53,25 +54,63 @@ def test_split_puts_the_exponent_with_the_top_mantissa_bits():
     assert list(planes) == [0xFC, 0x30]
 
 
-def test_bf16_tensors_use_codec_2_and_store_smaller(store, tmp_path):
+def test_bf16_weights_use_codec_3_and_store_smaller(store, tmp_path):
     data = weights_bf16(1 << 20)
-    split = codecs.encode(data, 2, "BF16")
+    packed = codecs.encode(data, 2, "BF16")
+    split = codec_2_object(data)
     grouped = codecs.encode(data, 2)
-    assert header_of(split)[1:4] == (codecs.CODEC_ZSTD_SPLIT, 2, 4)
+    assert header_of(packed)[1:4] == (codecs.CODEC_ZSTD_PACK, 2, 4)
     assert header_of(grouped)[1:4] == (codecs.CODEC_ZSTD, 2, 0)
-    assert len(split) / len(data) < 0.665 < len(grouped) / len(data)
-    assert bytes(codecs.decode(split, "x" * 64, len(data))) == data
+    assert len(packed) <= len(split) and len(packed) / len(data) < 0.665 < len(grouped) / len(data)
+    assert bytes(codecs.decode(packed, "x" * 64, len(data))) == data
+    assert bytes(codecs.decode(split, "x" * 64, len(data))) == data  # codec 2 objects still read
     # store_file picks it for BF16 tensors only; the file comes back byte for byte
     src = tmp_path / "adapter.safetensors"
     write_mixed_safetensors(src)
     manifest = store.store_file(src)
     codec_of = {oid: header_of(store.read_raw(oid))[1] for oid, _ in manifest.pieces}
     by_dtype = {t.dtype: {codec_of[p] for p in t.pieces} for t in manifest.tensors}
-    assert by_dtype.pop("BF16") == {codecs.CODEC_ZSTD_SPLIT}
+    assert by_dtype.pop("BF16") == {codecs.CODEC_ZSTD_PACK}
     assert set(by_dtype) == {"F32", "F16", "I64"}
-    assert all(codecs.CODEC_ZSTD_SPLIT not in used for used in by_dtype.values())
+    assert all(used.isdisjoint({codecs.CODEC_ZSTD_SPLIT, codecs.CODEC_ZSTD_PACK}) for used in by_dtype.values())
     store.materialise(manifest, tmp_path / "out" / src.name)
     assert (tmp_path / "out" / src.name).read_bytes() == src.read_bytes()
+
+
+def codec_2_object(data: bytes, shift: int = 4) -> bytes:
+    return (codecs.HEADER.pack(codecs.MAGIC, codecs.CODEC_ZSTD_SPLIT, 2, shift, len(data))
+            + codecs._compressor(True).compress(codecs.split_planes(data, shift)))
+
+
+def test_codec_3_lists_the_elements_outside_the_common_exponent_range():
+    """Zeros (and values below 2**-31) have other top exponent bits than the weights around
+    them: up to one element in EXCEPTION_RATE is listed, more falls back to codec 2."""
+    n = 1 << 20
+    x = 0.02 * np.random.default_rng(5).standard_normal(n)
+    few = x.copy()
+    few[[0, 1023, 1024, n // 2, n - 1]] = [0.0, 3.0, -0.0, 1e-20, 0.0]
+    raw = codecs.encode(bf16(few).tobytes(), 2, "BF16")
+    frame_size, exceptions, mode = codecs.PACK_HEADER.unpack_from(raw, codecs.HEADER_SIZE)
+    assert header_of(raw)[1] == codecs.CODEC_ZSTD_PACK and (exceptions, mode) == (5, 3)
+    assert bytes(codecs.decode(raw, "x" * 64, 2 * n)) == bf16(few).tobytes()
+    many = x.copy()
+    many[::1000] = 0.0  # 1,049 zeros: more than one in 1,024
+    raw = codecs.encode(bf16(many).tobytes(), 2, "BF16")
+    assert header_of(raw)[1:4] == (codecs.CODEC_ZSTD_SPLIT, 2, 4)
+    assert bytes(codecs.decode(raw, "x" * 64, 2 * n)) == bf16(many).tobytes()
+
+
+def test_values_with_few_mantissa_bits_keep_codec_2():
+    """Upcast fp8 values leave the low mantissa bits zero: zstd codes them in far fewer than
+    the five raw bits codec 3 would store, so the entropy check keeps codec 2."""
+    bits = bf16(0.02 * np.random.default_rng(6).standard_normal(1 << 18)) & np.uint16(0xFFF0)
+    data = bits.tobytes()
+    raw = codecs.encode(data, 2, "BF16")
+    assert header_of(raw)[1:4] == (codecs.CODEC_ZSTD_SPLIT, 2, 4)
+    p1, nibbles, signs, at, values = codecs.pack_planes(data, 3)
+    packed_size = len(codecs._compressor(True).compress(p1)) + len(nibbles) + len(signs) + 5 * len(at)
+    assert len(raw) < packed_size
+    assert bytes(codecs.decode(raw, "x" * 64, len(data))) == data
 
 
 def test_values_near_one_keep_byte_grouping():
@@ -80,8 +119,7 @@ def test_values_near_one_keep_byte_grouping():
     norms = bf16(1 + 0.1 * rng.standard_normal(200_000)).tobytes()
     raw = codecs.encode(norms, 2, "BF16")
     assert header_of(raw)[1:4] == (codecs.CODEC_ZSTD_SPLIT, 2, 8)
-    other = b"".join(codecs.HEADER.pack(codecs.MAGIC, codecs.CODEC_ZSTD_SPLIT, 2, 4, len(norms))
-                     + codecs._compressor(True).compress(codecs.split_planes(norms, 4)) for _ in [0])
+    other = codec_2_object(norms)
     assert len(raw) < len(other)
     assert bytes(codecs.decode(raw, "x" * 64, len(norms))) == norms
     assert bytes(codecs.decode(other, "x" * 64, len(norms))) == norms
@@ -114,14 +152,16 @@ def corrupt(store, oid, offset_from_end=100):
     path.write_bytes(bytes(raw))
 
 
-def test_a_flipped_bit_in_a_codec_2_object_is_caught(store, tmp_path):
+@pytest.mark.parametrize("offset_from_end", [100, 2000])  # codec 3: in the signs, in P1's frame
+def test_a_flipped_bit_in_a_codec_3_object_is_caught(store, tmp_path, offset_from_end):
     src = tmp_path / "w.safetensors"
     write_mixed_safetensors(src)
     manifest = store.store_file(src)
     (tensor,) = [t for t in manifest.tensors if t.dtype == "BF16"]
     victim = tensor.pieces[0]
     size = dict(manifest.pieces)[victim]
-    corrupt(store, victim)
+    assert header_of(store.read_raw(victim))[1] == codecs.CODEC_ZSTD_PACK
+    corrupt(store, victim, offset_from_end)
     with pytest.raises(CorruptObjectError, match=f"^corrupt object {victim}"):
         store.get_bytes(victim, size=size)
     dest = tmp_path / "out" / "w.safetensors"
@@ -130,6 +170,17 @@ def test_a_flipped_bit_in_a_codec_2_object_is_caught(store, tmp_path):
     assert not dest.exists()
     (problem,) = store.fsck({"c:w.safetensors": manifest}).problems
     assert problem.oid == victim and problem.problem == "corrupt"
+
+
+def packed_object(size: int, shift: int = 4, exceptions: int = 0, mode: int = 3, frame: bytes | None = None,
+                  frame_size: int | None = None, at=(), values=()) -> bytes:
+    """A codec 3 object of ``size`` bytes (size / 2 zero-ish elements), its fields as given."""
+    n = size // 2
+    frame = frame_of(n) if frame is None else frame
+    body = (codecs.PACK_HEADER.pack(len(frame) if frame_size is None else frame_size, exceptions, mode) + frame
+            + bytes((n + 1) // 2) + bytes((n + 7) // 8)
+            + np.array(at, "<u4").tobytes() + np.array(values, np.uint8).tobytes())
+    return codecs.HEADER.pack(codecs.MAGIC, codecs.CODEC_ZSTD_PACK, 2, shift, size) + body
 
 
 def split_object(size: int, frame: bytes, shift: int = 4, group: int = 2) -> bytes:
@@ -151,9 +202,20 @@ def frame_of(nbytes: int, announce: bool = True) -> bytes:
     (lambda: split_object(1000, frame_of(1000), shift=0), "bad split (group 2, shift 0)"),
     (lambda: split_object(1000, frame_of(1000), shift=9), "bad split (group 2, shift 9)"),
     (lambda: codecs.HEADER.pack(codecs.MAGIC, codecs.CODEC_ZSTD, 2, 4, 1000) + frame_of(1000), "bad header"),
-    (lambda: codecs.HEADER.pack(codecs.MAGIC, 3, 2, 4, 1000) + frame_of(1000), "unknown codec 3"),
+    (lambda: codecs.HEADER.pack(codecs.MAGIC, 4, 2, 4, 1000) + frame_of(1000), "unknown codec 4"),
+    (lambda: packed_object(1000, shift=5), "bad split (group 2, shift 5)"),
+    (lambda: packed_object(1000, exceptions=1), "wrong size"),  # the list is not there
+    (lambda: packed_object(1000, mode=8), "bad header"),
+    (lambda: packed_object(1000)[:-1], "wrong size"),
+    (lambda: packed_object(1000, frame=frame_of(8 << 20)), f"zstd frame claims {8 << 20} bytes, the header 500"),
+    (lambda: packed_object(1000, frame_size=len(frame_of(500)) + 1), "wrong size"),
+    (lambda: packed_object(1000, exceptions=2, at=[7, 7], values=[1, 2]), "malformed exceptions"),
+    (lambda: packed_object(1000, exceptions=2, at=[9, 3], values=[1, 2]), "malformed exceptions"),
+    (lambda: packed_object(1000, exceptions=1, at=[500], values=[1]), "malformed exceptions"),
+    (lambda: packed_object(1000, exceptions=1, at=[3], values=[3]), "malformed exceptions"),  # the mode
+    (lambda: packed_object(1000, exceptions=1, at=[3], values=[8]), "malformed exceptions"),
 ])
-def test_hostile_codec_2_headers_are_refused_before_allocating(store, raw_of, reason):
+def test_hostile_codec_2_and_3_headers_are_refused_before_allocating(store, raw_of, reason):
     oid = "cd" * 32
     with pytest.raises(CorruptObjectError, match=f"^corrupt object {oid}: " + re.escape(reason)):
         codecs.decode(raw_of(), oid)
@@ -162,11 +224,12 @@ def test_hostile_codec_2_headers_are_refused_before_allocating(store, raw_of, re
     assert list(store.iter_object_ids()) == []
 
 
-def test_codec_2_decoding_is_bounded_by_the_manifest_size(store):
-    data = weights_bf16(5000)
+@pytest.mark.parametrize("codec", [codecs.CODEC_ZSTD_SPLIT, codecs.CODEC_ZSTD_PACK])
+def test_codec_2_and_3_decoding_is_bounded_by_the_manifest_size(store, codec):
+    data = weights_bf16(50000)
     oid = hash_bytes(data)
-    raw = codecs.encode(data, 2, "BF16")
-    assert header_of(raw)[1] == codecs.CODEC_ZSTD_SPLIT
+    raw = codecs.encode(data, 2, "BF16") if codec == codecs.CODEC_ZSTD_PACK else codec_2_object(data)
+    assert header_of(raw)[1] == codec
     with pytest.raises(CorruptObjectError, match=f"header claims {len(data)} bytes, the manifest records 4000"):
         codecs.decode(raw, oid, 4000)
     store.put_raw(oid, raw, size=len(data))

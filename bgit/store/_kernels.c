@@ -192,10 +192,173 @@ static PyObject *merge_planes(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Codec 3 (codecs.py): a bf16 element's bits 4..11 go to P1 (zstd later); its sign and low
+ * four bits, near-uniform in weights, are packed raw: the low nibbles two per byte (element
+ * k with element k + h, h = ceil(n / 2)) and the signs eight per byte (bit j of byte k is
+ * element j * m + k, m = ceil(n / 8)). Bits 12..14 (the exponent's top three) are `mode` in
+ * all elements but the exceptions, listed in ascending order. Strided pairings keep every
+ * loop a plain pass over contiguous memory, which gcc vectorizes. */
+#define EXC_BLOCK 1024
+
+/* Elements may sit at odd addresses (a tensor's offset in its file): memcpy reads them. */
+static inline uint16_t ld16(const unsigned char *p)
+{
+    uint16_t u;
+    memcpy(&u, p, 2);
+    return u;
+}
+
+static inline void st16(unsigned char *p, uint16_t u)
+{
+    memcpy(p, &u, 2);
+}
+
+static Py_ssize_t pack_loops(const unsigned char *restrict s, Py_ssize_t n, unsigned mode,
+                             unsigned char *restrict p1, unsigned char *restrict nib,
+                             unsigned char *restrict sg, unsigned char *restrict exc_idx,
+                             unsigned char *restrict exc_val, Py_ssize_t cap)
+{
+    const Py_ssize_t h = (n + 1) / 2, m = (n + 7) / 8;
+    for (Py_ssize_t k = 0; k < n - h; k++) {
+        const uint16_t a = ld16(s + 2 * k), b = ld16(s + 2 * (k + h));
+        p1[k] = (unsigned char)(a >> 4);
+        p1[k + h] = (unsigned char)(b >> 4);
+        nib[k] = (unsigned char)((a & 0xF) | ((b & 0xF) << 4));
+    }
+    if (n % 2) {
+        const uint16_t a = ld16(s + 2 * (h - 1));
+        p1[h - 1] = (unsigned char)(a >> 4);
+        nib[h - 1] = (unsigned char)(a & 0xF);
+    }
+    memset(sg, 0, (size_t)m);
+    const uint16_t expected = (uint16_t)(mode << 12);
+    Py_ssize_t count = 0;
+    for (int j = 0; j < 8; j++) {
+        const Py_ssize_t lo = j * m, hi = lo + m < n ? lo + m : n;
+        for (Py_ssize_t b = lo; b < hi; b += EXC_BLOCK) {
+            const Py_ssize_t e = b + EXC_BLOCK < hi ? b + EXC_BLOCK : hi;
+            uint16_t off = 0;
+            for (Py_ssize_t k = b; k < e; k++) {
+                const uint16_t u = ld16(s + 2 * k);
+                sg[k - lo] |= (unsigned char)((u >> 15) << j);
+                off |= (uint16_t)((u ^ expected) & 0x7000);
+            }
+            if (!off)
+                continue;
+            for (Py_ssize_t k = b; k < e; k++) {
+                const unsigned top = (ld16(s + 2 * k) >> 12) & 7;
+                if (top == mode)
+                    continue;
+                if (count == cap)
+                    return -1;
+                const uint32_t at = (uint32_t)k;
+                memcpy(exc_idx + 4 * count, &at, 4);
+                exc_val[count++] = (unsigned char)top;
+            }
+        }
+    }
+    return count;
+}
+
+/* pack_planes(src, mode, p1, nib, sg, exc_idx, exc_val) -> the number of exceptions, or -1
+ * when there are more than exc_val holds (the caller then stores the piece as codec 2). */
+static PyObject *pack_planes(PyObject *self, PyObject *args)
+{
+    Py_buffer src, p1, nib, sg, idx, val;
+    int mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*iw*w*w*w*w*", &src, &mode, &p1, &nib, &sg, &idx, &val))
+        return NULL;
+    const Py_ssize_t n = src.len / 2;
+    Py_ssize_t count = -2;
+    if (mode >= 0 && mode <= 7 && src.len % 2 == 0 && (uint64_t)n <= UINT32_MAX && p1.len == n
+        && nib.len == (n + 1) / 2 && sg.len == (n + 7) / 8 && idx.len == 4 * val.len) {
+        Py_BEGIN_ALLOW_THREADS
+        count = pack_loops(src.buf, n, (unsigned)mode, p1.buf, nib.buf, sg.buf, idx.buf, val.buf, val.len);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&p1);
+    PyBuffer_Release(&nib);
+    PyBuffer_Release(&sg);
+    PyBuffer_Release(&idx);
+    PyBuffer_Release(&val);
+    if (count == -2) {
+        PyErr_SetString(PyExc_ValueError, "bad mode or buffer sizes");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+/* 0, or -1 when the exceptions are out of order, out of range or not exceptions. */
+static int unpack_loops(const unsigned char *restrict p1, const unsigned char *restrict nib,
+                        const unsigned char *restrict sg, unsigned mode, const unsigned char *exc_idx,
+                        const unsigned char *exc_val, Py_ssize_t count, unsigned char *restrict d,
+                        Py_ssize_t n)
+{
+    const Py_ssize_t h = (n + 1) / 2, m = (n + 7) / 8;
+    const uint16_t top = (uint16_t)(mode << 12);
+    for (Py_ssize_t k = 0; k < n - h; k++) {
+        st16(d + 2 * k, (uint16_t)(top | (p1[k] << 4) | (nib[k] & 0xF)));
+        st16(d + 2 * (k + h), (uint16_t)(top | (p1[k + h] << 4) | (nib[k] >> 4)));
+    }
+    if (n % 2)
+        st16(d + 2 * (h - 1), (uint16_t)(top | (p1[h - 1] << 4) | (nib[h - 1] & 0xF)));
+    for (int j = 0; j < 8; j++) {
+        const Py_ssize_t lo = j * m, hi = lo + m < n ? lo + m : n;
+        for (Py_ssize_t k = lo; k < hi; k++)
+            st16(d + 2 * k, (uint16_t)(ld16(d + 2 * k) | (((sg[k - lo] >> j) & 1) << 15)));
+    }
+    uint32_t at = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint32_t previous = at;
+        memcpy(&at, exc_idx + 4 * i, 4);
+        if (at >= n || (i && at <= previous) || exc_val[i] > 7 || exc_val[i] == mode)
+            return -1;
+        unsigned char *e = d + 2 * (Py_ssize_t)at;
+        st16(e, (uint16_t)((ld16(e) & ~0x7000) | (exc_val[i] << 12)));
+    }
+    return 0;
+}
+
+/* unpack_planes(p1, nib, sg, mode, exc_idx, exc_val, out) -> True, or False when the
+ * exceptions are malformed (the object is corrupt). */
+static PyObject *unpack_planes(PyObject *self, PyObject *args)
+{
+    Py_buffer p1, nib, sg, idx, val, out;
+    int mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*iy*y*w*", &p1, &nib, &sg, &mode, &idx, &val, &out))
+        return NULL;
+    const Py_ssize_t n = p1.len;
+    int status = -2;
+    if (mode >= 0 && mode <= 7 && (uint64_t)n <= UINT32_MAX && nib.len == (n + 1) / 2 && sg.len == (n + 7) / 8
+        && idx.len == 4 * val.len && out.len == 2 * n) {
+        Py_BEGIN_ALLOW_THREADS
+        status = unpack_loops(p1.buf, nib.buf, sg.buf, (unsigned)mode, idx.buf, val.buf, val.len, out.buf, n);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&p1);
+    PyBuffer_Release(&nib);
+    PyBuffer_Release(&sg);
+    PyBuffer_Release(&idx);
+    PyBuffer_Release(&val);
+    PyBuffer_Release(&out);
+    if (status == -2) {
+        PyErr_SetString(PyExc_ValueError, "bad mode or buffer sizes");
+        return NULL;
+    }
+    return PyBool_FromLong(status == 0);
+}
+
 static PyMethodDef methods[] = {
     {"sum_squares", sum_squares, METH_VARARGS, "sum_squares(buffer, kind, block): float64 sum of squares (kind 0 bf16, 1 f32, 2 f64) in blocks of block elements"},
     {"split_planes", split_planes, METH_VARARGS, "split_planes(src, shift, out): codec 2's bit split into out"},
     {"merge_planes", merge_planes, METH_VARARGS, "merge_planes(p1, p2, shift, out): undo split_planes into out"},
+    {"pack_planes", pack_planes, METH_VARARGS,
+     "pack_planes(src, mode, p1, nib, sg, exc_idx, exc_val): codec 3's planes; the exception count or -1"},
+    {"unpack_planes", unpack_planes, METH_VARARGS,
+     "unpack_planes(p1, nib, sg, mode, exc_idx, exc_val, out): undo pack_planes; False if the exceptions are malformed"},
     {NULL, NULL, 0, NULL},
 };
 

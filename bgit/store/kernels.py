@@ -1,4 +1,5 @@
-"""The store's per-element loops: the C extension ``_kernels`` where it was built, else numpy.
+"""The store's per-element loops (norms, codec 2's split and merge, codec 3's pack and
+unpack): the C extension ``_kernels`` where it was built, else numpy.
 
 Both give the same bytes and the same floats (tests/test_store_kernels.py compares them); C
 reads the data once where numpy makes four to six passes, so commits spend about a fifth less
@@ -37,3 +38,15 @@ def split_planes(data, shift: int) -> np.ndarray:
 def merge(p1, p2, shift: int, out) -> None:
     """codecs._merge into ``out`` (2 bytes per element of p1); only where KERNELS is "c"."""
     _kernels.merge_planes(p1, p2, shift, out)
+
+
+def pack_planes(data, mode: int, p1, nibbles, signs, at, values) -> int:
+    """codec 3's planes into the given arrays (codecs.pack_planes); the number of
+    exceptions, or -1 when more than ``values`` holds. Only where KERNELS is "c"."""
+    return _kernels.pack_planes(data, mode, p1, nibbles, signs, at, values)
+
+
+def unpack_planes(p1, nibbles, signs, mode: int, at, values, out) -> bool:
+    """Undo pack_planes into ``out``; False when the exceptions are malformed. Only where
+    KERNELS is "c"."""
+    return _kernels.unpack_planes(p1, nibbles, signs, mode, at, values, out)
