@@ -287,6 +287,7 @@ def step_speeds(path: Path) -> None:
              ("pack at 4, numpy", lambda: codecs.pack_planes_numpy(data, mode)),
              (f"pack at 4 ({kernels.KERNELS})", lambda: codecs.pack_planes(data, mode)),
              ("zstd literal coding, P1 only (codec 3)", lambda: codecs._compressor(literals=True).compress(p1)),
+             ("encode as codec 2 (choice+split+zstd)", lambda: codec_2_encode(data)),
              (f"encode as bgit picks (codec {codec})", lambda: codecs.encode(data, 2, "BF16")),
              ("zstd decoding, P1 + P2 (codec 2)", lambda: codecs._decompressor().decompress(split_frame)),
              ("zstd decoding, P1 only (codec 3)", lambda: codecs._decompressor().decompress(p1_frame)),
@@ -300,6 +301,14 @@ def step_speeds(path: Path) -> None:
     for label, fn in steps:
         best = min(timed(fn).wall for _ in range(5))
         print(f"  {label:<38} {n / 1e6 / best:>8.0f}")
+
+
+def codec_2_encode(data) -> bytes:
+    """What encode did for a bf16 piece before codec 3."""
+    from bgit.store import codecs
+
+    shift = codecs.best_shift(codecs._sample(data), codecs.SPLIT_SHIFTS_TRIED["BF16"])
+    return codecs._compressor(literals=True).compress(codecs.split_planes(data, shift))
 
 
 def _first_bf16_piece(path: Path) -> bytes:
