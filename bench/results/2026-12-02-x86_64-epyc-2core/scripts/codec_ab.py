@@ -6,7 +6,6 @@ import sys, time, os, shutil, resource, tempfile
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
-from pathlib import Path
 from store_bench import write_bf16_safetensors
 from bgit.store import Store, codecs
 tmp = Path(tempfile.mkdtemp(dir="/tmp"))

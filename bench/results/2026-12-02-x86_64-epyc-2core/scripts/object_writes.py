@@ -7,7 +7,6 @@ import sys, time, os, shutil, tempfile, numpy as np
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT))
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from bgit.store import Store
 from bgit.store import writers
