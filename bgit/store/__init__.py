@@ -18,8 +18,9 @@ pipeline's phase cache, see bgit/pipeline/phases.py), ``staging/`` (bakes being 
 A file enters the store through :meth:`Store.store_file`, which returns a :class:`Manifest`
 (the small text that the git tree holds in the file's place); :meth:`Store.materialise`
 writes the file back byte for byte. Modules: ``objects`` (put/get), ``codecs`` (header,
-zstd, byte grouping, bf16 bit split), ``chunking`` (content-defined cuts),
-``safetensors_split`` (header parsing, pieces, norms), ``manifest``, ``files``
+zstd, byte grouping, bf16 bit split and packing), ``kernels`` (the codecs' and norms' loops
+in C), ``chunking`` (content-defined cuts), ``safetensors_split`` (header parsing, pieces,
+norms), ``manifest``, ``files``
 (store_file/materialise), ``writers`` (durable writes, O_DIRECT), ``reads`` (object reads,
 O_DIRECT), ``lock``, ``maintenance`` (fsck/gc).
 """
