@@ -1,5 +1,5 @@
 #!/bin/sh
-# E32-E34 (2026-12-02), one after the other on the idle AMD EPYC (2 cores, AVX2), from a
+# E32-E35 (2026-12-02), one after the other on the idle AMD EPYC (2 cores, AVX2), from a
 # worktree of this repository with .venv linked; E32 on the tree f13f284, E33 on 53e9922 (the
 # teacher prefix shared by loss: full). /tmp/qb/w holds the quality bench's repositories of
 # 2026-12-01 (its customer_service stim and rollout phases are reused by E33).
@@ -18,3 +18,8 @@ set -e
 .venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
   --workdir /tmp/qb/w --log experiments.jsonl \
   --label 'E34 customer_service, learning rate 1e-3' --set BAKE.optimizer.learning_rate=0.001
+# E35 (on 5db4cfe, whose bake code is 53e9922's; its store writes codec 3): the defaults with
+# half the learning rate, E33's phases reused.
+.venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
+  --workdir /tmp/qb/w --log experiments.jsonl \
+  --label 'E35 customer_service, learning rate 2.5e-4' --set BAKE.optimizer.learning_rate=0.00025
