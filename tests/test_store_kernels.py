@@ -1,8 +1,8 @@
 """The store's C kernels (bgit/store/_kernels.c) against their numpy forms: the same norms to
 the last bit (manifests record them), the same split planes and merged elements, for every
 shift, and the same codec 3 planes and exception lists, for lengths around the loops' block
-sizes. The test environment must have built
-them (make setup does): a missing kernel is a failure here, never a skip."""
+sizes. The test environment must have built them (make setup does): a missing kernel is a
+failure here, never a skip."""
 
 from __future__ import annotations
 
