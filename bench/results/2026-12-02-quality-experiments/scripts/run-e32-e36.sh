@@ -1,5 +1,5 @@
 #!/bin/sh
-# E32-E35 (2026-12-02), one after the other on the idle AMD EPYC (2 cores, AVX2), from a
+# E32-E36 (2026-12-02), one after the other on the idle AMD EPYC (2 cores, AVX2), from a
 # worktree of this repository with .venv linked; E32 on the tree f13f284, E33 on 53e9922 (the
 # teacher prefix shared by loss: full). /tmp/qb/w holds the quality bench's repositories of
 # 2026-12-01 (its customer_service stim and rollout phases are reused by E33).
@@ -23,3 +23,9 @@ set -e
 .venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
   --workdir /tmp/qb/w --log experiments.jsonl \
   --label 'E35 customer_service, learning rate 2.5e-4' --set BAKE.optimizer.learning_rate=0.00025
+# E36 (on a4b2c3e, the same bake code): LoRA r 64 with alpha 64 (r 16's step size by rsLoRA's
+# rule, as E29 on french), E33's phases reused.
+.venv/bin/python bench/quality_lab.py --cases customer_service --threads 2 --eval-max-tokens 64 \
+  --workdir /tmp/qb/w --log experiments.jsonl \
+  --label 'E36 customer_service, LoRA r 64, alpha 64' \
+  --set BAKE.model.baked_adapter_config.r=64 --set BAKE.model.baked_adapter_config.lora_alpha=64
