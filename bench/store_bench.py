@@ -343,8 +343,8 @@ def stream_ratios(path: Path) -> None:
     grouped = np.asarray(codecs.group_bytes(data, 2)).reshape(-1)
     rows = [("byte grouping (codec 1, level 1)", grouped, level1, ("low bytes", "high bytes")),
             ("byte grouping, literal-tuned zstd", grouped, literal, ("low bytes", "high bytes"))]
+    chosen = codecs.best_shift(codecs._sample(data), codecs.SPLIT_SHIFTS_TRIED["BF16"])
     for shift in (7, 5, 4):
-        chosen = codecs.best_shift(codecs._sample(data), codecs.SPLIT_SHIFTS_TRIED["BF16"])
         rows.append((f"bit split at {shift} (codec 2){' <- shift chosen' if chosen == shift else ''}",
                      codecs.split_planes(data, shift), literal, ("P1", "P2")))
     for label, planes, cctx, names in rows:

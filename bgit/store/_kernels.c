@@ -260,6 +260,12 @@ static Py_ssize_t pack_loops(const unsigned char *restrict s, Py_ssize_t n, unsi
     return count;
 }
 
+static void release_all(Py_buffer *const *buffers, int n)
+{
+    for (int i = 0; i < n; i++)
+        PyBuffer_Release(buffers[i]);
+}
+
 /* pack_planes(src, mode, p1, nib, sg, exc_idx, exc_val) -> the number of exceptions, or -1
  * when there are more than exc_val holds (the caller then stores the piece as codec 2). */
 static PyObject *pack_planes(PyObject *self, PyObject *args)
@@ -277,12 +283,7 @@ static PyObject *pack_planes(PyObject *self, PyObject *args)
         count = pack_loops(src.buf, n, (unsigned)mode, p1.buf, nib.buf, sg.buf, idx.buf, val.buf, val.len);
         Py_END_ALLOW_THREADS
     }
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&p1);
-    PyBuffer_Release(&nib);
-    PyBuffer_Release(&sg);
-    PyBuffer_Release(&idx);
-    PyBuffer_Release(&val);
+    release_all((Py_buffer *const[]){&src, &p1, &nib, &sg, &idx, &val}, 6);
     if (count == -2) {
         PyErr_SetString(PyExc_ValueError, "bad mode or buffer sizes");
         return NULL;
@@ -338,12 +339,7 @@ static PyObject *unpack_planes(PyObject *self, PyObject *args)
         status = unpack_loops(p1.buf, nib.buf, sg.buf, (unsigned)mode, idx.buf, val.buf, val.len, out.buf, n);
         Py_END_ALLOW_THREADS
     }
-    PyBuffer_Release(&p1);
-    PyBuffer_Release(&nib);
-    PyBuffer_Release(&sg);
-    PyBuffer_Release(&idx);
-    PyBuffer_Release(&val);
-    PyBuffer_Release(&out);
+    release_all((Py_buffer *const[]){&p1, &nib, &sg, &idx, &val, &out}, 6);
     if (status == -2) {
         PyErr_SetString(PyExc_ValueError, "bad mode or buffer sizes");
         return NULL;
