@@ -24,10 +24,10 @@ at 5, 0.658 at 4; shift 4 because its P2 (five near-uniform bits) decodes twice 
 shift 5's (six). The order-0 entropy of the values is 0.654.
 
 codec 3, bit split with P2 packed (bf16 at shift 4): P2's five near-uniform bits gain nothing
-from entropy coding, yet zstd spent half its time on them. Only P1 goes through zstd; the
-low four bits are stored two per byte, the signs eight per byte, raw; the exponent's top
-three bits, one value in nearly every weight, are stored once, with a list of the elements
-that differ (zeros, mostly). The body after the 16-byte header:
+from entropy coding, yet zstd spent a third to half of its time on them. Only P1 goes
+through zstd; the low four bits are stored two per byte, the signs eight per byte, raw; the
+exponent's top three bits, one value in nearly every weight, are stored once, with a list of
+the elements that differ (zeros, mostly). The body after the 16-byte header:
 
     PACK_HEADER   P1's zstd frame length (uint32), exceptions (uint32), mode (uint8), 3 zero bytes
     zstd frame of P1 (n bytes)
