@@ -14,8 +14,10 @@ For each mode, on a tiny random Llama:
 Rank 0 writes OUT_DIR/result.json; the adapters stay under OUT_DIR/<mode>/.
 
 MODE ``lost`` (run last): rank 1 exits after the first optimizer step; rank 0, waiting for it
-in the next step's gradient sum, writes the error it gets to OUT_DIR/lost.txt (launch with a
-``--monitor-interval`` of seconds so that torchrun does not stop rank 0 first).
+in the next step's gradient sum, writes the error it gets to OUT_DIR/lost.txt. Rank 0 survives
+the SIGTERM torchrun sends when it sees rank 1 go (it sends SIGKILL 30 s later), so the report
+does not depend on which of the two comes first; it prints its stack to stderr instead, which
+says where it was if the report never comes.
 """
 
 from __future__ import annotations
@@ -110,10 +112,15 @@ def run_mode(mode: str, model, examples, out: Path, rank: int, world: int) -> di
 
 
 def lose_a_rank(model, examples, out: Path, rank: int) -> None:
+    import faulthandler
     import os
+    import signal
     import time
 
     from bgit.train import TrainError
+
+    if rank == 0:
+        faulthandler.register(signal.SIGTERM, all_threads=True, chain=False)
 
     def progress(advance, total, **info):
         if rank == 1:
