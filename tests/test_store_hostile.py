@@ -69,7 +69,8 @@ def test_decode_refuses_sizes_other_than_the_manifest_records(store):
     # more on disk than the header's size can take (bgit stores raw when zstd does not shrink)
     (lambda: zstd_object(10, b"\0" * 100), "wrong size"),
     (lambda: codecs.HEADER.pack(codecs.MAGIC, codecs.CODEC_RAW, 1, 0, 10) + b"x" * 9, "wrong size"),
-    (lambda: codecs.HEADER.pack(codecs.MAGIC, 7, 1, 0, 10) + b"x" * 10, "unknown codec 7"),
+    (lambda: codecs.HEADER.pack(codecs.MAGIC, 7, 1, 0, 10) + b"x" * 10,
+     "unknown codec 7 (this bgit reads codecs 0-3; if a newer bgit wrote it, upgrade to read it)"),
     (lambda: b"BGO1\0", "truncated header"),
 ])
 def test_lying_objects_are_refused_before_allocating(store, raw_of, reason):

@@ -357,7 +357,9 @@ def read_header(raw, oid: str, expected_size: int | None = None) -> tuple[int, i
     if magic != MAGIC or group not in GROUP_WIDTHS:
         raise CorruptObjectError(oid, "bad header")
     if codec not in CODECS:
-        raise CorruptObjectError(oid, f"unknown codec {codec}")
+        # Codecs are only ever added: a number past the last may be a newer bgit's, not damage.
+        raise CorruptObjectError(oid, f"unknown codec {codec} (this bgit reads codecs 0-{CODECS[-1]}; "
+                                      "if a newer bgit wrote it, upgrade to read it)")
     if codec == CODEC_ZSTD_SPLIT and (group != 2 or shift not in SPLIT_SHIFTS):
         raise CorruptObjectError(oid, f"bad split (group {group}, shift {shift})")
     if codec == CODEC_ZSTD_PACK and (group != 2 or shift != PACK_SHIFT):
