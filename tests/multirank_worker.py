@@ -1,5 +1,6 @@
 """One rank of the trainer-level multi-rank test: ``torchrun --standalone --nproc_per_node 2
-tests/multirank_worker.py OUT_DIR MODE...`` (MODE: torch, zero2, zero3).
+tests/multirank_worker.py OUT_DIR MODE...`` (MODE: torch, zero2, zero3, full; full is plain
+torch with ``loss: full``, the teacher recomputed in every micro-batch from its shared prefix).
 
 For each mode, on a tiny random Llama:
 
@@ -43,8 +44,10 @@ CPU = torch.device("cpu")
 
 
 def settings_for(mode: str, micro_batch_size: int, **extra):
-    deepspeed = {"enabled": mode != "torch", "zero_stage": int(mode[-1]) if mode != "torch" else 0}
-    return bake_settings(micro_batch_size=micro_batch_size, deepspeed=deepspeed, **extra)
+    zero = mode.startswith("zero")
+    deepspeed = {"enabled": zero, "zero_stage": int(mode[-1]) if zero else 0}
+    loss = "full" if mode == "full" else "topk"
+    return bake_settings(micro_batch_size=micro_batch_size, deepspeed=deepspeed, loss=loss, **extra)
 
 
 def step_gradients(model, items, settings, rank: int, world: int) -> dict:
@@ -89,8 +92,9 @@ def adapter_tensors(directory: Path) -> dict:
 
 
 def run_mode(mode: str, model, examples, out: Path, rank: int, world: int) -> dict:
-    items = prepare_examples(examples, 512, True, False)
-    alone = step_gradients(model, items, settings_for("torch", 4), 0, 1)
+    full = mode == "full"
+    items = prepare_examples(examples, 512, not full, full)
+    alone = step_gradients(model, items, settings_for("full" if full else "torch", 4), 0, 1)
     together = step_gradients(model, items, settings_for(mode, 2), rank, world)
     probe = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
