@@ -218,9 +218,9 @@ def encode_parts(data, group: int = 1, dtype: str | None = None) -> tuple:
     if shifts:
         sample = _sample(data)
         split = best_shift(sample, shifts)
-        # numpy's pack and unpack run 6-8x slower than codec 2's split and merge (store
-        # bench, one core: 371 vs 3,071 and 508 vs 3,001 MB/s): without the C kernels,
-        # codec 2 is the faster choice and codec 3 is only read
+        # numpy's pack and unpack run 6-8x slower than codec 2's split and merge (the store
+        # bench's step lines): without the C kernels, codec 2 is the faster choice and
+        # codec 3 is only read
         payload = _encode_packed(data, sample) if split == PACK_SHIFT and kernels.KERNELS == "c" else None
         codec = CODEC_ZSTD_PACK
         if payload is None:
