@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -14,7 +15,8 @@ from bgit.config.schema import BakeConfig
 from bgit.train import TrainExample, full_kl, topk_kl, train_adapter
 from bgit.train.data import collate, prepare_examples
 from bgit.train.errors import CheckpointMismatchError, InvalidExampleError, TrainError
-from bgit.train.lora import attach_lora, detach_lora
+from bgit.train.lora import FrozenBf16Weights, attach_lora, detach_lora, training_setup
+from bgit.train import loop as loop_module
 from bgit.train.loop import TorchStepper, backward_group, evaluate_kl
 from bgit.train.loss import batch_kl
 from train_helpers import VOCAB, bake_settings, baking_examples, teacher_logprobs, tiny_llama, topk_arrays
@@ -424,3 +426,60 @@ def test_bf16_autocast_loop_lowers_the_fp32_eval_kl(tmp_path):
     evals = [r["eval_kl"] for r in result.metrics if "eval_kl" in r]
     assert result.autocast is True
     assert evals[-1] < 0.7 * evals[0], evals
+
+
+def test_frozen_weights_cast_once_give_autocasts_gradients_bit_for_bit():
+    model = tiny_llama(seed=9)
+    model.lm_head.weight = model.model.embed_tokens.weight  # a tied output head, as SmolLM2's
+    examples = baking_examples(model, 4, seed=9)
+    settings = fast_settings(autocast="bf16")
+    items = prepare_examples(examples, 512, True, False)
+    peft_model = attach_lora(model, settings)
+    try:
+        randomise_lora(peft_model)
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        stepper = TorchStepper(peft_model, trainable, settings, 1)
+        weights = FrozenBf16Weights(peft_model)
+        grads, dtypes = [], []
+        with training_setup(peft_model, settings.model, True):
+            for cast_once in (False, True):
+                for p in trainable:
+                    p.grad = None
+                with weights if cast_once else contextlib.nullcontext():
+                    dtypes.append({model.lm_head.weight.dtype, model.model.layers[0].mlp.down_proj.weight.dtype})
+                    backward_group(stepper, items, [0, 1, 2, 3], settings, 0, torch.device("cpu"), True)
+                grads.append(lora_grads(peft_model))
+    finally:
+        detach_lora(peft_model)
+    assert len(weights.swaps) == 2 * 7 + 1  # every frozen linear of 2 layers, and the head
+    assert dtypes == [{torch.float32}, {torch.bfloat16}]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 2 * 2 * 7
+    for name, g in grads[0].items():
+        assert torch.equal(g, grads[1][name]), name
+    # outside, the float32 weights are back, the head tied to its embedding again
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_bf16_autocast_loop_casts_the_frozen_weights_once_for_the_same_adapter(tmp_path, monkeypatch):
+    model = tiny_llama(seed=10)
+    examples = baking_examples(model, 6, seed=10)
+    settings = fast_settings(epochs=2, autocast="bf16", micro_batch_size=2)
+    entered = []
+
+    class Counting(FrozenBf16Weights):
+        def __enter__(self):
+            entered.append(1)
+            return super().__enter__()
+
+    monkeypatch.setattr(loop_module, "FrozenBf16Weights", Counting)
+    cast_once = train_adapter(model, None, examples, examples[:2], settings, tmp_path / "once")
+    assert len(entered) == 6  # 3 steps an epoch, 2 epochs
+    monkeypatch.setattr(loop_module, "FrozenBf16Weights", lambda model: contextlib.nullcontext())
+    per_forward = train_adapter(model, None, examples, examples[:2], settings, tmp_path / "autocast")
+    assert [r.get("eval_kl") for r in cast_once.metrics] == [r.get("eval_kl") for r in per_forward.metrics]
+    from safetensors.torch import load_file
+
+    a = load_file(cast_once.adapter_dir / "adapter_model.safetensors")
+    b = load_file(per_forward.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -36,7 +36,8 @@ from bgit.train.data import (collate, epoch_groups, examples_fingerprint, micro_
 from bgit.train.distributed import (broadcast_parameters, init_process_group, lost_rank, padded_share,
                                     rank_world, split_count, sum_gradients, sum_over_ranks)
 from bgit.train.errors import EmptyTrainingSetError
-from bgit.train.lora import attach_lora, detach_lora, lora_dropout, save_adapter, training_setup
+from bgit.train.lora import (FrozenBf16Weights, attach_lora, detach_lora, lora_dropout, save_adapter,
+                             training_setup)
 from bgit.train.loss import batch_kl, batch_objective
 from bgit.train.optim import make_optimizer, make_scheduler
 
@@ -327,6 +328,9 @@ class _Run:
             self.stepper = DeepSpeedStepper(peft_model, trainable, bake, self.total_steps, runtime.autocast)
         else:
             self.stepper = TorchStepper(peft_model, trainable, bake, self.total_steps, runtime.world)
+        # the frozen weights in bf16 for the steps, cast once instead of by autocast in every forward
+        cast_once = runtime.autocast and runtime.device.type == "cpu" and not bake.deepspeed.enabled
+        self.step_weights = FrozenBf16Weights(peft_model) if cast_once else contextlib.nullcontext()
         self.policy = CheckpointPolicy.of(bake.checkpoint)
         self.metrics: list[dict] = []
         self.state = LoopState()
@@ -406,8 +410,9 @@ class _Run:
         """Forward/backward over the step's micro-batches, then the update; -> the step's
         per-token (KL, objective) over every rank's share, and its response tokens."""
         rt = self.rt
-        loss_sum, kl_sum = backward_group(self.stepper, self.train_items, group, self.bake, self.pad_id,
-                                          rt.device, rt.autocast, rt.rank, rt.world)
+        with self.step_weights:
+            loss_sum, kl_sum = backward_group(self.stepper, self.train_items, group, self.bake, self.pad_id,
+                                              rt.device, rt.autocast, rt.rank, rt.world)
         self.stepper.step()
         self.state.step += 1
         # float() in sum_over_ranks is the step's one device sync
