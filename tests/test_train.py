@@ -13,10 +13,10 @@ import torch
 from bgit.config import ConfigValueError
 from bgit.config.schema import BakeConfig
 from bgit.train import TrainExample, full_kl, topk_kl, train_adapter
+from bgit.train import loop as loop_module
 from bgit.train.data import collate, prepare_examples
 from bgit.train.errors import CheckpointMismatchError, InvalidExampleError, TrainError
 from bgit.train.lora import FrozenBf16Weights, attach_lora, detach_lora, training_setup
-from bgit.train import loop as loop_module
 from bgit.train.loop import TorchStepper, backward_group, evaluate_kl
 from bgit.train.loss import batch_kl
 from train_helpers import VOCAB, bake_settings, baking_examples, teacher_logprobs, tiny_llama, topk_arrays

@@ -97,13 +97,13 @@ class FrozenBf16Weights:
 
     Autocast caches its casts only for tensors that require grad, so it casts every frozen
     weight to bf16 again in every forward pass; these are the same values, cast once, so a step
-    computes exactly what it did (tests/test_train_loop.py compares the gradients bit for bit),
+    computes exactly what it did (tests/test_train.py compares the gradients bit for bit),
     while the per-epoch eval, which runs without autocast, still sees float32. SmolLM2-135M +
     LoRA r 16 on 2 AMX cores: 645 -> 579 ms per step of 4 x ~69 tokens, french's training phase
     316-321 -> 273-275 s with the same adapter (bench/results/2026-12-02-x86_64-xeon-amx-2core/
     frozen-bf16*). The copies cost half the float32 weights' memory, which autocast's per-step
-    casts also held until each layer's backward (the trainer bench's peak RSS: 2,315 MB, 2,331
-    before).
+    casts also held until each layer's backward (the trainer bench's peak RSS: 2,315 MB; 2,331
+    in its earlier run without them).
     """
 
     def __init__(self, model):
